@@ -1,0 +1,9 @@
+//! Hardware: device profiles (what a device is, with sources) and the pure cost functions the
+//! simulator prices ops with.
+
+mod profile;
+
+pub use profile::{
+    AcceleratorKind, AcceleratorSpec, CpuCluster, CurvePoint, DeviceProfile, EnergySpec, LinkSpec,
+    MemorySpec, OffloadTier, PrecisionRate, StorageSpec, TeeSpec,
+};

@@ -1,0 +1,16 @@
+//! edgesim: which LLM offloading policy wins on this device and memory budget, by how much,
+//! and why.
+//!
+//! A trace of recorded activations is replayed through a [`policy::Policy`], which emits a
+//! [`plan::Plan`] per forward pass; a [`backend::Backend`] runs the plan — the simulator in
+//! simulated time, or the executor for real — and the report compares policies.
+//! See `docs/architecture.md` for the map.
+
+pub mod backend;
+pub mod hw;
+pub mod model;
+pub mod plan;
+pub mod policy;
+pub mod sourced;
+pub mod trace;
+pub mod units;
