@@ -7,6 +7,7 @@
 //! See `docs/architecture.md` for the map.
 
 pub mod backend;
+pub mod cli;
 pub mod hw;
 pub mod model;
 pub mod plan;

@@ -1,3 +1,3 @@
 fn main() {
-    println!("edgesim");
+    edgesim::cli::main()
 }

@@ -1,0 +1,45 @@
+//! The command line: parse, call the library, print. No simulation logic lives here.
+//!
+//! `main` is `run(parse())`; every failure becomes a [`CliError`] whose message names the
+//! file, record or field at fault, and the process exits with code 2.
+
+mod error;
+
+pub use error::CliError;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "edgesim",
+    version,
+    about = "Which LLM offloading policy wins on this device and memory budget, by how much, and why",
+    long_about = "edgesim replays recorded MoE-expert and FFN-neuron activation traces through \
+offloading policies (HOBBIT, PowerInfer-2, TZ-LLM, T-MAC and their baselines) on a \
+discrete-event model of a device's flash, DRAM, CPU, NPU and TEE, and runs the same policies on \
+a real executor to check the predictions."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {}
+}
+
+/// Entry point for `main`: parse, run, report, exit.
+pub fn main() -> ! {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(e.exit_code());
+        }
+    }
+}
