@@ -197,6 +197,7 @@ impl ModelGeometry {
             TensorKind::Expert(_) => self.ffn_kind.matrices() * h * self.ffn as u64,
             TensorKind::Neurons { count, .. } => self.ffn_kind.matrices() * h * count as u64,
             TensorKind::Whole => self.total_params(),
+            TensorKind::KvCache => 0,
         }
     }
 

@@ -30,6 +30,8 @@ pub enum TensorKind {
         count: u32,
     },
     LmHead,
+    /// The key/value cache of every attention layer (not weights: allocated, never read).
+    KvCache,
     /// The whole model as one blob (TEE strawman: restore everything before computing).
     Whole,
 }
@@ -56,6 +58,7 @@ impl fmt::Display for TensorRef {
             TensorKind::Embedding => write!(f, "embedding"),
             TensorKind::LmHead => write!(f, "lm_head"),
             TensorKind::Whole => write!(f, "model"),
+            TensorKind::KvCache => write!(f, "kv_cache"),
             TensorKind::Attention => write!(f, "L{}.attn", self.layer),
             TensorKind::Router => write!(f, "L{}.router", self.layer),
             TensorKind::DenseFfn => write!(f, "L{}.ffn", self.layer),
