@@ -67,6 +67,9 @@ pub enum Op {
     },
     /// Switch the CPU (and the NPU it drives) to `to`.
     WorldSwitch { to: World },
+    /// Waits for its dependencies and does nothing else: the join point of a layer whose
+    /// experts run in parallel, or the end of a warm-up. Takes no time on any backend.
+    Join,
     /// Release `tensor`'s `bytes`. Memory returns to the budget when the op ends.
     Evict {
         tensor: TensorRef,
@@ -106,6 +109,7 @@ impl Op {
             Op::Compute { .. } => "compute",
             Op::WorldSwitch { .. } => "world_switch",
             Op::Evict { .. } => "evict",
+            Op::Join => "join",
         }
     }
 
@@ -116,7 +120,7 @@ impl Op {
             | Op::Alloc { tensor, .. }
             | Op::Compute { tensor, .. }
             | Op::Evict { tensor, .. } => Some(tensor),
-            Op::WorldSwitch { .. } => None,
+            Op::WorldSwitch { .. } | Op::Join => None,
         }
     }
 }

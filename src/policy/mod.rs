@@ -9,8 +9,17 @@
 //! Alloc depends on the Evict. The simulator checks this as it runs the plan.
 
 mod context;
+pub mod expert_cache;
+pub mod layer_ops;
+mod lru;
+pub mod moe_pass;
+mod on_demand;
+pub mod placement;
+pub mod resident;
 
 pub use context::{Counters, MemoryUse, PolicyContext, PolicyError};
+pub use lru::Lru;
+pub use on_demand::OnDemand;
 
 use crate::plan::PlanBuilder;
 use crate::trace::ForwardPass;
@@ -31,4 +40,39 @@ pub trait Policy {
     fn memory(&self) -> MemoryUse;
 
     fn counters(&self) -> &Counters;
+}
+
+/// Every policy edgesim knows, with a one-line description (for `--help` and errors).
+pub const POLICIES: &[(&str, &str)] = &[
+    (
+        "on-demand",
+        "no expert cache: every expert is read when the router picks it and dropped after use",
+    ),
+    (
+        "lru",
+        "expert cache in the budget left after the resident set, least recently used evicted",
+    ),
+];
+
+/// Builds the policy called `name`.
+pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
+    match name {
+        "on-demand" => Ok(Box::new(OnDemand::new(ctx)?)),
+        "lru" => Ok(Box::new(Lru::new(ctx)?)),
+        _ => Err(PolicyError::BadParameter(format!(
+            "unknown policy `{name}`; known policies: {}",
+            POLICIES.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+fn require_moe(ctx: &PolicyContext, policy: &str) -> Result<(), PolicyError> {
+    if ctx.model.is_moe() {
+        Ok(())
+    } else {
+        Err(PolicyError::Unsupported(format!(
+            "policy `{policy}` offloads MoE experts, but model `{}` is dense",
+            ctx.model.name
+        )))
+    }
 }

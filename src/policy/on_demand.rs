@@ -1,0 +1,129 @@
+//! `on-demand`: llama.cpp-style loading with no expert cache. Every expert a layer needs is
+//! read when the router has chosen it and dropped after its compute; only the resident set
+//! (attention, routers, embeddings, dense layers, KV cache) stays in memory.
+//!
+//! Memory left over after the resident set is a staging area: as many experts load at once
+//! as fit, so a small budget serialises loads instead of failing.
+
+use super::context::{Counters, MemoryUse, PolicyContext, PolicyError};
+use super::expert_cache::ExpertCache;
+use super::layer_ops::ResidentOps;
+use super::moe_pass::{expert_key, ExpertDemand, ExpertSupplier, LayerCx, MoePassPlanner, Supply};
+use super::placement::Placement;
+use super::resident::{ResidentSet, BULK_REQUEST_BYTES};
+use super::Policy;
+use crate::model::{Precision, TensorKind};
+use crate::plan::{OpId, PlanBuilder};
+use crate::trace::ForwardPass;
+
+pub struct OnDemand {
+    ctx: PolicyContext,
+    resident: ResidentSet,
+    planner: MoePassPlanner,
+    staging: Staging,
+}
+
+struct Staging {
+    area: ExpertCache,
+    precision: Precision,
+    expert_bytes: u64,
+    counters: Counters,
+}
+
+impl OnDemand {
+    pub fn new(ctx: PolicyContext) -> Result<Self, PolicyError> {
+        super::require_moe(&ctx, "on-demand")?;
+        let resident = ResidentSet::new(&ctx, true);
+        let precision = ctx.offload_precision;
+        let first_moe = ctx.model.dense_layers;
+        let expert_bytes = ctx.model.bytes(first_moe, TensorKind::Expert(0), precision);
+        resident.check_budget(&ctx, expert_bytes, "the resident set plus one expert")?;
+        let area = ExpertCache::new(ctx.budget_bytes - resident.bytes());
+        Ok(OnDemand {
+            planner: MoePassPlanner::new(Placement::new(&ctx.device), precision),
+            resident,
+            staging: Staging {
+                area,
+                precision,
+                expert_bytes,
+                counters: Counters::default(),
+            },
+            ctx,
+        })
+    }
+}
+
+impl ExpertSupplier for Staging {
+    fn supply(
+        &mut self,
+        cx: &mut LayerCx<'_>,
+        _index: usize,
+        d: &ExpertDemand,
+    ) -> Result<Supply, PolicyError> {
+        let key = expert_key(cx.layer, d.expert);
+        self.counters.misses += 1;
+        // Everything staged has had its compute planned (on-demand evicts after use), so any
+        // entry may go; the oldest-loaded first keeps loads flowing in order.
+        let evicted =
+            self.area
+                .make_room(self.expert_bytes, |_| false, |_, e| e.ready, cx.builder)?;
+        let after: Vec<OpId> = evicted.iter().map(|e| e.0).collect();
+        let read = self.area.load(
+            key,
+            self.precision,
+            self.expert_bytes,
+            BULK_REQUEST_BYTES,
+            &after,
+            &[cx.router],
+            false,
+            cx.builder,
+        );
+        Ok(Supply::Compute {
+            precision: self.precision,
+            ready: Some(read),
+            unit: None,
+        })
+    }
+
+    fn computed(&mut self, cx: &mut LayerCx<'_>, expert: u16, op: OpId) {
+        let key = expert_key(cx.layer, expert);
+        self.area.record_use(&key, op);
+        self.area.evict(key, cx.builder);
+        self.counters.evictions += 1;
+    }
+
+    fn counters(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+}
+
+impl Policy for OnDemand {
+    fn name(&self) -> &str {
+        "on-demand"
+    }
+
+    fn plan_warmup(&mut self, b: &mut PlanBuilder) -> Result<(), PolicyError> {
+        self.resident.plan_warmup(b);
+        Ok(())
+    }
+
+    fn plan_pass(&mut self, pass: &ForwardPass, b: &mut PlanBuilder) -> Result<(), PolicyError> {
+        let ops = ResidentOps {
+            model: &self.ctx.model,
+            precision: self.ctx.resident_precision,
+        };
+        self.planner
+            .plan(&self.ctx.model, &ops, pass, &mut self.staging, b)
+    }
+
+    fn memory(&self) -> MemoryUse {
+        MemoryUse {
+            resident_bytes: self.resident.bytes(),
+            cache_bytes: self.staging.area.used_bytes(),
+        }
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.staging.counters
+    }
+}
