@@ -12,6 +12,8 @@ pub mod hw;
 pub mod model;
 pub mod plan;
 pub mod policy;
+pub mod replay;
+pub mod report;
 pub mod sourced;
 pub mod trace;
 pub mod units;

@@ -1,0 +1,11 @@
+//! Reports: the figures of a run, tables (CSV, JSON), plots (SVG) and timelines.
+
+pub mod plots;
+pub mod summary;
+pub mod table;
+pub mod timeline;
+pub mod write;
+
+pub use summary::RunSummary;
+pub use table::{ResultRow, RunIdentity};
+pub use write::ReportDir;
