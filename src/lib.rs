@@ -14,6 +14,7 @@ pub mod plan;
 pub mod policy;
 pub mod replay;
 pub mod report;
+pub mod scenario;
 pub mod sourced;
 pub mod trace;
 pub mod units;

@@ -22,6 +22,9 @@ pub struct PolicyContext {
     pub max_context: u32,
     /// Seed for any random choice a policy makes.
     pub seed: u64,
+    /// The policy's own parameters (`null` when none are given); each policy parses and
+    /// checks them, rejecting unknown keys.
+    pub params: serde_json::Value,
 }
 
 impl PolicyContext {
