@@ -370,6 +370,7 @@ impl Simulator {
     fn advance(&mut self, target: Option<OpId>) -> Result<(), BackendError> {
         loop {
             self.run_unqueued()?;
+            self.window.retire();
             if let Some(t) = target {
                 if self.window.is_done(t) {
                     return Ok(());
@@ -389,7 +390,6 @@ impl Simulator {
             while let Some(id) = self.events.pop_at(time) {
                 self.finish(id)?;
             }
-            self.window.retire();
         }
     }
 }
