@@ -269,9 +269,16 @@ fn check_dependencies_and_durations(run: &Run) -> Result<(), TestCaseError> {
     let timings = run.timings();
     let by_id = run.by_id();
     let issued: u64 = run.plans.iter().map(|p| p.len() as u64).sum();
-    prop_assert_eq!(timings.len() as u64, issued, "each op reported exactly once");
+    prop_assert_eq!(
+        timings.len() as u64,
+        issued,
+        "each op reported exactly once"
+    );
     prop_assert_eq!(by_id.len() as u64, issued, "no op reported twice");
-    prop_assert_eq!(by_id.keys().copied().collect::<Vec<_>>(), (0..issued).collect::<Vec<_>>());
+    prop_assert_eq!(
+        by_id.keys().copied().collect::<Vec<_>>(),
+        (0..issued).collect::<Vec<_>>()
+    );
     for (plan, node) in run.ops() {
         let t = by_id[&node.id];
         for &dep in plan.deps(node) {

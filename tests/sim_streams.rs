@@ -93,7 +93,10 @@ fn a_stream_over_the_host_link_reaches_the_link_bandwidth() {
     let (sim, ops) = run_independent(&test_device_host_memory(), read(64 * MIB, 64 * MIB), 32);
     let achieved = (32 * 64 * MIB) as f64 / makespan(&ops).as_secs_f64();
     assert!(achieved <= 25e9 && achieved > 0.999 * 25e9, "{achieved}");
-    assert_eq!(sim.resources()[ops[0].resource.unwrap() as usize].name, "link");
+    assert_eq!(
+        sim.resources()[ops[0].resource.unwrap() as usize].name,
+        "link"
+    );
 }
 
 #[test]
@@ -103,7 +106,14 @@ fn compute_ops_fill_the_cluster_cores() {
         cluster: 0,
         threads: 3,
     };
-    let op = Op::matmul(TensorRef::expert(0, 0), unit, Precision::Int4, 4096, 4096, 1);
+    let op = Op::matmul(
+        TensorRef::expert(0, 0),
+        unit,
+        Precision::Int4,
+        4096,
+        4096,
+        1,
+    );
     let (sim, ops) = run_independent(&test_device(), op, 10);
     let one = sim.price(&op).unwrap().duration;
     assert_eq!(makespan(&ops), Nanos(10 * one.0));
@@ -112,7 +122,14 @@ fn compute_ops_fill_the_cluster_cores() {
         cluster: 0,
         threads: 1,
     };
-    let op = Op::matmul(TensorRef::expert(0, 0), unit, Precision::Int4, 4096, 4096, 1);
+    let op = Op::matmul(
+        TensorRef::expert(0, 0),
+        unit,
+        Precision::Int4,
+        4096,
+        4096,
+        1,
+    );
     let (sim, ops) = run_independent(&test_device(), op, 10);
     let one = sim.price(&op).unwrap().duration;
     assert_eq!(makespan(&ops), Nanos(3 * one.0));

@@ -6,8 +6,8 @@
 //! not use these to draw conclusions.
 
 use crate::hw::{
-    AcceleratorKind, AcceleratorSpec, CpuCluster, CurvePoint, DeviceProfile, LinkSpec,
-    MemorySpec, OffloadTier, PrecisionRate, StorageSpec, TeeSpec,
+    AcceleratorKind, AcceleratorSpec, CpuCluster, CurvePoint, DeviceProfile, LinkSpec, MemorySpec,
+    OffloadTier, PrecisionRate, StorageSpec, TeeSpec,
 };
 use crate::model::Precision;
 use crate::sourced::Sourced;

@@ -76,7 +76,10 @@ impl Pricer {
                 add(name, c.cores())
             })
             .collect();
-        let accel_resource = costs.accel.as_ref().map(|a| add("accel".into(), a.servers()));
+        let accel_resource = costs
+            .accel
+            .as_ref()
+            .map(|a| add("accel".into(), a.servers()));
         let tee_resource = costs.tee.as_ref().map(|_| add("tee".into(), 1));
         let read_resource = match costs.offload_tier {
             OffloadTier::Flash => flash,

@@ -85,7 +85,10 @@ impl Resource {
     /// Returns `servers` servers after an op that held them for `duration`.
     pub fn finish(&mut self, servers: u32, duration: Nanos) {
         self.free += servers;
-        assert!(self.free <= self.servers, "resource released more servers than it has");
+        assert!(
+            self.free <= self.servers,
+            "resource released more servers than it has"
+        );
         self.busy_server_ns = self
             .busy_server_ns
             .saturating_add(servers as u64 * duration.0);
@@ -106,7 +109,9 @@ mod tests {
     }
 
     fn drain_startable(r: &mut Resource) -> Vec<OpId> {
-        std::iter::from_fn(|| r.start_next()).map(|w| w.id).collect()
+        std::iter::from_fn(|| r.start_next())
+            .map(|w| w.id)
+            .collect()
     }
 
     #[test]

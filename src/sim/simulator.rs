@@ -326,15 +326,13 @@ impl Simulator {
         let slot = *slot;
         if let MemoryEffect::Evict(bytes) = slot.memory {
             self.memory_used_bytes =
-                self.memory_used_bytes
-                    .checked_sub(bytes)
-                    .ok_or_else(|| {
-                        BackendError::BadPlan(format!(
-                            "op {id} evicts {bytes} bytes at {now}, but only {} bytes are \
+                self.memory_used_bytes.checked_sub(bytes).ok_or_else(|| {
+                    BackendError::BadPlan(format!(
+                        "op {id} evicts {bytes} bytes at {now}, but only {} bytes are \
                              allocated (every byte evicted must come from an Alloc)",
-                            self.memory_used_bytes
-                        ))
-                    })?;
+                        self.memory_used_bytes
+                    ))
+                })?;
         }
         if let Some(r) = slot.resource {
             self.resources[r as usize].finish(slot.servers, slot.duration);
@@ -526,7 +524,10 @@ mod tests {
         b.set_output(out0);
         let p0 = b.finish().unwrap();
         let step0 = s.run(&p0).unwrap();
-        assert_eq!(step0.ops.iter().map(|t| t.id).collect::<Vec<_>>(), vec![out0]);
+        assert_eq!(
+            step0.ops.iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![out0]
+        );
         assert_eq!(s.ops_in_flight(), 1);
 
         // Plan 1 computes with the prefetched expert: it must wait for the read.
@@ -594,7 +595,10 @@ mod tests {
         b.set_output(c);
         match s.run(&b.finish().unwrap()).unwrap_err() {
             BackendError::Unsupported(m) => {
-                assert!(m.contains("op 1") && m.contains("int2") && m.contains("test-npu"), "{m}")
+                assert!(
+                    m.contains("op 1") && m.contains("int2") && m.contains("test-npu"),
+                    "{m}"
+                )
             }
             e => panic!("{e}"),
         }

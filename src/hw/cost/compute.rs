@@ -174,7 +174,12 @@ impl AccelModel {
         })
     }
 
-    pub fn compute(&self, precision: Precision, flops: u64, bytes: u64) -> Result<Nanos, CostError> {
+    pub fn compute(
+        &self,
+        precision: Precision,
+        flops: u64,
+        bytes: u64,
+    ) -> Result<Nanos, CostError> {
         let arithmetic = work_time(flops as f64, self.rate(precision)?);
         let memory = transfer_time(bytes, self.bandwidth_bytes_per_s);
         Ok(Nanos(self.dispatch_latency_ns) + arithmetic.max(memory))
@@ -286,7 +291,14 @@ mod tests {
         );
         assert!(e.to_string().contains("cpu.big") && e.to_string().contains("int2"));
         let e = cpu.compute(5, Precision::Int4, 1, 1).unwrap_err();
-        assert!(matches!(e, CostError::TooManyThreads { threads: 5, cores: 4, .. }));
+        assert!(matches!(
+            e,
+            CostError::TooManyThreads {
+                threads: 5,
+                cores: 4,
+                ..
+            }
+        ));
         assert!(!e.is_plan_error());
         let e = cpu.compute(0, Precision::Int4, 1, 1).unwrap_err();
         assert!(e.is_plan_error(), "{e}");

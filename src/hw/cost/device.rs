@@ -42,7 +42,11 @@ impl DeviceCosts {
             flash: FlashModel::new(&device.storage)?,
             link,
             cpu,
-            accel: device.accelerator.as_ref().map(AccelModel::new).transpose()?,
+            accel: device
+                .accelerator
+                .as_ref()
+                .map(AccelModel::new)
+                .transpose()?,
             tee: device.tee.as_ref().map(TeeModel::new).transpose()?,
         })
     }

@@ -80,7 +80,11 @@ impl FlashModel {
                     problem: "request sizes must increase along the curve".into(),
                 });
             }
-            curve.push(((p.request_bytes as f64).log2(), p.request_bytes, p.bytes_per_s));
+            curve.push((
+                (p.request_bytes as f64).log2(),
+                p.request_bytes,
+                p.bytes_per_s,
+            ));
         }
         Ok(FlashModel {
             channels,
@@ -254,9 +258,15 @@ mod tests {
         let err = FlashModel::new(&spec(8, 0, &[])).unwrap_err();
         assert!(err.to_string().contains("storage.read_curve"), "{err}");
         let err = FlashModel::new(&spec(8, 0, &[(8192, 1e9), (4096, 2e9)])).unwrap_err();
-        assert!(err.to_string().contains("read_curve[1].request_bytes"), "{err}");
+        assert!(
+            err.to_string().contains("read_curve[1].request_bytes"),
+            "{err}"
+        );
         let err = FlashModel::new(&spec(8, 0, &[(4096, 0.0)])).unwrap_err();
-        assert!(err.to_string().contains("read_curve[0].bytes_per_s"), "{err}");
+        assert!(
+            err.to_string().contains("read_curve[0].bytes_per_s"),
+            "{err}"
+        );
         let err = FlashModel::new(&spec(0, 0, &[(4096, 1e9)])).unwrap_err();
         assert!(err.to_string().contains("storage.channels"), "{err}");
     }

@@ -36,10 +36,7 @@ impl TeeModel {
 
     /// Decrypting `bytes` split evenly over `threads` cores (the caller checks the count).
     pub fn decrypt(&self, bytes: u64, threads: u32) -> Nanos {
-        transfer_time(
-            bytes,
-            threads as f64 * self.decrypt_bytes_per_s_per_core,
-        )
+        transfer_time(bytes, threads as f64 * self.decrypt_bytes_per_s_per_core)
     }
 
     /// Allocating `bytes` of secure memory on one thread.
