@@ -147,6 +147,18 @@ impl Simulator {
     /// rejected plan leaves the timeline as it was.
     fn check_and_price(&mut self, plan: &Plan) -> Result<OpId, BackendError> {
         if plan.first_id() != self.window.end_id() {
+            // Name the most useful fact first: a dependency on an op this simulator never saw.
+            let never_issued = self.window.end_id()..plan.first_id();
+            for node in plan.nodes() {
+                if let Some(&dep) = plan.deps(node).iter().find(|d| never_issued.contains(d)) {
+                    return Err(BackendError::BadPlan(format!(
+                        "op {} depends on op {dep}, which was never issued to this simulator \
+                         (it has run ops 0..{})",
+                        node.id,
+                        self.window.end_id()
+                    )));
+                }
+            }
             return Err(BackendError::BadPlan(format!(
                 "plan starts at op id {}, but the next id this simulator expects is {} \
                  (build each plan from the previous plan's end_id and run them in order)",
@@ -574,6 +586,24 @@ mod tests {
         let c = b.push(gemv(0, BIG), &[]);
         b.set_output(c);
         s.run(&b.finish().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_dependency_on_an_op_never_issued_is_a_bad_plan() {
+        let mut s = sim();
+        // A plan built as if ops 0..10 had run, depending on op 4.
+        let mut b = PlanBuilder::new(10);
+        let c = b.push(gemv(0, BIG), &[4]);
+        b.set_output(c);
+        match s.run(&b.finish().unwrap()).unwrap_err() {
+            BackendError::BadPlan(m) => {
+                assert!(
+                    m.contains("op 10 depends on op 4") && m.contains("never issued"),
+                    "{m}"
+                )
+            }
+            e => panic!("{e}"),
+        }
     }
 
     #[test]

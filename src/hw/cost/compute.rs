@@ -33,7 +33,7 @@ fn rate_table(field: &str, rates: &[PrecisionRate]) -> Result<RateTable, CostErr
 /// One CPU cluster, priced as a roofline over the cores an op uses.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CpuModel {
-    /// "cpu.<cluster name>", as in resource names and error messages.
+    /// `cpu.<cluster name>`, as in resource names and error messages.
     name: String,
     cores: u32,
     core_rates: RateTable,
