@@ -372,7 +372,7 @@ fn critical_path(run: &Run) -> Nanos {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn multi_plan_runs_keep_the_guarantees(
