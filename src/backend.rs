@@ -34,7 +34,10 @@ pub struct StepResult {
     pub start: Nanos,
     /// When the plan's output op ended.
     pub output_ready: Nanos,
-    /// One entry per op of the plan, in plan order.
+    /// Timings of the ops that finished while this plan ran, in the order they finished: ops
+    /// of this plan upstream of the output, and ops of earlier plans (prefetches) that finished
+    /// meanwhile. Ops of this plan still running at the output are reported by a later step
+    /// (the simulator's `drain` reports the rest at the end), so every op is reported once.
     pub ops: Vec<OpTiming>,
 }
 

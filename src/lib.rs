@@ -15,6 +15,7 @@ pub mod policy;
 pub mod replay;
 pub mod report;
 pub mod scenario;
+pub mod sim;
 pub mod sourced;
 pub mod trace;
 pub mod units;
