@@ -1,5 +1,6 @@
 //! A byte-capacity cache of offloaded weights, with the bookkeeping that keeps plans honest:
-//! an entry cannot be evicted before its load finished and its last use ended.
+//! an entry cannot be evicted before its load finished and its last use ended, and a new
+//! entry's allocation waits for the evictions that free the memory it takes.
 //!
 //! The victim order is the policy's business (LRU, LFU, HOBBIT's priority, Belady): callers pass
 //! a scoring function and the lowest score is evicted first. Ties go to the smaller key, so the
@@ -8,7 +9,7 @@
 use super::context::PolicyError;
 use crate::model::{Precision, TensorRef};
 use crate::plan::{Op, OpId, PlanBuilder};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CacheEntry {
@@ -27,6 +28,10 @@ pub struct ExpertCache {
     capacity_bytes: u64,
     used_bytes: u64,
     entries: BTreeMap<TensorRef, CacheEntry>,
+    /// Evictions planned but possibly not yet run, with the bytes of each not yet handed to a
+    /// later allocation. An Alloc that needs those bytes depends on the Evict, oldest first.
+    pending_frees: VecDeque<(OpId, u64)>,
+    pending_free_bytes: u64,
 }
 
 impl ExpertCache {
@@ -35,6 +40,8 @@ impl ExpertCache {
             capacity_bytes,
             used_bytes: 0,
             entries: BTreeMap::new(),
+            pending_frees: VecDeque::new(),
+            pending_free_bytes: 0,
         }
     }
 
@@ -79,8 +86,8 @@ impl ExpertCache {
     }
 
     /// Emits Evict ops until `bytes` more fit, choosing unpinned victims with the lowest
-    /// `score`. Returns the evict ops (an Alloc for the new entry must depend on them) and the
-    /// evicted keys with their entries.
+    /// `score`. Returns the evict ops and the evicted keys with their entries; a later
+    /// [`ExpertCache::load`] makes its Alloc wait for the evictions it needs.
     pub fn make_room<S: PartialOrd>(
         &mut self,
         bytes: u64,
@@ -131,11 +138,34 @@ impl ExpertCache {
             },
             &deps,
         );
+        self.pending_frees.push_back((op, entry.bytes));
+        self.pending_free_bytes += entry.bytes;
         (op, entry)
     }
 
-    /// Emits Alloc (after `after`) and Read (after the Alloc and `read_after`) for `key`, and
-    /// records the entry. The caller must have made room.
+    /// The pending evictions an allocation of `bytes` must wait for: memory free for certain
+    /// is used first, then the oldest pending frees.
+    fn claim_frees(&mut self, bytes: u64, deps: &mut Vec<OpId>) {
+        let free_now = self.capacity_bytes - self.used_bytes - self.pending_free_bytes;
+        let mut deficit = bytes.saturating_sub(free_now);
+        while deficit > 0 {
+            let Some((op, freed)) = self.pending_frees.pop_front() else {
+                break;
+            };
+            deps.push(op);
+            let taken = freed.min(deficit);
+            deficit -= taken;
+            self.pending_free_bytes -= taken;
+            if freed > taken {
+                // The rest of that eviction's memory stays available to later allocations,
+                // which must also wait for it.
+                self.pending_frees.push_front((op, freed - taken));
+            }
+        }
+    }
+
+    /// Emits Alloc (after `after` and the evictions that free its memory) and Read (after the
+    /// Alloc and `read_after`) for `key`, and records the entry. The caller must have made room.
     #[allow(clippy::too_many_arguments)]
     pub fn load(
         &mut self,
@@ -150,13 +180,17 @@ impl ExpertCache {
     ) -> OpId {
         debug_assert!(self.free_bytes() >= bytes, "load without room");
         debug_assert!(!self.entries.contains_key(&key), "load of a cached entry");
+        let mut alloc_deps = after.to_vec();
+        self.claim_frees(bytes, &mut alloc_deps);
+        alloc_deps.sort_unstable();
+        alloc_deps.dedup();
         let alloc = b.push(
             Op::Alloc {
                 tensor: key,
                 bytes,
                 secure: false,
             },
-            after,
+            &alloc_deps,
         );
         let mut deps = Vec::with_capacity(read_after.len() + 1);
         deps.push(alloc);
@@ -212,6 +246,28 @@ mod tests {
         assert!(c.contains(&key(1)) && !c.contains(&key(0)));
         assert_eq!(c.used_bytes(), 100);
         let _ = r1;
+    }
+
+    #[test]
+    fn an_allocation_waits_for_the_eviction_that_frees_its_memory() {
+        let mut c = ExpertCache::new(100);
+        let mut b = PlanBuilder::new(0);
+        c.load(key(0), Precision::Int4, 100, 4096, &[], &[], false, &mut b);
+        // Evicted right away (on-demand style): the accounting is free at once, but the next
+        // Alloc must not run before the Evict does.
+        let (ev, _) = c.evict(key(0), &mut b);
+        let read = c.load(key(1), Precision::Int4, 60, 4096, &[], &[], false, &mut b);
+        b.set_output(read);
+        let plan = b.finish().unwrap();
+        let alloc = plan.get(read - 1).unwrap();
+        assert!(matches!(alloc.op, Op::Alloc { .. }));
+        assert_eq!(plan.deps(alloc), &[ev]);
+        // The other 40 bytes freed by that eviction are claimed by the next allocation.
+        let mut b = PlanBuilder::new(plan.end_id());
+        let read2 = c.load(key(2), Precision::Int4, 40, 4096, &[], &[], false, &mut b);
+        b.set_output(read2);
+        let plan2 = b.finish().unwrap();
+        assert_eq!(plan2.deps(plan2.get(read2 - 1).unwrap()), &[ev]);
     }
 
     #[test]

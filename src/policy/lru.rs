@@ -100,13 +100,12 @@ impl ExpertSupplier for LruState {
             self.last_used.remove(k);
         }
         self.counters.evictions += evicted.len() as u64;
-        let after: Vec<OpId> = evicted.iter().map(|e| e.0).collect();
         let read = self.cache.load(
             key,
             self.precision,
             self.expert_bytes,
             BULK_REQUEST_BYTES,
-            &after,
+            &[],
             &[cx.router],
             false,
             cx.builder,

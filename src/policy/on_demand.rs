@@ -67,13 +67,12 @@ impl ExpertSupplier for Staging {
         let evicted =
             self.area
                 .make_room(self.expert_bytes, |_| false, |_, e| e.ready, cx.builder)?;
-        let after: Vec<OpId> = evicted.iter().map(|e| e.0).collect();
         let read = self.area.load(
             key,
             self.precision,
             self.expert_bytes,
             BULK_REQUEST_BYTES,
-            &after,
+            &[],
             &[cx.router],
             false,
             cx.builder,
