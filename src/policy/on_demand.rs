@@ -62,11 +62,9 @@ impl ExpertSupplier for Staging {
     ) -> Result<Supply, PolicyError> {
         let key = expert_key(cx.layer, d.expert);
         self.counters.misses += 1;
-        // Everything staged has had its compute planned (on-demand evicts after use), so any
-        // entry may go; the oldest-loaded first keeps loads flowing in order.
-        let evicted =
-            self.area
-                .make_room(self.expert_bytes, |_| false, |_, e| e.ready, cx.builder)?;
+        // Every staged expert is evicted as soon as its compute is planned, so the area's
+        // accounting is always free here; the load's Alloc waits for the evictions whose memory
+        // it takes, which is what limits how many loads run at once.
         let read = self.area.load(
             key,
             self.precision,
