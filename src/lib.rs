@@ -12,6 +12,7 @@ pub mod hw;
 pub mod model;
 pub mod plan;
 pub mod policy;
+pub mod scenario;
 pub mod sourced;
 pub mod trace;
 pub mod units;
