@@ -411,3 +411,37 @@ fn parse_device_names_the_label_it_is_given() {
     let msg = parse_device("[]", "my label").unwrap_err().to_string();
     assert!(msg.starts_with("my label:"), "{msg}");
 }
+
+#[test]
+fn a_precision_listed_twice_is_named() {
+    let mut v = bundled_json("devices", "jetson-agx-orin");
+    let rates = v["cpu"][0]["core_ops_per_s"]["value"]
+        .as_array_mut()
+        .unwrap();
+    let first = rates[0].clone();
+    rates.push(first);
+    let (_e, msg) = device_error("dup.json", &v);
+    assert!(
+        msg.contains("cpu[0].core_ops_per_s[5]") && msg.contains("second time"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn app_memory_above_capacity_is_named() {
+    let mut v = bundled_json("devices", "oneplus-12");
+    v["memory"]["app_available_bytes"]["value"] = json!(30u64 << 30);
+    let (_e, msg) = device_error("too-much.json", &v);
+    assert!(msg.contains("memory.app_available_bytes"), "{msg}");
+}
+
+#[test]
+fn curve_sizes_out_of_order_are_named() {
+    let mut v = bundled_json("devices", "oneplus-12");
+    v["storage"]["read_curve"]["value"][1]["request_bytes"] = json!(1024);
+    let (_e, msg) = device_error("order.json", &v);
+    assert!(
+        msg.contains("storage.read_curve") && msg.contains("increasing"),
+        "{msg}"
+    );
+}
