@@ -87,6 +87,8 @@ pub struct StorageSpec {
     /// Aggregate read bandwidth as a function of request size, with all channels busy.
     /// Interpolated linearly in log2(request size); clamped at the ends. Small points are
     /// random reads, large points sequential ones, as the devices' measurements were taken.
+    /// These are measured aggregates with the latency already inside them: a cost model must
+    /// deliver `read_curve(size)` when `channels` requests of that size are kept in flight.
     pub read_curve: Sourced<Vec<CurvePoint>>,
 }
 
