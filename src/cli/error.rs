@@ -42,5 +42,7 @@ from_display!(
     crate::policy::PolicyError,
     crate::backend::BackendError,
     crate::plan::PlanError,
+    crate::scenario::ScenarioError,
+    crate::replay::ReplayError,
     std::io::Error
 );

@@ -6,6 +6,6 @@ mod profile;
 pub mod testing;
 
 pub use profile::{
-    AcceleratorKind, AcceleratorSpec, CpuCluster, CurvePoint, DeviceProfile, EnergySpec, LinkSpec,
-    MemorySpec, OffloadTier, PrecisionRate, StorageSpec, TeeSpec,
+    AcceleratorKind, AcceleratorSpec, CpuCluster, CurvePoint, DeviceProfile, EnergySpec,
+    HostMemorySpec, LinkSpec, MemorySpec, OffloadTier, PrecisionRate, StorageSpec, TeeSpec,
 };

@@ -3,6 +3,9 @@
 //! Every number is a [`Sourced`] value: a datasheet, a paper's table or figure, or one of our
 //! calibration runs. [`DeviceProfile::check`] rejects values that cannot be right (zero or
 //! negative bandwidths, an empty curve) with the field's path in the message.
+//!
+//! Optional sections (`host_link`, `host_memory`, `accelerator`, `tee`, `energy` and the optional
+//! figures inside sections) are `None` when absent: an unset figure never reads as zero.
 
 use crate::model::Precision;
 use crate::sourced::Sourced;
@@ -23,6 +26,11 @@ pub struct DeviceProfile {
     pub storage: StorageSpec,
     #[serde(default)]
     pub host_link: Option<LinkSpec>,
+    /// CPU-side DRAM of a host with a discrete accelerator: where offloaded weights sit when
+    /// `offload_tier` is `host_memory`, and what the CPU computes from (an expert computed on
+    /// the CPU, Fiddler-style). Absent on SoCs, whose CPU shares `memory`.
+    #[serde(default)]
+    pub host_memory: Option<HostMemorySpec>,
     /// CPU clusters, fastest first (big, mid, little).
     pub cpu: Vec<CpuCluster>,
     #[serde(default)]
@@ -49,8 +57,21 @@ pub struct MemorySpec {
     pub app_available_bytes: Option<Sourced<u64>>,
     /// Peak read bandwidth shared by all compute units.
     pub bandwidth_bytes_per_s: Sourced<f64>,
+    /// The most all CPU cores together draw from this memory, where it is measured to be below
+    /// `bandwidth_bytes_per_s` (Snapdragon 8 Gen 3: 43.9 GB/s for the CPU against 59.6 GB/s
+    /// for CPU and NPU together). Absent: the CPU can use the whole `bandwidth_bytes_per_s`.
+    #[serde(default)]
+    pub cpu_bandwidth_bytes_per_s: Option<Sourced<f64>>,
     /// Rate at which ordinary (non-secure) memory is allocated and first touched.
     pub alloc_bytes_per_s: Sourced<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostMemorySpec {
+    pub capacity_bytes: Sourced<u64>,
+    /// Read bandwidth the host CPU cores draw together.
+    pub bandwidth_bytes_per_s: Sourced<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -58,13 +79,16 @@ pub struct MemorySpec {
 pub struct StorageSpec {
     /// e.g. "NVMe PCIe 4.0", "UFS 4.0".
     pub kind: String,
-    /// Requests the device serves in parallel (NVMe queues, flash channels). A read op spreads
-    /// its requests over up to this many.
+    /// Requests the device serves in parallel (the queue depth its curve was measured at, NVMe
+    /// queues, flash channels). A read op spreads its requests over up to this many.
     pub channels: Sourced<u32>,
     /// Time from issuing a request to its first byte, with the device otherwise idle.
     pub request_latency_ns: Sourced<u64>,
     /// Aggregate read bandwidth as a function of request size, with all channels busy.
-    /// Interpolated linearly in log2(request size); clamped at the ends.
+    /// Interpolated linearly in log2(request size); clamped at the ends. Small points are
+    /// random reads, large points sequential ones, as the devices' measurements were taken.
+    /// These are measured aggregates with the latency already inside them: a cost model must
+    /// deliver `read_curve(size)` when `channels` requests of that size are kept in flight.
     pub read_curve: Sourced<Vec<CurvePoint>>,
 }
 
@@ -92,6 +116,10 @@ pub struct CpuCluster {
     /// Sustained arithmetic rate of one core per weight precision (multiply-adds count as two
     /// ops), for the kernels edgesim models (LUT kernels for low bits).
     pub core_ops_per_s: Sourced<Vec<PrecisionRate>>,
+    /// The same for dequantize-then-multiply kernels (llama.cpp's k-quant and Q8_0 kernels),
+    /// where measured: what a baseline that does not use LUT kernels computes at.
+    #[serde(default)]
+    pub dequant_core_ops_per_s: Option<Sourced<Vec<PrecisionRate>>>,
     /// Memory bandwidth one core can draw on its own.
     pub core_bandwidth_bytes_per_s: Sourced<f64>,
     /// Fixed cost of starting a kernel (thread wake-up, table setup).
@@ -119,7 +147,8 @@ pub struct AcceleratorSpec {
     pub name: String,
     /// Independent queues (NPU cores scheduled separately); a GPU is one server.
     pub servers: Sourced<u32>,
-    /// Sustained arithmetic rate per precision; a precision not listed is unsupported.
+    /// Sustained arithmetic rate of one server per precision; a precision not listed is
+    /// unsupported.
     pub ops_per_s: Sourced<Vec<PrecisionRate>>,
     pub bandwidth_bytes_per_s: Sourced<f64>,
     /// Cost of launching one job or kernel.
@@ -133,6 +162,10 @@ pub struct TeeSpec {
     pub world_switch_ns: Sourced<u64>,
     /// Secure-memory allocation rate of one thread (CMA migration under memory pressure).
     pub secure_alloc_bytes_per_s: Sourced<f64>,
+    /// The most all allocating threads reach together (TZ-LLM: 1.9 GB/s for one thread, only
+    /// 3.8 GB/s for four). Absent: threads add up without limit.
+    #[serde(default)]
+    pub secure_alloc_total_bytes_per_s: Option<Sourced<f64>>,
     /// Decryption rate of one core.
     pub decrypt_bytes_per_s_per_core: Sourced<f64>,
     /// Full NPU detach and re-attach, paid on each switch when there is no co-driver.
@@ -151,8 +184,8 @@ impl DeviceProfile {
     pub fn check(&self) -> Result<(), Vec<String>> {
         let mut errs = Vec::new();
         let mut positive = |field: String, v: f64| {
-            if v.is_nan() || v <= 0.0 {
-                errs.push(format!("`{field}` must be positive, got {v}"));
+            if !(v.is_finite() && v > 0.0) {
+                errs.push(format!("`{field}` must be positive and finite, got {v}"));
             }
         };
         positive(
@@ -163,6 +196,12 @@ impl DeviceProfile {
             "memory.bandwidth_bytes_per_s".into(),
             self.memory.bandwidth_bytes_per_s.value,
         );
+        if let Some(c) = &self.memory.cpu_bandwidth_bytes_per_s {
+            positive("memory.cpu_bandwidth_bytes_per_s".into(), c.value);
+        }
+        if let Some(a) = &self.memory.app_available_bytes {
+            positive("memory.app_available_bytes".into(), a.value as f64);
+        }
         positive(
             "memory.alloc_bytes_per_s".into(),
             self.memory.alloc_bytes_per_s.value,
@@ -187,6 +226,16 @@ impl DeviceProfile {
                 l.bandwidth_bytes_per_s.value,
             );
         }
+        if let Some(h) = &self.host_memory {
+            positive(
+                "host_memory.capacity_bytes".into(),
+                h.capacity_bytes.value as f64,
+            );
+            positive(
+                "host_memory.bandwidth_bytes_per_s".into(),
+                h.bandwidth_bytes_per_s.value,
+            );
+        }
         for (i, c) in self.cpu.iter().enumerate() {
             positive(format!("cpu[{i}].cores"), c.cores.value as f64);
             positive(
@@ -198,6 +247,14 @@ impl DeviceProfile {
                     format!("cpu[{i}].core_ops_per_s[{j}].ops_per_s"),
                     r.ops_per_s,
                 );
+            }
+            if let Some(d) = &c.dequant_core_ops_per_s {
+                for (j, r) in d.value.iter().enumerate() {
+                    positive(
+                        format!("cpu[{i}].dequant_core_ops_per_s[{j}].ops_per_s"),
+                        r.ops_per_s,
+                    );
+                }
             }
         }
         if let Some(a) = &self.accelerator {
@@ -215,10 +272,20 @@ impl DeviceProfile {
                 "tee.secure_alloc_bytes_per_s".into(),
                 t.secure_alloc_bytes_per_s.value,
             );
+            if let Some(total) = &t.secure_alloc_total_bytes_per_s {
+                positive("tee.secure_alloc_total_bytes_per_s".into(), total.value);
+            }
             positive(
                 "tee.decrypt_bytes_per_s_per_core".into(),
                 t.decrypt_bytes_per_s_per_core.value,
             );
+        }
+        if let Some(e) = &self.energy {
+            positive(
+                "energy.joules_per_byte_read".into(),
+                e.joules_per_byte_read.value,
+            );
+            positive("energy.joules_per_op".into(), e.joules_per_op.value);
         }
         if self.storage.read_curve.value.is_empty() {
             errs.push("`storage.read_curve` needs at least one point".into());
@@ -236,8 +303,36 @@ impl DeviceProfile {
         if self.cpu.is_empty() {
             errs.push("`cpu` needs at least one cluster".into());
         }
+        for (i, c) in self.cpu.iter().enumerate() {
+            duplicate_precisions(
+                &format!("cpu[{i}].core_ops_per_s"),
+                &c.core_ops_per_s.value,
+                &mut errs,
+            );
+            if let Some(d) = &c.dequant_core_ops_per_s {
+                duplicate_precisions(
+                    &format!("cpu[{i}].dequant_core_ops_per_s"),
+                    &d.value,
+                    &mut errs,
+                );
+            }
+        }
+        if let Some(a) = &self.accelerator {
+            duplicate_precisions("accelerator.ops_per_s", &a.ops_per_s.value, &mut errs);
+        }
+        if let Some(a) = &self.memory.app_available_bytes {
+            if a.value > self.memory.capacity_bytes.value {
+                errs.push(format!(
+                    "`memory.app_available_bytes` ({}) exceeds `memory.capacity_bytes` ({})",
+                    a.value, self.memory.capacity_bytes.value
+                ));
+            }
+        }
         if self.offload_tier == OffloadTier::HostMemory && self.host_link.is_none() {
             errs.push("`offload_tier` is `host_memory` but there is no `host_link`".into());
+        }
+        if self.offload_tier == OffloadTier::HostMemory && self.host_memory.is_none() {
+            errs.push("`offload_tier` is `host_memory` but there is no `host_memory`".into());
         }
         if errs.is_empty() {
             Ok(())
@@ -256,22 +351,51 @@ impl DeviceProfile {
 
     /// Sustained ops/s of one core of `cluster` at `precision`, if that precision is listed.
     pub fn cpu_core_rate(&self, cluster: usize, precision: Precision) -> Option<f64> {
-        self.cpu.get(cluster).and_then(|c| {
-            c.core_ops_per_s
-                .value
-                .iter()
-                .find(|r| r.precision == precision)
-                .map(|r| r.ops_per_s)
-        })
+        self.cpu
+            .get(cluster)
+            .and_then(|c| rate_of(&c.core_ops_per_s.value, precision))
+    }
+
+    /// Sustained ops/s of one core of `cluster` at `precision` with a dequantize-then-multiply
+    /// kernel, if the profile lists one.
+    pub fn cpu_core_dequant_rate(&self, cluster: usize, precision: Precision) -> Option<f64> {
+        self.cpu
+            .get(cluster)
+            .and_then(|c| c.dequant_core_ops_per_s.as_ref())
+            .and_then(|d| rate_of(&d.value, precision))
     }
 
     pub fn accel_rate(&self, precision: Precision) -> Option<f64> {
-        self.accelerator.as_ref().and_then(|a| {
-            a.ops_per_s
-                .value
-                .iter()
-                .find(|r| r.precision == precision)
-                .map(|r| r.ops_per_s)
-        })
+        self.accelerator
+            .as_ref()
+            .and_then(|a| rate_of(&a.ops_per_s.value, precision))
+    }
+
+    /// The bandwidth all CPU cores together draw from the memory they compute from:
+    /// `memory.cpu_bandwidth_bytes_per_s` when given, else `memory.bandwidth_bytes_per_s`.
+    pub fn cpu_memory_bandwidth_bytes_per_s(&self) -> f64 {
+        self.memory
+            .cpu_bandwidth_bytes_per_s
+            .as_ref()
+            .map_or(self.memory.bandwidth_bytes_per_s.value, |c| c.value)
+    }
+}
+
+fn rate_of(rates: &[PrecisionRate], precision: Precision) -> Option<f64> {
+    rates
+        .iter()
+        .find(|r| r.precision == precision)
+        .map(|r| r.ops_per_s)
+}
+
+/// A precision listed twice would make the lookup silently take the first; reject it.
+fn duplicate_precisions(field: &str, rates: &[PrecisionRate], errs: &mut Vec<String>) {
+    for (j, r) in rates.iter().enumerate() {
+        if rates[..j].iter().any(|q| q.precision == r.precision) {
+            errs.push(format!(
+                "`{field}[{j}]` lists `{}` a second time",
+                r.precision
+            ));
+        }
     }
 }

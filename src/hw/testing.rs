@@ -6,8 +6,8 @@
 //! not use these to draw conclusions.
 
 use crate::hw::{
-    AcceleratorKind, AcceleratorSpec, CpuCluster, CurvePoint, DeviceProfile, LinkSpec, MemorySpec,
-    OffloadTier, PrecisionRate, StorageSpec, TeeSpec,
+    AcceleratorKind, AcceleratorSpec, CpuCluster, CurvePoint, DeviceProfile, HostMemorySpec,
+    LinkSpec, MemorySpec, OffloadTier, PrecisionRate, StorageSpec, TeeSpec,
 };
 use crate::model::Precision;
 use crate::sourced::Sourced;
@@ -49,6 +49,7 @@ pub fn test_device() -> DeviceProfile {
             capacity_bytes: fixture(16 * GIB),
             app_available_bytes: Some(fixture(12 * GIB)),
             bandwidth_bytes_per_s: fixture(60e9),
+            cpu_bandwidth_bytes_per_s: None,
             alloc_bytes_per_s: fixture(10e9),
         },
         offload_tier: OffloadTier::Flash,
@@ -72,11 +73,13 @@ pub fn test_device() -> DeviceProfile {
             ]),
         },
         host_link: None,
+        host_memory: None,
         cpu: vec![
             CpuCluster {
                 name: "big".into(),
                 cores: fixture(4),
                 core_ops_per_s: rates(&cpu_rates),
+                dequant_core_ops_per_s: None,
                 core_bandwidth_bytes_per_s: fixture(15e9),
                 launch_overhead_ns: fixture(3_000),
             },
@@ -84,6 +87,7 @@ pub fn test_device() -> DeviceProfile {
                 name: "little".into(),
                 cores: fixture(4),
                 core_ops_per_s: rates(&little_rates),
+                dequant_core_ops_per_s: None,
                 core_bandwidth_bytes_per_s: fixture(5e9),
                 launch_overhead_ns: fixture(5_000),
             },
@@ -103,6 +107,7 @@ pub fn test_device() -> DeviceProfile {
         tee: Some(TeeSpec {
             world_switch_ns: fixture(30_000),
             secure_alloc_bytes_per_s: fixture(1.5e9),
+            secure_alloc_total_bytes_per_s: None,
             decrypt_bytes_per_s_per_core: fixture(1.2e9),
             npu_reinit_ns: fixture(20_000_000),
         }),
@@ -121,6 +126,10 @@ pub fn test_device_host_memory() -> DeviceProfile {
         kind: "PCIe 4.0 x16 (test fixture)".into(),
         bandwidth_bytes_per_s: fixture(25e9),
         latency_ns: fixture(2_000),
+    });
+    d.host_memory = Some(HostMemorySpec {
+        capacity_bytes: fixture(256 * GIB),
+        bandwidth_bytes_per_s: fixture(100e9),
     });
     d.cpu.truncate(1);
     d.cpu[0].name = "all".into();

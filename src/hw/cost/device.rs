@@ -20,7 +20,7 @@ pub struct DeviceCosts {
 
 impl DeviceCosts {
     pub fn new(device: &DeviceProfile) -> Result<Self, CostError> {
-        let memory_bandwidth = device.memory.bandwidth_bytes_per_s.value;
+        let memory_bandwidth = device.cpu_memory_bandwidth_bytes_per_s();
         let cpu = device
             .cpu
             .iter()
