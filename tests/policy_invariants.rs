@@ -27,7 +27,7 @@ fn small_moe() -> ModelGeometry {
         "layers": {"value": 4, "source": "test"}, "hidden": {"value": 256, "source": "test"},
         "ffn": {"value": 512, "source": "test"}, "heads": {"value": 4, "source": "test"},
         "kv_heads": {"value": 2, "source": "test"}, "vocab": {"value": 1000, "source": "test"},
-        "ffn_kind": "gated", "native_bits": {"value": 16.0, "source": "test"},
+        "ffn_kind": "gated", "tied_embeddings": false, "native_bits": {"value": 16.0, "source": "test"},
         "moe": {"experts": {"value": 8, "source": "test"}, "top_k": {"value": 2, "source": "test"},
                 "dense_layers": {"value": 1, "source": "test"}, "router": "softmax_topk"}
     }"#;

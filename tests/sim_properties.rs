@@ -72,6 +72,7 @@ fn random_device(rng: &mut ChaCha8Rng) -> DeviceProfile {
             name: format!("c{i}"),
             cores: fixture(rng.gen_range(1..=8)),
             core_ops_per_s: random_rates(rng, &Precision::ALL),
+            dequant_core_ops_per_s: None,
             core_bandwidth_bytes_per_s: fixture(rng.gen_range(1e9..20e9)),
             launch_overhead_ns: fixture(rng.gen_range(0..10_000)),
         })

@@ -208,6 +208,7 @@ mod tests {
                 vec![rate(Precision::Int4, 10e9), rate(Precision::Fp16, 5e9)],
                 "test",
             ),
+            dequant_core_ops_per_s: None,
             core_bandwidth_bytes_per_s: Sourced::new(10e9, "test"),
             launch_overhead_ns: Sourced::new(2_000, "test"),
         };
@@ -334,6 +335,7 @@ mod tests {
             name: "little".into(),
             cores: Sourced::new(4, "test"),
             core_ops_per_s: Sourced::new(vec![rate(Precision::Int4, -1.0)], "test"),
+            dequant_core_ops_per_s: None,
             core_bandwidth_bytes_per_s: Sourced::new(1e9, "test"),
             launch_overhead_ns: Sourced::new(0, "test"),
         };

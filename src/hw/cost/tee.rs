@@ -59,6 +59,7 @@ mod tests {
         TeeModel::new(&TeeSpec {
             world_switch_ns: Sourced::new(20_000, "test"),
             secure_alloc_bytes_per_s: Sourced::new(2e9, "test"),
+            secure_alloc_total_bytes_per_s: None,
             decrypt_bytes_per_s_per_core: Sourced::new(1e9, "test"),
             npu_reinit_ns: Sourced::new(5_000_000, "test"),
         })
@@ -90,6 +91,7 @@ mod tests {
         let e = TeeModel::new(&TeeSpec {
             world_switch_ns: Sourced::new(1, "test"),
             secure_alloc_bytes_per_s: Sourced::new(1.0, "test"),
+            secure_alloc_total_bytes_per_s: None,
             decrypt_bytes_per_s_per_core: Sourced::new(0.0, "test"),
             npu_reinit_ns: Sourced::new(1, "test"),
         })
