@@ -15,7 +15,8 @@
 use edgesim::backend::{Backend, BackendError, OpTiming, StepResult};
 use edgesim::hw::testing::test_device;
 use edgesim::hw::{
-    AcceleratorSpec, CpuCluster, CurvePoint, DeviceProfile, LinkSpec, OffloadTier, PrecisionRate,
+    AcceleratorSpec, CpuCluster, CurvePoint, DeviceProfile, HostMemorySpec, LinkSpec, OffloadTier,
+    PrecisionRate,
 };
 use edgesim::model::Precision;
 use edgesim::plan::{Op, OpId, Plan, PlanBuilder, TensorRef, Unit, World};
@@ -100,6 +101,10 @@ fn random_device(rng: &mut ChaCha8Rng) -> DeviceProfile {
             kind: "random".into(),
             bandwidth_bytes_per_s: fixture(rng.gen_range(1e9..50e9)),
             latency_ns: fixture(rng.gen_range(0..5_000)),
+        });
+        d.host_memory = Some(HostMemorySpec {
+            capacity_bytes: fixture(256 << 30),
+            bandwidth_bytes_per_s: fixture(rng.gen_range(20e9..200e9)),
         });
     }
     d.check().unwrap();
