@@ -18,6 +18,8 @@ mod layout;
 mod order;
 mod reader;
 mod record;
+pub mod stats;
+mod summary;
 mod varint;
 mod writer;
 
@@ -29,4 +31,5 @@ pub use header::{
 };
 pub use reader::{TokenSource, TraceReader, VecSource};
 pub use record::{ForwardPass, Phase, TokenRecord, NO_PREDICTION};
+pub use summary::{validate_file, TraceSummary, ValidatedTrace};
 pub use writer::TraceWriter;
