@@ -12,6 +12,7 @@
 
 mod codec;
 mod error;
+pub mod gen;
 mod grouper;
 mod header;
 mod layout;
