@@ -81,7 +81,8 @@ const TABLE: [Dims; 7] = [
     },
     Dims {
         name: "turbosparse-mistral-7b",
-        card: "https://huggingface.co/PowerInfer/TurboSparse-Mistral-Instruct/blob/main/config.json",
+        card:
+            "https://huggingface.co/PowerInfer/TurboSparse-Mistral-Instruct/blob/main/config.json",
         layers: 32,
         hidden: 4096,
         ffn: 14336,
@@ -140,13 +141,15 @@ pub fn known_model(id: &str) -> Option<ModelProfile> {
         ffn_kind: FfnKind::Gated,
         tied_embeddings: d.name == "smollm2-135m",
         conv_layers: None,
-        moe: d.moe.map(|(experts, top_k, dense_layers, dense_ffn, router)| MoeSpec {
-            experts: s(experts),
-            top_k: s(top_k),
-            dense_layers: (dense_layers > 0).then(|| s(dense_layers)),
-            dense_ffn: (dense_layers > 0).then(|| s(dense_ffn)),
-            router,
-        }),
+        moe: d.moe.map(
+            |(experts, top_k, dense_layers, dense_ffn, router)| MoeSpec {
+                experts: s(experts),
+                top_k: s(top_k),
+                dense_layers: (dense_layers > 0).then(|| s(dense_layers)),
+                dense_ffn: (dense_layers > 0).then(|| s(dense_ffn)),
+                router,
+            },
+        ),
         sparsity: d.active_fraction.map(|(f, src)| SparsitySpec {
             active_fraction: Sourced::new(f, src),
         }),

@@ -1,7 +1,9 @@
 //! The seeded synthetic expert-trace generator: a [`TokenSource`], so it can stream into a
 //! [`crate::trace::TraceWriter`] or straight into a simulation without touching disk.
 
-use super::routing::{calibrate, RoutingProcess, CALIBRATION_LAYERS, CALIBRATION_SEQUENCE, CALIBRATION_TOKENS};
+use super::routing::{
+    calibrate, RoutingProcess, CALIBRATION_LAYERS, CALIBRATION_SEQUENCE, CALIBRATION_TOKENS,
+};
 use super::schedule::Schedule;
 use super::targets::RoutingTargets;
 use crate::model::ModelGeometry;
@@ -68,15 +70,21 @@ impl ExpertTraceGenerator {
                 model.name
             )));
         }
-        let schedule = Schedule::new(cfg.tokens, cfg.sequences, cfg.prefill_per_sequence).map_err(bad)?;
+        let schedule =
+            Schedule::new(cfg.tokens, cfg.sequences, cfg.prefill_per_sequence).map_err(bad)?;
         let layers = model.moe_layers() as usize;
-        if cfg.prediction_accuracy.len() >= layers.max(1) + 1 || cfg.prediction_accuracy.len() > 64 {
+        if cfg.prediction_accuracy.len() >= layers.max(1) + 1 || cfg.prediction_accuracy.len() > 64
+        {
             return Err(bad(format!(
                 "{} prediction distances requested, but the model has {layers} MoE layers",
                 cfg.prediction_accuracy.len()
             )));
         }
-        if let Some(a) = cfg.prediction_accuracy.iter().find(|a| !(0.0..=1.0).contains(*a)) {
+        if let Some(a) = cfg
+            .prediction_accuracy
+            .iter()
+            .find(|a| !(0.0..=1.0).contains(*a))
+        {
             return Err(bad(format!("prediction accuracy {a} is not in [0, 1]")));
         }
         if cfg.targets.gini_per_moe_layer.len() != layers {
@@ -169,7 +177,8 @@ impl ExpertTraceGenerator {
                     rec.predicted.extend(std::iter::repeat_n(NO_PREDICTION, k));
                     continue;
                 }
-                rec.predicted.extend_from_slice(&rec.experts[(l + d) * k..(l + d + 1) * k]);
+                rec.predicted
+                    .extend_from_slice(&rec.experts[(l + d) * k..(l + d + 1) * k]);
                 for slot in 0..k {
                     if self.rng.gen::<f64>() >= self.accuracy[d - 1] {
                         // Wrong: any expert not already in the predicted set, uniformly.
@@ -206,7 +215,12 @@ impl TokenSource for ExpertTraceGenerator {
         rec.position = position;
         rec.phase = phase;
         let previous = (self.previous_sequence == Some(sequence)).then_some(&self.previous[..]);
-        self.process.token(&mut self.rng, previous, &mut rec.experts, &mut rec.scores);
+        self.process.token(
+            &mut self.rng,
+            previous,
+            &mut rec.experts,
+            Some(&mut rec.scores),
+        );
         if !self.accuracy.is_empty() && self.experts > self.k {
             self.predict(rec);
         } else if !self.accuracy.is_empty() {
@@ -218,7 +232,8 @@ impl TokenSource for ExpertTraceGenerator {
                         let copy: Vec<u16> = rec.experts[s..s + self.k].to_vec();
                         rec.predicted.extend_from_slice(&copy);
                     } else {
-                        rec.predicted.extend(std::iter::repeat_n(NO_PREDICTION, self.k));
+                        rec.predicted
+                            .extend(std::iter::repeat_n(NO_PREDICTION, self.k));
                     }
                 }
             }

@@ -15,7 +15,9 @@ pub mod targets;
 
 pub use catalog::{known_geometry, known_model, KNOWN_MODELS};
 pub use expert::{ExpertGenConfig, ExpertTraceGenerator, HOBBIT_PREDICTION_ACCURACY};
-pub use neurons::{NeuronGenConfig, NeuronPredictorSpec, NeuronTraceGenerator, DEFAULT_AUTOCORRELATION};
+pub use neurons::{
+    NeuronGenConfig, NeuronPredictorSpec, NeuronTraceGenerator, DEFAULT_AUTOCORRELATION,
+};
 pub use routing::{RoutingKnobs, RoutingProcess};
 pub use targets::RoutingTargets;
 

@@ -10,7 +10,9 @@
 
 use super::normal::inverse_cdf;
 use super::schedule::Schedule;
-use super::targets::{relullama_layer, RELULLAMA_7B_GINI, RELULLAMA_7B_HOT80_FRACTION, RELULLAMA_SOURCE};
+use super::targets::{
+    relullama_layer, RELULLAMA_7B_GINI, RELULLAMA_7B_HOT80_FRACTION, RELULLAMA_SOURCE,
+};
 use crate::model::ModelGeometry;
 use crate::sourced::Sourced;
 use crate::trace::error::{TraceError, TraceErrorKind};
@@ -162,10 +164,13 @@ impl NeuronTraceGenerator {
         }
         if let Some(p) = cfg.predictor {
             if !(p.recall > 0.0 && p.recall <= 1.0 && p.precision > 0.0 && p.precision <= 1.0) {
-                return Err(bad("predictor recall and precision must be in (0, 1]".into()));
+                return Err(bad(
+                    "predictor recall and precision must be in (0, 1]".into()
+                ));
             }
         }
-        let schedule = Schedule::new(cfg.tokens, cfg.sequences, cfg.prefill_per_sequence).map_err(bad)?;
+        let schedule =
+            Schedule::new(cfg.tokens, cfg.sequences, cfg.prefill_per_sequence).map_err(bad)?;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let rho = cfg.autocorrelation;
         let mut layers = Vec::new();
@@ -184,7 +189,10 @@ impl NeuronTraceGenerator {
                 by_id[id as usize] = p[q];
             }
             layers.push(LayerChain {
-                stay_on: by_id.iter().map(|&p| threshold(p + rho * (1.0 - p))).collect(),
+                stay_on: by_id
+                    .iter()
+                    .map(|&p| threshold(p + rho * (1.0 - p)))
+                    .collect(),
                 turn_on: by_id.iter().map(|&p| threshold(p * (1.0 - rho))).collect(),
                 start_on: by_id.iter().map(|&p| threshold(p)).collect(),
                 active: vec![false; n],
@@ -203,8 +211,13 @@ impl NeuronTraceGenerator {
             value: f,
             source: cfg.active_fraction.source.clone(),
         }];
-        let depth_map: Vec<usize> = (0..model.layers).map(|l| relullama_layer(l, model.layers)).collect();
-        let hot80: Vec<f64> = depth_map.iter().map(|&r| RELULLAMA_7B_HOT80_FRACTION[r]).collect();
+        let depth_map: Vec<usize> = (0..model.layers)
+            .map(|l| relullama_layer(l, model.layers))
+            .collect();
+        let hot80: Vec<f64> = depth_map
+            .iter()
+            .map(|&r| RELULLAMA_7B_HOT80_FRACTION[r])
+            .collect();
         targets.push(StatTarget {
             statistic: "mean_gini".into(),
             value: gini_targets.iter().sum::<f64>() / gini_targets.len() as f64,
@@ -307,7 +320,11 @@ impl TokenSource for NeuronTraceGenerator {
                     rec.neurons.push(id as u32);
                 }
                 if self.predictor.is_some() {
-                    let t = if on { self.recall } else { self.false_positive[l] };
+                    let t = if on {
+                        self.recall
+                    } else {
+                        self.false_positive[l]
+                    };
                     if self.rng.next_u32() < t {
                         rec.predicted_neurons.push(id as u32);
                     }
@@ -315,7 +332,8 @@ impl TokenSource for NeuronTraceGenerator {
             }
             rec.neuron_offsets.push(rec.neurons.len() as u32);
             if self.predictor.is_some() {
-                rec.predicted_neuron_offsets.push(rec.predicted_neurons.len() as u32);
+                rec.predicted_neuron_offsets
+                    .push(rec.predicted_neurons.len() as u32);
             }
         }
         self.previous_sequence = Some(sequence);

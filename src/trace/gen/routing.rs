@@ -42,8 +42,8 @@ pub struct RoutingKnobs {
 pub const CALIBRATION_TOKENS: usize = 2048;
 pub const CALIBRATION_SEQUENCE: usize = 256;
 pub const CALIBRATION_LAYERS: usize = 6;
-const BISECTION_STEPS: usize = 14;
-const CALIBRATION_ROUNDS: usize = 3;
+const BISECTION_STEPS: usize = 11;
+const CALIBRATION_ROUNDS: usize = 2;
 
 pub struct RoutingProcess {
     experts: usize,
@@ -52,6 +52,8 @@ pub struct RoutingProcess {
     knobs: RoutingKnobs,
     /// popularity[l][e]
     popularity: Vec<Vec<f64>>,
+    /// Experts already chosen for the current slot list (indexed by expert id).
+    taken: Vec<bool>,
     /// coupled[l][e]: expert at layer l with the rank expert e has at layer l-1 (l >= 1).
     coupled: Vec<Vec<u16>>,
     chosen: Vec<u16>,
@@ -60,7 +62,13 @@ pub struct RoutingProcess {
 
 impl RoutingProcess {
     /// Builds the process; the expert rankings are drawn from `rng`.
-    pub fn new(experts: usize, k: usize, layers: usize, knobs: RoutingKnobs, rng: &mut ChaCha8Rng) -> Self {
+    pub fn new(
+        experts: usize,
+        k: usize,
+        layers: usize,
+        knobs: RoutingKnobs,
+        rng: &mut ChaCha8Rng,
+    ) -> Self {
         let mut popularity = Vec::with_capacity(layers);
         let mut ranking: Vec<Vec<u16>> = Vec::with_capacity(layers);
         for l in 0..layers {
@@ -88,6 +96,7 @@ impl RoutingProcess {
             layers,
             knobs,
             popularity,
+            taken: vec![false; experts],
             coupled,
             chosen: Vec::with_capacity(k + 1),
             logits: Vec::with_capacity(experts),
@@ -98,14 +107,14 @@ impl RoutingProcess {
         &self.knobs
     }
 
-    /// Appends one token's experts (layers × k) and scores to `experts`/`scores`. `previous` is
-    /// the previous token's experts in the same sequence, if any.
+    /// Appends one token's experts (layers × k) and, if `scores` is given, their gate scores.
+    /// `previous` is the previous token's experts in the same sequence, if any.
     pub fn token(
         &mut self,
         rng: &mut ChaCha8Rng,
         previous: Option<&[u16]>,
         experts: &mut Vec<u16>,
-        scores: &mut Vec<f32>,
+        mut scores: Option<&mut Vec<f32>>,
     ) {
         let k = self.k;
         for l in 0..self.layers {
@@ -122,26 +131,35 @@ impl RoutingProcess {
                     }
                 }
             }
-            while self.chosen.len() < k {
-                let e = self.draw(rng, l);
-                self.chosen.push(e);
+            if self.chosen.len() < k {
+                for &e in &self.chosen {
+                    self.taken[e as usize] = true;
+                }
+                while self.chosen.len() < k {
+                    let e = self.draw(rng, l);
+                    self.taken[e as usize] = true;
+                    self.chosen.push(e);
+                }
+                for &e in &self.chosen {
+                    self.taken[e as usize] = false;
+                }
             }
             experts.extend_from_slice(&self.chosen);
-            self.gate_scores(rng, scores);
+            if let Some(scores) = scores.as_deref_mut() {
+                self.gate_scores(rng, scores);
+            }
         }
     }
 
-    /// One expert of layer `l` by popularity, excluding those already chosen.
+    /// One expert of layer `l` by popularity, excluding those marked taken.
     fn draw(&self, rng: &mut ChaCha8Rng, l: usize) -> u16 {
         let p = &self.popularity[l];
-        let total: f64 = (0..self.experts)
-            .filter(|&e| !self.chosen.contains(&(e as u16)))
-            .map(|e| p[e])
-            .sum();
-        let mut x = rng.gen::<f64>() * total;
+        // Popularity sums to 1 per layer; remove what the taken experts hold.
+        let taken_mass: f64 = self.chosen.iter().map(|&e| p[e as usize]).sum();
+        let mut x = rng.gen::<f64>() * (1.0 - taken_mass).max(0.0);
         let mut last = 0u16;
         for (e, &w) in p.iter().enumerate() {
-            if self.chosen.contains(&(e as u16)) {
+            if self.taken[e] {
                 continue;
             }
             last = e as u16;
@@ -156,7 +174,8 @@ impl RoutingProcess {
     fn gate_scores(&mut self, rng: &mut ChaCha8Rng, scores: &mut Vec<f32>) {
         self.logits.clear();
         for _ in 0..self.experts {
-            self.logits.push(standard_normal(rng) * self.knobs.gate_logit_scale);
+            self.logits
+                .push(standard_normal(rng) * self.knobs.gate_logit_scale);
         }
         self.logits.sort_unstable_by(|a, b| b.total_cmp(a));
         let top = &self.logits[..self.k];
@@ -171,7 +190,9 @@ impl RoutingProcess {
 /// Popularity by rank: `exp(-beta · r / (E - 1))`, normalised.
 fn rank_weights(experts: usize, beta: f64) -> Vec<f64> {
     let span = (experts.max(2) - 1) as f64;
-    let w: Vec<f64> = (0..experts).map(|r| (-beta * r as f64 / span).exp()).collect();
+    let w: Vec<f64> = (0..experts)
+        .map(|r| (-beta * r as f64 / span).exp())
+        .collect();
     let s: f64 = w.iter().sum();
     w.into_iter().map(|x| x / s).collect()
 }
@@ -232,15 +253,18 @@ fn simulate(experts: usize, k: usize, knobs: &RoutingKnobs, seed: u64) -> Measur
     let mut process = RoutingProcess::new(experts, k, layers, knobs.clone(), &mut rng);
     let mut previous: Vec<u16> = Vec::new();
     let mut current: Vec<u16> = Vec::new();
-    let mut scores = Vec::new();
     let mut reuse_sum = 0.0;
     let mut reuse_n = 0u64;
     let mut transitions = vec![0u32; layers.saturating_sub(1) * experts * experts];
     for t in 0..CALIBRATION_TOKENS {
         current.clear();
-        scores.clear();
         let starts = t % CALIBRATION_SEQUENCE == 0;
-        process.token(&mut rng, (!starts).then_some(&previous[..]), &mut current, &mut scores);
+        process.token(
+            &mut rng,
+            (!starts).then_some(&previous[..]),
+            &mut current,
+            None,
+        );
         for l in 0..layers {
             if !starts {
                 let prev = &previous[l * k..(l + 1) * k];
@@ -263,13 +287,23 @@ fn simulate(experts: usize, k: usize, knobs: &RoutingKnobs, seed: u64) -> Measur
     let pairs = (layers.saturating_sub(1) * CALIBRATION_TOKENS) as f64;
     Measured {
         reuse: reuse_sum / reuse_n.max(1) as f64,
-        next_layer_top1: if pairs > 0.0 { best as f64 / pairs } else { 0.0 },
+        next_layer_top1: if pairs > 0.0 {
+            best as f64 / pairs
+        } else {
+            0.0
+        },
     }
 }
 
 /// Solves the knobs for `targets` on a model with `experts`, top-`k` and `layers` MoE layers.
 /// Deterministic for a given `seed`.
-pub fn calibrate(experts: usize, k: usize, layers: usize, targets: &RoutingTargets, seed: u64) -> RoutingKnobs {
+pub fn calibrate(
+    experts: usize,
+    k: usize,
+    layers: usize,
+    targets: &RoutingTargets,
+    seed: u64,
+) -> RoutingKnobs {
     let popularity_beta: Vec<f64> = targets
         .gini_per_moe_layer
         .iter()
@@ -333,7 +367,10 @@ mod tests {
     fn beta_hits_the_inclusion_gini() {
         for (e, k, g) in [(8, 2, 0.108), (64, 8, 0.45), (16, 2, 0.3)] {
             let b = beta_for_gini(e, k, g);
-            assert!((inclusion_gini(e, k, b) - g).abs() < 1e-6, "{e} {k} {g} -> {b}");
+            assert!(
+                (inclusion_gini(e, k, b) - g).abs() < 1e-6,
+                "{e} {k} {g} -> {b}"
+            );
         }
         assert_eq!(beta_for_gini(8, 2, 0.0), 0.0);
     }
@@ -356,9 +393,15 @@ mod tests {
         for _ in 0..n {
             experts.clear();
             scores.clear();
-            p.token(&mut rng, None, &mut experts, &mut scores);
+            p.token(&mut rng, None, &mut experts, Some(&mut scores));
             let w = scores[1];
-            split[if w >= 0.4 { 0 } else if w >= 0.1 { 1 } else { 2 }] += 1;
+            split[if w >= 0.4 {
+                0
+            } else if w >= 0.1 {
+                1
+            } else {
+                2
+            }] += 1;
         }
         let got: Vec<f64> = split.iter().map(|&c| f64::from(c) / n as f64).collect();
         for (g, want) in got.iter().zip([0.34, 0.60, 0.06]) {

@@ -57,7 +57,8 @@ const OLMOE_GINI_SOURCE: &str = "Gini of OLMoE-1B-7B top-8 selection counts at l
 /// Static top-1 predictability OLMoE shows 7-8 layers apart (0->7: 0.30, 7->15: 0.38, mean
 /// over 5 domains, same source). The next layer can only be more predictable; we assume 0.40.
 pub const OLMOE_NEXT_LAYER_TOP1: f64 = 0.40;
-const OLMOE_CROSS_LAYER_SOURCE: &str = "assumption: OLMoE's static top-1 predictability is 0.30 (layers 0->7) and 0.38 (7->15) \
+const OLMOE_CROSS_LAYER_SOURCE: &str =
+    "assumption: OLMoE's static top-1 predictability is 0.30 (layers 0->7) and 0.38 (7->15) \
      (allenai/OLMoE@357454f crosslayer_top1, derived by edgesim); next layer assumed 0.40";
 
 /// Published consecutive-token reuse exists only for Mixtral. For other models we keep
@@ -66,7 +67,8 @@ const OLMOE_CROSS_LAYER_SOURCE: &str = "assumption: OLMoE's static top-1 predict
 const REUSE_EXCESS: f64 = 0.2;
 const REUSE_ASSUMPTION_SOURCE: &str = "assumption: Mixtral's excess consecutive-token reuse over random routing (0.2, from 0.40 vs 0.25 \
      on Mario928/speculative-moe@216e26e) carried over: reuse = k/E + 0.2 (1 - k/E)";
-const GINI_ASSUMPTION_SOURCE: &str = "assumption: no published per-layer popularity for this model; Mixtral-8x7B-Instruct's 0.108 \
+const GINI_ASSUMPTION_SOURCE: &str =
+    "assumption: no published per-layer popularity for this model; Mixtral-8x7B-Instruct's 0.108 \
      (efeslab/fiddler@7f82a2d MMLU popularity, derived by edgesim) used";
 const CROSS_LAYER_ASSUMPTION_SOURCE: &str =
     "assumption: no published cross-layer statistics for this model; Mixtral's 0.31 used";
@@ -105,34 +107,74 @@ impl RoutingTargets {
         let (gini, reuse, cross) = match model.name.as_str() {
             "mixtral-8x7b" => {
                 cited.push(cite("mean_gini", MIXTRAL_GINI, MIXTRAL_GINI_SOURCE));
-                cited.push(cite("mean_consecutive_reuse", MIXTRAL_CONSECUTIVE_REUSE, MIXTRAL_REUSE_SOURCE));
-                cited.push(cite("static_top1_accuracy_d1", MIXTRAL_NEXT_LAYER_TOP1, MIXTRAL_CROSS_LAYER_SOURCE));
+                cited.push(cite(
+                    "mean_consecutive_reuse",
+                    MIXTRAL_CONSECUTIVE_REUSE,
+                    MIXTRAL_REUSE_SOURCE,
+                ));
+                cited.push(cite(
+                    "static_top1_accuracy_d1",
+                    MIXTRAL_NEXT_LAYER_TOP1,
+                    MIXTRAL_CROSS_LAYER_SOURCE,
+                ));
                 for (c, r) in MIXTRAL_LRU_HIT_RATES {
-                    cited.push(cite(&format!("mean_lru_hit_rate_{c}"), r, MIXTRAL_LRU_SOURCE));
+                    cited.push(cite(
+                        &format!("mean_lru_hit_rate_{c}"),
+                        r,
+                        MIXTRAL_LRU_SOURCE,
+                    ));
                 }
-                for (name, v) in ["second_weight_ge_0.4", "second_weight_0.1_to_0.4", "second_weight_lt_0.1"]
-                    .iter()
-                    .zip(MIXTRAL_SECOND_WEIGHT_SPLIT)
+                for (name, v) in [
+                    "second_weight_ge_0.4",
+                    "second_weight_0.1_to_0.4",
+                    "second_weight_lt_0.1",
+                ]
+                .iter()
+                .zip(MIXTRAL_SECOND_WEIGHT_SPLIT)
                 {
                     cited.push(cite(name, v, HOBBIT_SPLIT_SOURCE));
                 }
-                (vec![MIXTRAL_GINI; layers], MIXTRAL_CONSECUTIVE_REUSE, MIXTRAL_NEXT_LAYER_TOP1)
+                (
+                    vec![MIXTRAL_GINI; layers],
+                    MIXTRAL_CONSECUTIVE_REUSE,
+                    MIXTRAL_NEXT_LAYER_TOP1,
+                )
             }
             "olmoe-1b-7b" => {
-                let gini: Vec<f64> = (0..layers).map(|l| interpolate(&OLMOE_GINI_AT, l as f64 * 15.0 / (layers.max(2) - 1) as f64)).collect();
+                let gini: Vec<f64> = (0..layers)
+                    .map(|l| {
+                        interpolate(&OLMOE_GINI_AT, l as f64 * 15.0 / (layers.max(2) - 1) as f64)
+                    })
+                    .collect();
                 for (l, g) in OLMOE_GINI_AT {
                     cited.push(cite(&format!("gini_layer_{l}"), g, OLMOE_GINI_SOURCE));
                 }
                 let reuse = random_reuse + REUSE_EXCESS * (1.0 - random_reuse);
-                cited.push(cite("mean_consecutive_reuse", reuse, REUSE_ASSUMPTION_SOURCE));
-                cited.push(cite("static_top1_accuracy_d1", OLMOE_NEXT_LAYER_TOP1, OLMOE_CROSS_LAYER_SOURCE));
+                cited.push(cite(
+                    "mean_consecutive_reuse",
+                    reuse,
+                    REUSE_ASSUMPTION_SOURCE,
+                ));
+                cited.push(cite(
+                    "static_top1_accuracy_d1",
+                    OLMOE_NEXT_LAYER_TOP1,
+                    OLMOE_CROSS_LAYER_SOURCE,
+                ));
                 (gini, reuse, OLMOE_NEXT_LAYER_TOP1)
             }
             _ => {
                 let reuse = random_reuse + REUSE_EXCESS * (1.0 - random_reuse);
                 cited.push(cite("mean_gini", MIXTRAL_GINI, GINI_ASSUMPTION_SOURCE));
-                cited.push(cite("mean_consecutive_reuse", reuse, REUSE_ASSUMPTION_SOURCE));
-                cited.push(cite("static_top1_accuracy_d1", MIXTRAL_NEXT_LAYER_TOP1, CROSS_LAYER_ASSUMPTION_SOURCE));
+                cited.push(cite(
+                    "mean_consecutive_reuse",
+                    reuse,
+                    REUSE_ASSUMPTION_SOURCE,
+                ));
+                cited.push(cite(
+                    "static_top1_accuracy_d1",
+                    MIXTRAL_NEXT_LAYER_TOP1,
+                    CROSS_LAYER_ASSUMPTION_SOURCE,
+                ));
                 (vec![MIXTRAL_GINI; layers], reuse, MIXTRAL_NEXT_LAYER_TOP1)
             }
         };
