@@ -15,6 +15,7 @@ mod error;
 pub mod gen;
 mod grouper;
 mod header;
+pub mod import;
 mod layout;
 mod order;
 mod reader;
