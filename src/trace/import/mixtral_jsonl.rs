@@ -113,7 +113,10 @@ struct Cell {
 
 fn parse_cell(line: &Line) -> Result<Cell, String> {
     if line.layer as usize >= LAYERS {
-        return Err(format!("layer {} is out of range (Mixtral has {LAYERS})", line.layer));
+        return Err(format!(
+            "layer {} is out of range (Mixtral has {LAYERS})",
+            line.layer
+        ));
     }
     if line.experts.len() != TOP_K || line.gating_probs.len() != TOP_K {
         return Err(format!(
@@ -123,13 +126,21 @@ fn parse_cell(line: &Line) -> Result<Cell, String> {
         ));
     }
     if let Some(&e) = line.experts.iter().find(|&&e| e >= EXPERTS) {
-        return Err(format!("expert id {e} is out of range (Mixtral has {EXPERTS} experts)"));
+        return Err(format!(
+            "expert id {e} is out of range (Mixtral has {EXPERTS} experts)"
+        ));
     }
     if line.experts[0] == line.experts[1] {
         return Err(format!("expert {} is listed twice", line.experts[0]));
     }
-    if let Some(&w) = line.gating_probs.iter().find(|w| !w.is_finite() || **w < 0.0) {
-        return Err(format!("gating prob {w} is not a finite non-negative number"));
+    if let Some(&w) = line
+        .gating_probs
+        .iter()
+        .find(|w| !w.is_finite() || **w < 0.0)
+    {
+        return Err(format!(
+            "gating prob {w} is not a finite non-negative number"
+        ));
     }
     let mut order = [0usize, 1];
     if line.gating_probs[1] > line.gating_probs[0] {
@@ -137,7 +148,10 @@ fn parse_cell(line: &Line) -> Result<Cell, String> {
     }
     Ok(Cell {
         experts: [line.experts[order[0]], line.experts[order[1]]],
-        scores: [line.gating_probs[order[0]] as f32, line.gating_probs[order[1]] as f32],
+        scores: [
+            line.gating_probs[order[0]] as f32,
+            line.gating_probs[order[1]] as f32,
+        ],
     })
 }
 
@@ -146,7 +160,8 @@ fn parse_cell(line: &Line) -> Result<Cell, String> {
 pub fn read_mixtral_jsonl(
     input: &Path,
 ) -> Result<(TraceHeader, Vec<TokenRecord>, ImportReport), TraceError> {
-    let file = std::fs::File::open(input).map_err(|e| TraceError::io(input, "open the routing file", e))?;
+    let file = std::fs::File::open(input)
+        .map_err(|e| TraceError::io(input, "open the routing file", e))?;
     let bad = |line: usize, m: String| {
         TraceError::new(TraceErrorKind::Input, input, format!("line {line}: {m}"))
     };
@@ -158,9 +173,13 @@ pub fn read_mixtral_jsonl(
             continue;
         }
         if lines.len() >= MAX_LINES {
-            return Err(bad(n, format!("more than {MAX_LINES} lines: not a routing file this importer knows")));
+            return Err(bad(
+                n,
+                format!("more than {MAX_LINES} lines: not a routing file this importer knows"),
+            ));
         }
-        let line: Line = serde_json::from_str(&text).map_err(|e| bad(n, format!("not a routing record: {e}")))?;
+        let line: Line = serde_json::from_str(&text)
+            .map_err(|e| bad(n, format!("not a routing record: {e}")))?;
         if let Some(d) = &line.dataset {
             if d.is_empty() {
                 return Err(bad(n, "empty `dataset`".into()));
@@ -169,13 +188,20 @@ pub fn read_mixtral_jsonl(
         lines.push((n, line));
     }
     let Some((first_line, first)) = lines.first() else {
-        return Err(TraceError::new(TraceErrorKind::Input, input, "the file holds no routing records"));
+        return Err(TraceError::new(
+            TraceErrorKind::Input,
+            input,
+            "the file holds no routing records",
+        ));
     };
     let layout = match (first.token_idx, first.token_pos) {
         (Some(_), None) => MixtralLayout::DecodeOnly,
         (None, Some(_)) => MixtralLayout::PrefillDecode,
         _ => {
-            return Err(bad(*first_line, "a record needs exactly one of `token_idx` and `token_pos`".into()))
+            return Err(bad(
+                *first_line,
+                "a record needs exactly one of `token_idx` and `token_pos`".into(),
+            ))
         }
     };
     for (n, l) in &lines {
@@ -184,7 +210,10 @@ pub fn read_mixtral_jsonl(
             MixtralLayout::PrefillDecode => l.token_pos.is_some() && l.token_idx.is_none(),
         };
         if !ok {
-            return Err(bad(*n, "mixes `token_idx` and `token_pos` layouts in one file".into()));
+            return Err(bad(
+                *n,
+                "mixes `token_idx` and `token_pos` layouts in one file".into(),
+            ));
         }
     }
     // Group by problem, keeping file order; problems must be contiguous and ascending.
@@ -193,7 +222,13 @@ pub fn read_mixtral_jsonl(
         match problems.last_mut() {
             Some((p, v)) if *p == l.problem_id => v.push((*n, l)),
             Some((p, _)) if *p > l.problem_id => {
-                return Err(bad(*n, format!("problem {} after problem {p}: problems must be contiguous and ascending", l.problem_id)))
+                return Err(bad(
+                    *n,
+                    format!(
+                        "problem {} after problem {p}: problems must be contiguous and ascending",
+                        l.problem_id
+                    ),
+                ))
             }
             _ => problems.push((l.problem_id, vec![(*n, l)])),
         }
@@ -211,15 +246,23 @@ pub fn read_mixtral_jsonl(
     let mut records = Vec::new();
     for (problem, group) in &problems {
         let grid = match layout {
-            MixtralLayout::DecodeOnly => decode_only_grid(*problem, group, &mut report).map_err(|(n, m)| bad(n, m))?,
-            MixtralLayout::PrefillDecode => prefill_decode_grid(group, &mut report).map_err(|(n, m)| bad(n, m))?,
+            MixtralLayout::DecodeOnly => {
+                decode_only_grid(*problem, group, &mut report).map_err(|(n, m)| bad(n, m))?
+            }
+            MixtralLayout::PrefillDecode => {
+                prefill_decode_grid(group, &mut report).map_err(|(n, m)| bad(n, m))?
+            }
         };
         let (prefill, grid) = grid;
         for (t, row) in grid.iter().enumerate() {
             let mut rec = TokenRecord {
                 sequence: *problem,
                 position: t as u32,
-                phase: if t < prefill { Phase::Prefill } else { Phase::Decode },
+                phase: if t < prefill {
+                    Phase::Prefill
+                } else {
+                    Phase::Decode
+                },
                 ..Default::default()
             };
             for (layer, (cell, filled)) in row.iter().enumerate() {
@@ -235,7 +278,9 @@ pub fn read_mixtral_jsonl(
         report.prefill_tokens += prefill as u64;
     }
     let model = known_geometry("mixtral-8x7b").expect("mixtral-8x7b is in the built-in table");
-    let file_name = input.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let file_name = input
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let description = format!(
         "Mixtral-8x7B-Instruct routing recorded by others (github.com/Mario928/speculative-moe \
          @216e26e, vLLM FusedMoE hook, FP8 experts, greedy decoding, HumanEval prompts), \
@@ -243,7 +288,8 @@ pub fn read_mixtral_jsonl(
          nearest earlier token at the same layer and weights [0.5, 0.5] (the recorder dropped \
          exact ties); they are listed in each record's filled layers.{}",
         match layout {
-            MixtralLayout::DecodeOnly => " Positions count generated tokens only (the prompt length is not in the file).",
+            MixtralLayout::DecodeOnly =>
+                " Positions count generated tokens only (the prompt length is not in the file).",
             MixtralLayout::PrefillDecode => "",
         }
     );
@@ -266,7 +312,11 @@ pub fn read_mixtral_jsonl(
 
 type Grid = (usize, Vec<Vec<(Cell, bool)>>);
 
-fn decode_only_grid(problem: u32, group: &[(usize, &Line)], report: &mut ImportReport) -> Result<Grid, (usize, String)> {
+fn decode_only_grid(
+    problem: u32,
+    group: &[(usize, &Line)],
+    report: &mut ImportReport,
+) -> Result<Grid, (usize, String)> {
     let mut per_layer: Vec<Vec<Cell>> = vec![Vec::new(); LAYERS];
     for &(n, l) in group {
         let cell = parse_cell(l).map_err(|m| (n, m))?;
@@ -283,14 +333,19 @@ fn decode_only_grid(problem: u32, group: &[(usize, &Line)], report: &mut ImportR
     }
     let tokens = per_layer.iter().map(Vec::len).max().unwrap_or(0);
     if let Some(layer) = per_layer.iter().position(Vec::is_empty) {
-        return Err((group[0].0, format!("problem {problem} has no records at layer {layer}")));
+        return Err((
+            group[0].0,
+            format!("problem {problem} has no records at layer {layer}"),
+        ));
     }
     let mut grid = vec![Vec::with_capacity(LAYERS); tokens];
     for (layer, column) in per_layer.iter().enumerate() {
         let missing = tokens - column.len();
         if missing > 0 {
             report.cells_filled_at_layer_end += missing as u64;
-            report.layers_with_unknown_gaps.push((problem, layer as u32, missing as u32));
+            report
+                .layers_with_unknown_gaps
+                .push((problem, layer as u32, missing as u32));
         }
         for (t, row) in grid.iter_mut().enumerate() {
             match column.get(t) {
@@ -302,7 +357,10 @@ fn decode_only_grid(problem: u32, group: &[(usize, &Line)], report: &mut ImportR
     Ok((0, grid))
 }
 
-fn prefill_decode_grid(group: &[(usize, &Line)], report: &mut ImportReport) -> Result<Grid, (usize, String)> {
+fn prefill_decode_grid(
+    group: &[(usize, &Line)],
+    report: &mut ImportReport,
+) -> Result<Grid, (usize, String)> {
     // Prefill: blocks per layer, ascending layers, ascending positions. Decode starts at the
     // first record whose layer is lower than the previous record's after the last layer's
     // block began.
@@ -322,7 +380,13 @@ fn prefill_decode_grid(group: &[(usize, &Line)], report: &mut ImportReport) -> R
                     }
                     in_decode = true;
                 } else if l.layer == pl && pos <= pp {
-                    return Err((n, format!("layer {}: prefill position {pos} does not follow {pp}", l.layer)));
+                    return Err((
+                        n,
+                        format!(
+                            "layer {}: prefill position {pos} does not follow {pp}",
+                            l.layer
+                        ),
+                    ));
                 }
             }
         }
@@ -413,7 +477,8 @@ mod tests {
             // Layer 5 lost one of its 3 tokens.
             let n = if layer == 5 { 2 } else { 3 };
             for t in 0..n {
-                f.write_all(line(0, layer, [t as u16, 7], 0.7, "token_idx", t).as_bytes()).unwrap();
+                f.write_all(line(0, layer, [t as u16, 7], 0.7, "token_idx", t).as_bytes())
+                    .unwrap();
             }
         }
         drop(f);
@@ -430,7 +495,8 @@ mod tests {
     fn bad_line_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
-        let text = line(0, 0, [1, 2], 0.6, "token_idx", 0) + &line(0, 1, [1, 9], 0.6, "token_idx", 0);
+        let text =
+            line(0, 0, [1, 2], 0.6, "token_idx", 0) + &line(0, 1, [1, 9], 0.6, "token_idx", 0);
         std::fs::write(&path, text).unwrap();
         let e = read_mixtral_jsonl(&path).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("expert id 9"), "{e}");
