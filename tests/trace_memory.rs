@@ -72,7 +72,11 @@ fn stream(dir: &std::path::Path, tokens: u64) -> (usize, u64, u64) {
         let position = (t % 1000) as u32;
         rec.sequence = (t / 1000) as u32;
         rec.position = position;
-        rec.phase = if position < 100 { Phase::Prefill } else { Phase::Decode };
+        rec.phase = if position < 100 {
+            Phase::Prefill
+        } else {
+            Phase::Decode
+        };
         rec.experts.clear();
         rec.experts.push((t * 7 % 4) as u16);
         rec.scores.clear();
@@ -89,7 +93,10 @@ fn stream(dir: &std::path::Path, tokens: u64) -> (usize, u64, u64) {
         seen += u64::from(pass.batch());
     }
     assert_eq!(seen, tokens);
-    assert!(grouper.source().buffer_capacity() < 64, "payload buffer grew");
+    assert!(
+        grouper.source().buffer_capacity() < 64,
+        "payload buffer grew"
+    );
     drop(grouper);
     drop(pass);
     std::fs::remove_file(&path).unwrap();
