@@ -45,7 +45,7 @@ fn validate_expert(h: &TraceHeader, rec: &TokenRecord) -> Result<(), String> {
     }
     for layer in 0..layers {
         let ids = &rec.experts[layer * k..(layer + 1) * k];
-        check_expert_ids(h, ids, layer, "expert")?;
+        check_expert_ids(h, ids, layer, None)?;
         let scores = &rec.scores[layer * k..(layer + 1) * k];
         for (slot, &s) in scores.iter().enumerate() {
             if !s.is_finite() {
@@ -96,23 +96,38 @@ fn validate_expert(h: &TraceHeader, rec: &TokenRecord) -> Result<(), String> {
                     ));
                 }
             } else {
-                check_expert_ids(h, ids, layer, &format!("predicted ({d} ahead) expert"))?;
+                check_expert_ids(h, ids, layer, Some(d))?;
             }
         }
     }
     check_filled_layers(h, rec)
 }
 
-fn check_expert_ids(h: &TraceHeader, ids: &[u16], layer: usize, what: &str) -> Result<(), String> {
+/// `predicted_distance`: `None` for the chosen experts, `Some(d)` for a prediction `d` layers
+/// ahead (named in the message; formatted only on error, this runs for every record).
+fn check_expert_ids(
+    h: &TraceHeader,
+    ids: &[u16],
+    layer: usize,
+    predicted_distance: Option<usize>,
+) -> Result<(), String> {
+    let what = || match predicted_distance {
+        None => "expert".to_string(),
+        Some(d) => format!("predicted ({d} ahead) expert"),
+    };
     for (slot, &e) in ids.iter().enumerate() {
         if u32::from(e) >= h.experts {
             return Err(format!(
-                "MoE layer {layer}: {what} id {e} is out of range (the model has {} experts)",
+                "MoE layer {layer}: {} id {e} is out of range (the model has {} experts)",
+                what(),
                 h.experts
             ));
         }
         if ids[..slot].contains(&e) {
-            return Err(format!("MoE layer {layer}: {what} id {e} is listed twice"));
+            return Err(format!(
+                "MoE layer {layer}: {} id {e} is listed twice",
+                what()
+            ));
         }
     }
     Ok(())

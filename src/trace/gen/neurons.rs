@@ -4,7 +4,8 @@
 //! whose spread is solved so that the Gini coefficient of activation counts matches the
 //! ReluLLaMA-7B layer at the same relative depth, with mean equal to the model's active
 //! fraction (probabilities capped at 1). With the Gini matched, the log-normal shape also
-//! reproduces ReluLLaMA's Hot@80% within about 0.015 (checked by a test). Over tokens each
+//! reproduces ReluLLaMA's Hot@80% within 0.017 for layers 0-29 and 0.035 for the last two
+//! (checked by a test). Over tokens each
 //! neuron is a two-state Markov chain with that stationary probability and lag-1
 //! autocorrelation `autocorrelation`, so consecutive tokens share active neurons.
 
@@ -347,10 +348,11 @@ mod tests {
     use crate::trace::gen::targets::RELULLAMA_7B_HOT80_FRACTION;
 
     /// The log-normal shape, once its Gini is matched, gives ReluLLaMA-7B's Hot@80% too: a
-    /// check of the shape, since Hot@80% is not calibrated.
+    /// check of the shape, since Hot@80% is not calibrated. Measured: within 0.017 for layers
+    /// 0-29, 0.035 for the last two (their activation counts have a heavier hot tail).
     #[test]
     fn lognormal_matching_gini_reproduces_relullama_hot80() {
-        for layer in [0, 5, 10, 17, 24, 31] {
+        for layer in 0..32 {
             let sigma = sigma_for_gini(RELULLAMA_7B_GINI[layer], 0.10);
             let p = lognormal_probabilities(11008, sigma, 0.10);
             assert!((gini_sorted(&p) - RELULLAMA_7B_GINI[layer]).abs() < 0.005);
@@ -365,8 +367,9 @@ mod tests {
                 }
             }
             let fraction = hot as f64 / p.len() as f64;
+            let tolerance = if layer < 30 { 0.02 } else { 0.04 };
             assert!(
-                (fraction - RELULLAMA_7B_HOT80_FRACTION[layer]).abs() < 0.03,
+                (fraction - RELULLAMA_7B_HOT80_FRACTION[layer]).abs() < tolerance,
                 "layer {layer}: hot@80 {fraction} vs {}",
                 RELULLAMA_7B_HOT80_FRACTION[layer]
             );
