@@ -7,8 +7,8 @@
 //! runs the 10-million-token version.
 
 use edgesim::trace::{
-    PassGrouper, Phase, SourceKind, TokenRecord, TokenSource, TraceHeader, TraceKind, TraceReader,
-    TraceSource, TraceWriter, FORMAT_NAME, FORMAT_VERSION,
+    PassGrouper, Phase, SourceKind, TokenRecord, TraceHeader, TraceKind, TraceReader, TraceSource,
+    TraceWriter, FORMAT_NAME, FORMAT_VERSION,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

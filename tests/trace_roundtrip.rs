@@ -46,7 +46,7 @@ fn expert_record(h: &TraceHeader, seed: &[u32], position: u32, sequence: u32) ->
     let mut r = TokenRecord {
         sequence,
         position,
-        phase: if seed[0] % 2 == 0 {
+        phase: if seed[0].is_multiple_of(2) {
             Phase::Prefill
         } else {
             Phase::Decode
@@ -87,7 +87,7 @@ fn expert_record(h: &TraceHeader, seed: &[u32], position: u32, sequence: u32) ->
             }
         }
     }
-    if seed[1] % 5 == 0 {
+    if seed[1].is_multiple_of(5) {
         r.filled_layers.push((seed[2] % layers as u32) as u16);
     }
     r

@@ -61,7 +61,7 @@ impl ModelGeometry {
             head_dim: p
                 .head_dim
                 .as_ref()
-                .map_or(if heads == 0 { 0 } else { hidden / heads }, |h| h.value),
+                .map_or(hidden.checked_div(heads).unwrap_or(0), |h| h.value),
             vocab: p.vocab.value,
             ffn_kind: p.ffn_kind,
             tied_embeddings: p.tied_embeddings,

@@ -12,6 +12,3 @@ pub use geometry::ModelGeometry;
 pub use precision::{Precision, QUANT_GROUP};
 pub use profile::{FfnKind, ModelProfile, MoeSpec, RouterKind, SparsitySpec};
 pub use tensor::{TensorKind, TensorRef, DENSE_FFN};
-
-#[cfg(test)]
-pub(crate) use geometry::tests::mixtral_profile;

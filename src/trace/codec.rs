@@ -374,7 +374,7 @@ fn decode_expert(h: &TraceHeader, rest: &[u8], rec: &mut TokenRecord) -> Result<
     let expected = h.expert_layers_bytes();
     if rest.len() != expected {
         let per_layer = k * 6 + h.predicted_layers_ahead as usize * k * 2;
-        let implied = if rest.len() % per_layer == 0 {
+        let implied = if rest.len().is_multiple_of(per_layer) {
             format!(" (that is {} MoE layers)", rest.len() / per_layer)
         } else {
             String::new()
@@ -563,7 +563,8 @@ mod tests {
             ..Default::default()
         };
         validate(&h, &good).unwrap();
-        let cases: Vec<(Box<dyn Fn(&mut TokenRecord)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut TokenRecord)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|r| r.experts[0] = 4), "out of range"),
             (Box::new(|r| r.experts[1] = 1), "listed twice"),
             (Box::new(|r| r.scores[0] = f32::NAN), "finite"),

@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 /// distance `d` with `i + d` past the last MoE layer.
 pub const NO_PREDICTION: u16 = u16::MAX;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Prefill,
+    #[default]
     Decode,
 }
 
@@ -48,12 +49,6 @@ pub struct TokenRecord {
     /// filled in by an importer; the header's source description says how. Empty for complete
     /// records, which is every record of a generated trace.
     pub filled_layers: Vec<u16>,
-}
-
-impl Default for Phase {
-    fn default() -> Self {
-        Phase::Decode
-    }
 }
 
 impl TokenRecord {

@@ -73,8 +73,7 @@ impl ExpertTraceGenerator {
         let schedule =
             Schedule::new(cfg.tokens, cfg.sequences, cfg.prefill_per_sequence).map_err(bad)?;
         let layers = model.moe_layers() as usize;
-        if cfg.prediction_accuracy.len() >= layers.max(1) + 1 || cfg.prediction_accuracy.len() > 64
-        {
+        if cfg.prediction_accuracy.len() > layers.max(1) || cfg.prediction_accuracy.len() > 64 {
             return Err(bad(format!(
                 "{} prediction distances requested, but the model has {layers} MoE layers",
                 cfg.prediction_accuracy.len()
