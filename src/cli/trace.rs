@@ -108,7 +108,7 @@ pub struct GenArgs {
     #[arg(long, default_value_t = DEFAULT_AUTOCORRELATION)]
     pub autocorrelation: f64,
     /// Neuron traces: record predictor output with this recall and precision (`R,P`).
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',')]
     pub neuron_predictor: Vec<f64>,
 }
 
@@ -177,6 +177,13 @@ fn generate(g: GenArgs) -> Result<(), CliError> {
             write_trace(&mut generator, &g.out)?
         }
         GenKind::Neuron => {
+            if model.is_moe() {
+                return Err(CliError::new(format!(
+                    "model {} is an MoE: synthetic neuron traces are generated for dense models \
+                     only (generate an expert trace instead)",
+                    model.name
+                )));
+            }
             let active_fraction = match (g.active_fraction, &profile.sparsity) {
                 (Some(f), _) => Sourced::new(f, "given with --active-fraction"),
                 (None, Some(s)) => s.active_fraction.clone(),
@@ -191,8 +198,16 @@ fn generate(g: GenArgs) -> Result<(), CliError> {
             cfg.sequences = g.sequences;
             cfg.prefill_per_sequence = g.prefill;
             cfg.autocorrelation = g.autocorrelation;
-            if let [recall, precision] = g.neuron_predictor[..] {
-                cfg.predictor = Some(NeuronPredictorSpec { recall, precision });
+            match g.neuron_predictor[..] {
+                [] => {}
+                [recall, precision] => {
+                    cfg.predictor = Some(NeuronPredictorSpec { recall, precision })
+                }
+                _ => {
+                    return Err(CliError::new(
+                        "--neuron-predictor takes two numbers, RECALL,PRECISION",
+                    ))
+                }
             }
             let mut generator = NeuronTraceGenerator::new(&model, &cfg)?;
             write_trace(&mut generator, &g.out)?
