@@ -4,6 +4,7 @@
 //! file, record or field at fault, and the process exits with code 2.
 
 mod error;
+mod trace;
 
 pub use error::CliError;
 
@@ -25,11 +26,16 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Check, measure, generate, import and dump activation traces.
+    Trace(trace::TraceArgs),
+}
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    match cli.command {}
+    match cli.command {
+        Command::Trace(args) => trace::run(args),
+    }
 }
 
 /// Entry point for `main`: parse, run, report, exit.

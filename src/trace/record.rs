@@ -3,10 +3,15 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Expert id stored in a prediction slot that predicts nothing: the slots of layer `i` for a
+/// distance `d` with `i + d` past the last MoE layer.
+pub const NO_PREDICTION: u16 = u16::MAX;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Prefill,
+    #[default]
     Decode,
 }
 
@@ -28,18 +33,22 @@ pub struct TokenRecord {
     pub scores: Vec<f32>,
     /// Predicted experts for layers ahead: `moe_layers * predicted_layers_ahead * top_k` ids;
     /// for layer `i` and distance `d` (1-based) they are at
-    /// `((i * ahead) + (d - 1)) * k ..` . Empty when the trace records no predictions.
+    /// `((i * ahead) + (d - 1)) * k ..` . Empty when the trace records no predictions. Slots
+    /// for layers past the last MoE layer hold [`NO_PREDICTION`].
     pub predicted: Vec<u16>,
     /// Neuron traces: layer `l`'s active neurons are `neurons[neuron_offsets[l]..neuron_offsets[l+1]]`,
     /// sorted ascending.
     pub neuron_offsets: Vec<u32>,
     pub neurons: Vec<u32>,
-}
-
-impl Default for Phase {
-    fn default() -> Self {
-        Phase::Decode
-    }
+    /// Neuron traces with predictor output: layer `l`'s predicted active neurons are
+    /// `predicted_neurons[predicted_neuron_offsets[l]..predicted_neuron_offsets[l+1]]`, sorted
+    /// ascending. Empty when the trace records no predictor output.
+    pub predicted_neuron_offsets: Vec<u32>,
+    pub predicted_neurons: Vec<u32>,
+    /// MoE layer indices (ascending) whose routing was missing in the source recording and was
+    /// filled in by an importer; the header's source description says how. Empty for complete
+    /// records, which is every record of a generated trace.
+    pub filled_layers: Vec<u16>,
 }
 
 impl TokenRecord {
@@ -52,7 +61,8 @@ impl TokenRecord {
         &self.scores[moe_layer * top_k..(moe_layer + 1) * top_k]
     }
 
-    /// Experts predicted at MoE layer `moe_layer` for the layer `distance` ahead, if recorded.
+    /// Experts predicted at MoE layer `moe_layer` for the layer `distance` ahead, if recorded
+    /// (`None` past the last MoE layer).
     pub fn predicted_at(
         &self,
         moe_layer: usize,
@@ -64,7 +74,9 @@ impl TokenRecord {
             return None;
         }
         let start = ((moe_layer * ahead) + (distance - 1)) * top_k;
-        self.predicted.get(start..start + top_k)
+        self.predicted
+            .get(start..start + top_k)
+            .filter(|p| p.first() != Some(&NO_PREDICTION))
     }
 
     pub fn neurons_at(&self, layer: usize) -> &[u32] {
@@ -73,6 +85,26 @@ impl TokenRecord {
             self.neuron_offsets[layer + 1] as usize,
         );
         &self.neurons[a..b]
+    }
+
+    /// Predicted active neurons of layer `layer`, if the trace records predictor output.
+    pub fn predicted_neurons_at(&self, layer: usize) -> Option<&[u32]> {
+        let a = *self.predicted_neuron_offsets.get(layer)? as usize;
+        let b = *self.predicted_neuron_offsets.get(layer + 1)? as usize;
+        self.predicted_neurons.get(a..b)
+    }
+
+    /// Empties every per-layer vector, keeping their capacity, so a reader can refill the record
+    /// without allocating.
+    pub fn clear(&mut self) {
+        self.experts.clear();
+        self.scores.clear();
+        self.predicted.clear();
+        self.neuron_offsets.clear();
+        self.neurons.clear();
+        self.predicted_neuron_offsets.clear();
+        self.predicted_neurons.clear();
+        self.filled_layers.clear();
     }
 }
 
