@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod compare;
 pub mod hw;
 pub mod model;
 pub mod plan;

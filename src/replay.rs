@@ -7,7 +7,7 @@
 use crate::backend::{Backend, BackendError, OpTiming};
 use crate::plan::{Op, Plan, PlanBuilder, PlanError};
 use crate::policy::{Counters, Policy, PolicyError};
-use crate::trace::{ForwardPass, Phase};
+use crate::trace::{ForwardPass, PassGrouper, Phase, TokenSource};
 use crate::units::Nanos;
 use serde::Serialize;
 use std::fmt;
@@ -115,18 +115,43 @@ impl From<PlanError> for ReplayError {
     }
 }
 
-/// Replays `passes` through `policy` on `backend`.
-pub fn replay<B, I, E>(
+/// Where forward passes come from: a trace through a [`PassGrouper`], or passes in memory.
+pub trait PassSource {
+    /// Overwrites `pass` with the next pass (reusing its buffers); `Ok(false)` at the end.
+    fn next_pass(&mut self, pass: &mut ForwardPass) -> Result<bool, String>;
+}
+
+impl<S: TokenSource> PassSource for PassGrouper<S> {
+    fn next_pass(&mut self, pass: &mut ForwardPass) -> Result<bool, String> {
+        self.next_pass_into(pass).map_err(|e| e.to_string())
+    }
+}
+
+/// Passes held in memory (tests, small experiments).
+pub struct PassList<I>(pub I);
+
+impl<I: Iterator<Item = ForwardPass>> PassSource for PassList<I> {
+    fn next_pass(&mut self, pass: &mut ForwardPass) -> Result<bool, String> {
+        match self.0.next() {
+            Some(p) => {
+                *pass = p;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// Replays the passes of `source` through `policy` on `backend`.
+pub fn replay<B>(
     policy: &mut dyn Policy,
     backend: &mut B,
     budget_bytes: u64,
-    passes: I,
+    source: &mut dyn PassSource,
     options: &ReplayOptions,
 ) -> Result<ReplayOutcome, ReplayError>
 where
     B: Backend + ?Sized,
-    I: IntoIterator<Item = Result<ForwardPass, E>>,
-    E: fmt::Display,
 {
     let mut out = ReplayOutcome {
         policy: policy.name().to_string(),
@@ -142,8 +167,10 @@ where
     out.ops_total += warmup.len() as u64;
     keep_timeline(&mut out.timeline, &warmup, &step.ops, options);
 
-    for (i, pass) in passes.into_iter().enumerate() {
-        let pass = pass.map_err(|e| ReplayError::Source(e.to_string()))?;
+    let mut pass = ForwardPass::default();
+    let mut i = 0usize;
+    while source.next_pass(&mut pass).map_err(ReplayError::Source)? {
+        i += 1;
         let mut b = PlanBuilder::new(next_id);
         policy.plan_pass(&pass, &mut b)?;
         let plan = b.finish()?;
@@ -152,7 +179,7 @@ where
         let held = policy.memory().total();
         if held > budget_bytes {
             return Err(ReplayError::OverBudget {
-                pass: i,
+                pass: i - 1,
                 held,
                 budget: budget_bytes,
             });

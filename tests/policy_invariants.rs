@@ -45,7 +45,7 @@ fn random_passes(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let k = model.top_k as usize;
     let mut passes = Vec::new();
-    let mut token = |rng: &mut ChaCha8Rng, seq: u32, pos: u32, phase: Phase| {
+    let token = |rng: &mut ChaCha8Rng, seq: u32, pos: u32, phase: Phase| {
         let mut t = TokenRecord {
             sequence: seq,
             position: pos,

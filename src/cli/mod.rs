@@ -3,6 +3,7 @@
 //! `main` is `run(parse())`; every failure becomes a [`CliError`] whose message names the
 //! file, record or field at fault, and the process exits with code 2.
 
+mod compare;
 mod error;
 mod trace;
 
@@ -27,6 +28,11 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Compare policies: every policy of an experiment at every memory budget, on the
+    /// simulator; writes results.csv, results.json and SVG plots.
+    Compare(compare::CompareArgs),
+    /// Replay one trace under one policy and print its figures.
+    Replay(compare::ReplayArgs),
     /// Check, measure, generate, import and dump activation traces.
     Trace(trace::TraceArgs),
 }
@@ -34,6 +40,8 @@ pub enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Compare(args) => compare::run_compare(args),
+        Command::Replay(args) => compare::run_replay(args),
         Command::Trace(args) => trace::run(args),
     }
 }

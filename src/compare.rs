@@ -1,0 +1,460 @@
+//! Comparing policies: an experiment's budgets × policies, each replayed on the simulator,
+//! gathered into one report folder.
+//!
+//! Runs are independent and spread over threads with rayon; each opens its own trace reader,
+//! so memory stays flat whatever the trace's length. Rows come out in the experiment's order
+//! (budget-major, then policy) whatever the threads did, so reports are byte-identical for the
+//! same inputs.
+
+use crate::backend::Backend;
+use crate::hw::DeviceProfile;
+use crate::model::ModelGeometry;
+use crate::replay::{replay, ReplayOptions, ReplayOutcome};
+use crate::report::{plots, timeline, ReportDir, ResultRow, RunIdentity, RunSummary};
+use crate::scenario::experiment::policy_context;
+use crate::scenario::{self, Experiment, Footprint};
+use crate::sim::Simulator;
+use crate::trace::{self, PassGrouper, TokenSource, TraceHeader, TraceKind, TraceReader};
+use crate::units::human_bytes;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::io::{Cursor, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Prefill tokens of one sequence per pass unless the experiment says otherwise.
+pub const DEFAULT_MAX_PREFILL_CHUNK: u32 = 512;
+
+/// Traces shipped inside the binary, so the default comparison runs from any directory.
+pub const BUNDLED_TRACES: &[(&str, &[u8])] = &[(
+    "mixtral-8x7b-synthetic",
+    include_bytes!("../traces/mixtral-8x7b-synthetic.est"),
+)];
+
+/// Experiments shipped inside the binary.
+pub const BUNDLED_EXPERIMENTS: &[(&str, &str)] = &[(
+    "default",
+    include_str!("../scenarios/experiments/default.json"),
+)];
+
+/// Where a trace comes from.
+#[derive(Clone, Debug)]
+pub enum TraceInput {
+    Bundled(&'static str, &'static [u8]),
+    File(PathBuf),
+}
+
+impl TraceInput {
+    /// `bundled:<name>` or a path; relative paths are taken from `base`.
+    pub fn resolve(spec: &str, base: Option<&Path>) -> Result<Self, String> {
+        if let Some(name) = spec.strip_prefix("bundled:") {
+            return BUNDLED_TRACES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(n, b)| TraceInput::Bundled(n, b))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown bundled trace `{name}`; bundled traces: {}",
+                        BUNDLED_TRACES
+                            .iter()
+                            .map(|t| t.0)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                });
+        }
+        let p = Path::new(spec);
+        Ok(TraceInput::File(match base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p.to_path_buf(),
+        }))
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            TraceInput::Bundled(n, _) => format!("bundled:{n}"),
+            TraceInput::File(p) => p.display().to_string(),
+        }
+    }
+
+    /// Opens a fresh reader (each run reads the trace on its own).
+    pub fn open(&self) -> Result<TraceReader<Box<dyn Read + Send>>, trace::TraceError> {
+        match self {
+            TraceInput::Bundled(n, bytes) => {
+                let path = PathBuf::from(format!("traces/{n}.est (bundled)"));
+                TraceReader::from_reader(
+                    Box::new(Cursor::new(*bytes)) as Box<dyn Read + Send>,
+                    &path,
+                )
+            }
+            TraceInput::File(p) => {
+                let f = std::fs::File::open(p)
+                    .map_err(|e| trace::TraceError::io(p, "open the trace", e))?;
+                TraceReader::from_reader(
+                    Box::new(std::io::BufReader::with_capacity(1 << 16, f)) as Box<dyn Read + Send>,
+                    p,
+                )
+            }
+        }
+    }
+}
+
+/// Loads a bundled experiment by name or an experiment file by path; returns it with the folder
+/// relative trace paths are taken from.
+pub fn load_experiment(name_or_path: &str) -> Result<(Experiment, Option<PathBuf>), String> {
+    let (text, file, base) = if name_or_path.ends_with(".json") || name_or_path.contains('/') {
+        let text = std::fs::read_to_string(name_or_path)
+            .map_err(|e| format!("{name_or_path}: cannot read the experiment: {e}"))?;
+        let base = Path::new(name_or_path).parent().map(Path::to_path_buf);
+        (text, name_or_path.to_string(), base)
+    } else {
+        let text = BUNDLED_EXPERIMENTS
+            .iter()
+            .find(|(n, _)| *n == name_or_path)
+            .map(|(_, t)| t.to_string())
+            .ok_or_else(|| {
+                format!(
+                    "unknown experiment `{name_or_path}`; bundled experiments: {} (or give a path to a .json file)",
+                    BUNDLED_EXPERIMENTS.iter().map(|e| e.0).collect::<Vec<_>>().join(", ")
+                )
+            })?;
+        (
+            text,
+            format!("scenarios/experiments/{name_or_path}.json (bundled)"),
+            None,
+        )
+    };
+    let exp: Experiment = parse_json(&text, &file)?;
+    exp.check().map_err(|e| format!("{file}: {e}"))?;
+    Ok((exp, base))
+}
+
+/// Parses JSON, naming the file, the field path and the line/column on failure.
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, String> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        format!(
+            "{file}:{}:{}: field `{path}`: {inner}",
+            inner.line(),
+            inner.column()
+        )
+    })
+}
+
+/// One run of a comparison: a policy at a budget.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub index: usize,
+    pub policy: String,
+    pub label: String,
+    pub params: serde_json::Value,
+    pub budget_label: String,
+    pub budget_bytes: u64,
+}
+
+/// Everything resolved from an experiment before any run starts.
+pub struct Prepared {
+    pub experiment: Experiment,
+    pub device: Arc<DeviceProfile>,
+    pub model: Arc<ModelGeometry>,
+    pub trace: TraceInput,
+    pub header: TraceHeader,
+    pub max_context: u32,
+    pub footprint: Footprint,
+    pub runs: Vec<RunSpec>,
+}
+
+/// Loads profiles, checks the trace against the model, resolves budgets and lists the runs.
+/// Every input error surfaces here, before anything runs or is written.
+pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, String> {
+    let device = scenario::load_device(&experiment.device).map_err(|e| e.to_string())?;
+    let profile = scenario::load_model(&experiment.model).map_err(|e| e.to_string())?;
+    let model = ModelGeometry::from_profile(&profile)
+        .map_err(|e| format!("model `{}`: {e}", experiment.model))?;
+    let trace = TraceInput::resolve(&experiment.trace, base)?;
+    let reader = trace.open().map_err(|e| e.to_string())?;
+    let header = reader.header().clone();
+    check_trace_fits_model(&header, &model, &trace.name())?;
+    let max_context = match experiment.max_context {
+        Some(c) => c,
+        None => longest_sequence(reader).map_err(|e| e.to_string())?,
+    };
+    let footprint = Footprint::of(
+        &model,
+        experiment.resident_precision,
+        experiment.offload_precision,
+        max_context,
+    );
+    let usable = device.usable_memory_bytes();
+    let mut runs = Vec::new();
+    for (bi, b) in experiment.budgets.iter().enumerate() {
+        let (bytes, label) = b.resolve(footprint, &format!("budgets[{bi}]"))?;
+        if bytes > usable {
+            return Err(format!(
+                "budgets[{bi}] ({label}) is {} but device `{}` has {} usable memory",
+                human_bytes(bytes),
+                device.name,
+                human_bytes(usable)
+            ));
+        }
+        for p in &experiment.policies {
+            runs.push(RunSpec {
+                index: runs.len(),
+                policy: p.name.clone(),
+                label: p.label().to_string(),
+                params: p.params.clone(),
+                budget_label: label.clone(),
+                budget_bytes: bytes,
+            });
+        }
+    }
+    Ok(Prepared {
+        device: Arc::new(device),
+        model: Arc::new(model),
+        trace,
+        header,
+        max_context,
+        footprint,
+        runs,
+        experiment,
+    })
+}
+
+/// The trace must record the model the experiment simulates.
+fn check_trace_fits_model(h: &TraceHeader, m: &ModelGeometry, name: &str) -> Result<(), String> {
+    if h.kind != TraceKind::Expert {
+        return Err(format!(
+            "{name}: a {:?} trace cannot drive expert-offloading policies; give an expert trace",
+            h.kind
+        ));
+    }
+    let checks = [
+        ("layers", h.layers, m.layers),
+        ("first_moe_layer", h.first_moe_layer, m.dense_layers),
+        ("experts", h.experts, m.experts),
+        ("top_k", h.top_k, m.top_k),
+    ];
+    for (field, got, want) in checks {
+        if got != want {
+            return Err(format!(
+                "{name}: header field `{field}` is {got}, but model `{}` has {want}; the trace was recorded for `{}`",
+                m.name, h.model
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Longest sequence in the trace (positions + 1): what the KV cache must hold.
+fn longest_sequence<S: TokenSource>(mut source: S) -> Result<u32, trace::TraceError> {
+    let mut rec = trace::TokenRecord::default();
+    let mut longest = 1;
+    while source.next_into(&mut rec)? {
+        longest = longest.max(rec.position + 1);
+    }
+    Ok(longest)
+}
+
+/// One finished run.
+pub struct RunResult {
+    pub spec: RunSpec,
+    pub outcome: ReplayOutcome,
+    pub summary: RunSummary,
+    pub resources: Vec<crate::backend::ResourceInfo>,
+}
+
+/// Runs one policy at one budget on the simulator.
+pub fn run_one(p: &Prepared, spec: &RunSpec, options: &ReplayOptions) -> Result<RunResult, String> {
+    let ctx = policy_context(
+        p.model.clone(),
+        p.device.clone(),
+        &p.experiment,
+        spec.budget_bytes,
+        p.max_context,
+        spec.params.clone(),
+    );
+    let what = format!("policy `{}` at budget {}", spec.label, spec.budget_label);
+    let mut policy = crate::policy::build(&spec.policy, ctx).map_err(|e| format!("{what}: {e}"))?;
+    let mut sim =
+        Simulator::new(&p.device, spec.budget_bytes).map_err(|e| format!("{what}: {e}"))?;
+    let reader = p.trace.open().map_err(|e| e.to_string())?;
+    let chunk = p
+        .experiment
+        .max_prefill_chunk
+        .unwrap_or(DEFAULT_MAX_PREFILL_CHUNK);
+    let mut grouper = PassGrouper::new(reader, chunk as usize);
+    let outcome = replay(
+        policy.as_mut(),
+        &mut sim,
+        spec.budget_bytes,
+        &mut grouper,
+        options,
+    )
+    .map_err(|e| format!("{what}: {e}"))?;
+    let summary = RunSummary::from_outcome(&outcome);
+    Ok(RunResult {
+        spec: spec.clone(),
+        resources: sim.resources().to_vec(),
+        outcome,
+        summary,
+    })
+}
+
+/// What the report's `results.json` holds besides the rows.
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    edgesim_version: &'static str,
+    experiment: &'a Experiment,
+    device: &'a DeviceProfile,
+    model: &'a str,
+    trace: String,
+    trace_header: &'a TraceHeader,
+    max_context: u32,
+    resident_bytes: u64,
+    offloadable_bytes: u64,
+    shard: Option<String>,
+    rows: &'a [ResultRow],
+}
+
+/// Options of a comparison beyond the experiment itself.
+#[derive(Clone, Debug, Default)]
+pub struct CompareOptions {
+    /// Threads for independent runs (0: rayon's default).
+    pub jobs: usize,
+    /// Run only the runs with `index % n == i`.
+    pub shard: Option<(usize, usize)>,
+    /// Write a Chrome trace-event timeline of each run's first this-many ops (0: none).
+    pub timeline_ops: usize,
+}
+
+/// Runs a prepared comparison and writes its report folder to `out`. `progress` is told about
+/// each run as it finishes.
+pub fn compare(
+    p: &Prepared,
+    out: &Path,
+    options: &CompareOptions,
+    progress: &(dyn Fn(usize, usize, &RunResult) + Sync),
+) -> Result<(PathBuf, Vec<ResultRow>), String> {
+    let runs: Vec<&RunSpec> = p
+        .runs
+        .iter()
+        .filter(|r| options.shard.is_none_or(|(i, n)| r.index % n == i))
+        .collect();
+    let replay_options = ReplayOptions {
+        timeline_ops: options.timeline_ops,
+    };
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let total = runs.len();
+    let execute = || {
+        runs.par_iter()
+            .map(|spec| {
+                let r = run_one(p, spec, &replay_options)?;
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                progress(n, total, &r);
+                Ok(r)
+            })
+            .collect::<Result<Vec<RunResult>, String>>()
+    };
+    let results = if options.jobs > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(options.jobs)
+            .build()
+            .map_err(|e| format!("cannot start {} worker threads: {e}", options.jobs))?
+            .install(execute)?
+    } else {
+        execute()?
+    };
+    let rows: Vec<ResultRow> = results
+        .iter()
+        .map(|r| {
+            ResultRow::new(
+                RunIdentity {
+                    experiment: p.experiment.name.clone(),
+                    device: p.device.name.clone(),
+                    model: p.model.name.clone(),
+                    trace: p.trace.name(),
+                    policy: r.spec.policy.clone(),
+                    label: r.spec.label.clone(),
+                    budget_label: r.spec.budget_label.clone(),
+                    budget_bytes: r.spec.budget_bytes,
+                    seed: p.experiment.seed,
+                },
+                r.summary.clone(),
+                &r.outcome.counters,
+            )
+        })
+        .collect();
+
+    let dir = ReportDir::create(out)
+        .map_err(|e| format!("{}: cannot create the report folder: {e}", out.display()))?;
+    let io = |e: std::io::Error| format!("{}: cannot write the report: {e}", out.display());
+    let csv = crate::report::csv_rows::to_csv(&rows)
+        .map_err(|e| format!("cannot format results.csv: {e}"))?;
+    dir.write("results.csv", &csv).map_err(io)?;
+    let json = ReportJson {
+        edgesim_version: env!("CARGO_PKG_VERSION"),
+        experiment: &p.experiment,
+        device: &p.device,
+        model: &p.model.name,
+        trace: p.trace.name(),
+        trace_header: &p.header,
+        max_context: p.max_context,
+        resident_bytes: p.footprint.resident_bytes,
+        offloadable_bytes: p.footprint.offloadable_bytes,
+        shard: options.shard.map(|(i, n)| format!("{i}/{n}")),
+        rows: &rows,
+    };
+    let mut text =
+        serde_json::to_vec_pretty(&json).map_err(|e| format!("cannot format results.json: {e}"))?;
+    text.push(b'\n');
+    dir.write("results.json", &text).map_err(io)?;
+    plots::comparison_plots(&dir.path(""), &p.experiment.name, &rows)?;
+    if options.timeline_ops > 0 {
+        for r in &results {
+            let events = timeline::chrome_trace(&r.outcome.timeline, &r.resources);
+            let name = format!(
+                "timeline-{}-{}.json",
+                sanitize(&r.spec.label),
+                sanitize(&r.spec.budget_label)
+            );
+            let text =
+                serde_json::to_vec(&events).map_err(|e| format!("cannot format {name}: {e}"))?;
+            dir.write(&name, &text).map_err(io)?;
+        }
+    }
+    let path = dir.commit().map_err(io)?;
+    Ok((path, rows))
+}
+
+/// A label as a file-name part: letters, digits and dashes.
+fn sanitize(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while out.contains("--") {
+        out = out.replace("--", "-");
+    }
+    out.trim_matches('-').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_become_file_names() {
+        assert_eq!(
+            sanitize("hobbit (no prefetch) @ 10% cached"),
+            "hobbit-no-prefetch-10-cached"
+        );
+    }
+}
