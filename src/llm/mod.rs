@@ -14,6 +14,8 @@
 //! - [`fetch`]: getting the model file into the local cache.
 
 mod error;
+pub mod fetch;
 pub mod gguf;
+pub mod matvec;
 
 pub use error::LlmError;
