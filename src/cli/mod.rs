@@ -4,6 +4,8 @@
 //! file, record or field at fault, and the process exits with code 2.
 
 mod error;
+mod generate;
+mod model;
 
 pub use error::CliError;
 
@@ -25,11 +27,19 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Fetch or inspect a real model (GGUF) in the local cache.
+    Model(model::ModelArgs),
+    /// Generate text with a real model.
+    Generate(generate::GenerateArgs),
+}
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    match cli.command {}
+    match cli.command {
+        Command::Model(args) => model::run(args),
+        Command::Generate(args) => generate::run(args),
+    }
 }
 
 /// Entry point for `main`: parse, run, report, exit.

@@ -39,6 +39,10 @@ pub enum LlmError {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
+    /// Bad input to the model: a token id outside the vocabulary, a full KV cache.
+    #[error("{0}")]
+    Input(String),
+
     /// A request the runtime cannot serve (a weight format not available, a context overflow).
     #[error("{0}")]
     Unsupported(String),

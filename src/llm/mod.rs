@@ -13,9 +13,17 @@
 //! - [`generate`]: the prompt → text loop with streaming and timing.
 //! - [`fetch`]: getting the model file into the local cache.
 
+pub mod chat;
 mod error;
 pub mod fetch;
+pub mod format;
+pub mod generate;
 pub mod gguf;
+mod loaded;
 pub mod matvec;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
 
 pub use error::LlmError;
+pub use loaded::LoadedModel;
