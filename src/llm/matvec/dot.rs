@@ -6,8 +6,8 @@
 //! the lanes, then the leftover columns in order — so GEMV and GEMM agree bit for bit, and the
 //! result does not depend on how rows are split across threads.
 //!
-//! The loops are written for the auto-vectorizer; an AVX2+FMA copy is selected at run time on
-//! x86-64 (the default target does not assume either).
+//! The portable loops are written for the auto-vectorizer; on x86-64 an AVX2+FMA version with
+//! intrinsics is selected at run time (the default target assumes neither).
 
 pub(crate) const LANES: usize = 8;
 
@@ -60,13 +60,17 @@ fn tile<const R: usize, const T: usize, const FUSED: bool>(
 ///
 /// `weights` holds `row_count` rows of `cols` values; `inputs` holds `n` rows of `cols`; the
 /// result goes to `out[r * n + t]` (row-major by weight row, so a row block is contiguous).
+/// The three tile functions compute 4×2, 4×1 and 1×1 tiles.
 #[inline(always)]
-fn block<const FUSED: bool>(
+fn block_with(
     weights: &[f32],
     cols: usize,
     inputs: &[f32],
     n: usize,
     out: &mut [f32],
+    tile_4x2: impl Fn([&[f32]; 4], [&[f32]; 2]) -> [[f32; 2]; 4],
+    tile_4x1: impl Fn([&[f32]; 4], [&[f32]; 1]) -> [[f32; 1]; 4],
+    tile_1x1: impl Fn([&[f32]; 1], [&[f32]; 1]) -> [[f32; 1]; 1],
 ) {
     let row_count = weights.len() / cols;
     let row = |r: usize| &weights[r * cols..(r + 1) * cols];
@@ -76,7 +80,7 @@ fn block<const FUSED: bool>(
         let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
         let mut t = 0;
         while t + 2 <= n {
-            let result = tile::<4, 2, FUSED>(rows, [input(t), input(t + 1)]);
+            let result = tile_4x2(rows, [input(t), input(t + 1)]);
             for (i, pair) in result.iter().enumerate() {
                 out[(r + i) * n + t] = pair[0];
                 out[(r + i) * n + t + 1] = pair[1];
@@ -84,7 +88,7 @@ fn block<const FUSED: bool>(
             t += 2;
         }
         if t < n {
-            let result = tile::<4, 1, FUSED>(rows, [input(t)]);
+            let result = tile_4x1(rows, [input(t)]);
             for (i, single) in result.iter().enumerate() {
                 out[(r + i) * n + t] = single[0];
             }
@@ -93,20 +97,85 @@ fn block<const FUSED: bool>(
     }
     while r < row_count {
         for t in 0..n {
-            out[r * n + t] = tile::<1, 1, FUSED>([row(r)], [input(t)])[0][0];
+            out[r * n + t] = tile_1x1([row(r)], [input(t)])[0][0];
         }
         r += 1;
     }
 }
 
+/// The AVX2+FMA tile: the same arithmetic as [`tile`] with `FUSED`, written with intrinsics
+/// because the auto-vectorizer keeps the R×T×8 accumulators in memory.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile_avx2<const R: usize, const T: usize>(
+    rows: [&[f32]; R],
+    inputs: [&[f32]; T],
+) -> [[f32; T]; R] {
+    use std::arch::x86_64::*;
+    let cols = rows[0].len();
+    let body = cols - cols % LANES;
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut k = 0;
+    while k < body {
+        let mut x = [_mm256_setzero_ps(); T];
+        for t in 0..T {
+            // SAFETY: k + 8 <= body <= inputs[t].len() (all slices have `cols` elements).
+            x[t] = _mm256_loadu_ps(inputs[t].as_ptr().add(k));
+        }
+        for r in 0..R {
+            // SAFETY: as above, for the weight rows.
+            let w = _mm256_loadu_ps(rows[r].as_ptr().add(k));
+            for t in 0..T {
+                acc[r][t] = _mm256_fmadd_ps(w, x[t], acc[r][t]);
+            }
+        }
+        k += LANES;
+    }
+    let mut out = [[0.0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            // ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)), as in `tile`.
+            let a = acc[r][t];
+            let quad = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+            let mut sum = _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)));
+            for j in body..cols {
+                sum = rows[r][j].mul_add(inputs[t][j], sum);
+            }
+            out[r][t] = sum;
+        }
+    }
+    out
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn block_avx2_fma(weights: &[f32], cols: usize, inputs: &[f32], n: usize, out: &mut [f32]) {
-    block::<true>(weights, cols, inputs, n, out)
+    // SAFETY: this function only runs on CPUs with AVX2 and FMA (see `dot_block`), and the
+    // tiles read within their slices.
+    block_with(
+        weights,
+        cols,
+        inputs,
+        n,
+        out,
+        |rows, inputs| unsafe { tile_avx2::<4, 2>(rows, inputs) },
+        |rows, inputs| unsafe { tile_avx2::<4, 1>(rows, inputs) },
+        |rows, inputs| unsafe { tile_avx2::<1, 1>(rows, inputs) },
+    )
 }
 
 fn block_portable(weights: &[f32], cols: usize, inputs: &[f32], n: usize, out: &mut [f32]) {
-    block::<false>(weights, cols, inputs, n, out)
+    block_with(
+        weights,
+        cols,
+        inputs,
+        n,
+        out,
+        tile::<4, 2, false>,
+        tile::<4, 1, false>,
+        tile::<1, 1, false>,
+    )
 }
 
 #[cfg(target_arch = "x86_64")]

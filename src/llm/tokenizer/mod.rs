@@ -5,9 +5,10 @@
 //! ([`byte_level`]), start from one token per byte and apply the ranked merges ([`bpe`]).
 //! Decoding maps each token's characters back to bytes.
 //!
-//! A few bytes have no token in SmolLM2's vocabulary (the control characters 0x04, 0x06, 0x13,
-//! 0x14, 0x16, 0x1d, and bytes that never occur in UTF-8). Like llama.cpp, the encoder drops
-//! them; [`Tokenizer::unrepresentable_bytes`] lists them.
+//! A few bytes have no token in SmolLM2's vocabulary: the control characters 0x04, 0x06, 0x13,
+//! 0x14, 0x16 and 0x1d, the UTF-8 lead bytes 0xf1 and 0xf2 (characters U+40000–U+BFFFF, planes
+//! that Unicode leaves unassigned) and bytes that never occur in UTF-8. Like llama.cpp, the
+//! encoder drops them; [`Tokenizer::unrepresentable_bytes`] lists them.
 
 pub mod bpe;
 pub mod byte_level;
