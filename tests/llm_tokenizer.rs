@@ -19,7 +19,7 @@ fn tokenizer() -> Option<&'static Tokenizer> {
         .as_ref()
 }
 
-/// Ids produced by Hugging Face `tokenizers` 0.22 (Python), a separate implementation, built
+/// Ids produced by Hugging Face `tokenizers` 0.23.3 (Python), a separate implementation, built
 /// from this file's `tokenizer.ggml.tokens`/`merges` with SmolLM2's pre-tokenizer
 /// (Digits(individual_digits) then ByteLevel(add_prefix_space = false)) and the 17 control
 /// tokens added as special tokens.
