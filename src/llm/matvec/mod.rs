@@ -12,6 +12,7 @@
 mod dot;
 mod f32_matrix;
 
+pub(crate) use dot::dot_block;
 pub use f32_matrix::{F32Builder, F32Matrix};
 
 use crate::llm::LlmError;

@@ -1,5 +1,6 @@
 //! Causal grouped-query attention over the KV cache.
 
+use crate::llm::matvec::dot_block;
 use rayon::prelude::*;
 
 /// The shape of one attention call.
@@ -9,14 +10,17 @@ pub(crate) struct AttentionShape {
     pub head_dim: usize,
     /// Position of the first query token (the cache held this many positions before).
     pub start: usize,
+    /// Positions per head in the cache's head-major layout.
+    pub capacity: usize,
 }
 
 /// For each query token i (at position `start + i`) and head h, attends over cache positions
 /// `0..=start + i` with key/value head `h / (head_count / kv_head_count)`.
 ///
-/// `queries` and `out` are `n × head_count·head_dim`; `keys` and `values` hold positions
-/// `0..start + n`, `kv_head_count·head_dim` each. Work is split over (token, head) pairs and
-/// each pair is summed in position order, so the result does not depend on the thread count.
+/// `queries` and `out` are `n × head_count·head_dim`; `keys` and `values` are the cache's
+/// head-major `[kv_head][capacity][head_dim]` blocks. Work is split over (token, head) pairs
+/// and each pair is computed in one fixed order, so the result does not depend on the thread
+/// count.
 pub(crate) fn attend(
     shape: &AttentionShape,
     queries: &[f32],
@@ -29,27 +33,27 @@ pub(crate) fn attend(
         kv_head_count,
         head_dim,
         start,
+        capacity,
     } = *shape;
     let group = head_count / kv_head_count;
-    let kv_width = kv_head_count * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
     out.par_chunks_mut(head_dim)
         .enumerate()
         .for_each(|(unit, head_out)| {
             let (token, head) = (unit / head_count, unit % head_count);
             let query = &queries[unit * head_dim..(unit + 1) * head_dim];
-            let kv_offset = (head / group) * head_dim;
+            let head_block = (head / group) * capacity * head_dim;
             let visible = start + token + 1;
-            let mut scores: Vec<f32> = (0..visible)
-                .map(|position| {
-                    let key = &keys[position * kv_width + kv_offset..][..head_dim];
-                    query.iter().zip(key).map(|(q, k)| q * k).sum::<f32>() * scale
-                })
-                .collect();
+            let head_keys = &keys[head_block..head_block + visible * head_dim];
+            let head_values = &values[head_block..head_block + visible * head_dim];
+            let mut scores = vec![0.0f32; visible];
+            dot_block(head_keys, head_dim, query, 1, &mut scores);
+            for score in scores.iter_mut() {
+                *score *= scale;
+            }
             super::ops::softmax(&mut scores);
             head_out.fill(0.0);
-            for (position, &weight) in scores.iter().enumerate() {
-                let value = &values[position * kv_width + kv_offset..][..head_dim];
+            for (&weight, value) in scores.iter().zip(head_values.chunks_exact(head_dim)) {
                 for (o, v) in head_out.iter_mut().zip(value) {
                     *o += weight * v;
                 }
@@ -68,6 +72,7 @@ mod tests {
             kv_head_count: 1,
             head_dim: 2,
             start: 0,
+            capacity: 1,
         };
         let mut out = [0.0; 4];
         attend(
@@ -88,6 +93,7 @@ mod tests {
             kv_head_count: 1,
             head_dim: 1,
             start: 0,
+            capacity: 2,
         };
         let mut out = [0.0; 2];
         attend(&shape, &[1.0, 1.0], &[0.0, 0.0], &[1.0, 1000.0], &mut out);

@@ -121,6 +121,7 @@ impl LlamaModel {
             kv_head_count: c.kv_head_count,
             head_dim: c.head_dim,
             start,
+            capacity: cache.capacity(),
         };
 
         for (layer_index, layer) in self.weights.layers.iter().enumerate() {
@@ -137,7 +138,7 @@ impl LlamaModel {
                     .apply(&mut keys[i * kv_width..(i + 1) * kv_width], start + i);
             }
             cache.store(layer_index, start, &keys, &values);
-            let (cached_keys, cached_values) = cache.layer(layer_index, start + n);
+            let (cached_keys, cached_values) = cache.layer(layer_index);
             attend(&shape, &queries, cached_keys, cached_values, &mut attention);
             layer.attn_output.gemm(&attention, n, &mut projected);
             add_into(&mut x, &projected);
