@@ -67,7 +67,7 @@ fn tensor_inventory() {
 fn dequantized_values_match_gguf_py() {
     let Some(file) = open() else { return };
     // Reference: gguf-py 0.19.0 (`gguf.quants.dequantize`, an independent implementation),
-    // sums taken in float64 over the dequantized tensors.
+    // sums taken in float64 over the dequantized tensors; first values in shortest f32 form.
     let check = |name: &str, len: usize, sum: f64, first: [f32; 4]| {
         let values = file.dequantize(name).unwrap();
         assert_eq!(values.len(), len, "{name}");
@@ -79,24 +79,24 @@ fn dequantized_values_match_gguf_py() {
         "token_embd.weight",
         28_311_552,
         -15353.044494,
-        [-0.106_544_495, 0.032_978_058, 0.048_198_7, -0.022_830_963],
+        [-0.106544495, 0.032978058, 0.0481987, -0.022830963],
     );
     check(
         "blk.0.attn_q.weight",
         331_776,
         59.223221,
-        [-0.096_313_477, 0.157_348_63, -0.096_313_477, -0.730_468_75],
+        [-0.09631348, 0.15734863, -0.09631348, -0.73046875],
     );
     check(
         "blk.29.ffn_down.weight",
         884_736,
         49.835709,
-        [-0.273_315_43, 0.186_279_3, 0.186_279_3, 0.048_400_88],
+        [-0.27331543, 0.1862793, 0.1862793, 0.04840088],
     );
     check(
         "output_norm.weight",
         576,
         1038.332031,
-        [1.757_812_5, 1.820_312_5, 1.781_25, 1.601_562_5],
+        [1.7578125, 1.8203125, 1.78125, 1.6015625],
     );
 }

@@ -127,6 +127,22 @@ mod tests {
     }
 
     #[test]
+    fn a_jinja_escaped_newline_is_accepted_too() {
+        let template =
+            ChatTemplate::from_template_text("{{ '<|im_start|>system\\nBe kind.<|im_end|>' }}")
+                .unwrap();
+        assert_eq!(template.default_system.as_deref(), Some("Be kind."));
+        let none =
+            ChatTemplate::from_template_text("{{ '<|im_start|>' + role }}{{ '<|im_end|>' }}")
+                .unwrap();
+        assert_eq!(none.default_system, None);
+        assert_eq!(
+            none.render_user("Hi"),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
     fn non_chatml_template_is_refused() {
         assert!(ChatTemplate::from_template_text("[INST] {{ content }} [/INST]").is_err());
     }

@@ -11,7 +11,10 @@ pub enum Sampler {
     Greedy,
     /// A draw from softmax(logits / temperature), from a seeded ChaCha8 stream: the same seed
     /// and logits give the same tokens on every machine.
-    Temperature { temperature: f32, rng: ChaCha8Rng },
+    Temperature {
+        temperature: f32,
+        rng: Box<ChaCha8Rng>,
+    },
 }
 
 impl Sampler {
@@ -22,7 +25,7 @@ impl Sampler {
         } else {
             Sampler::Temperature {
                 temperature,
-                rng: ChaCha8Rng::seed_from_u64(seed),
+                rng: Box::new(ChaCha8Rng::seed_from_u64(seed)),
             }
         }
     }

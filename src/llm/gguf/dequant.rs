@@ -101,9 +101,9 @@ mod tests {
         assert_eq!(f16_to_f32(0xc000), -2.0);
         assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
         assert_eq!(f16_to_f32(0x7bff), 65504.0);
-        assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8); // smallest subnormal, 2^-24
-        assert_eq!(f16_to_f32(0x83ff), -6.097_555_2e-5); // largest negative subnormal
-        assert_eq!(f16_to_f32(0x0400), 6.103_515_6e-5); // smallest normal, 2^-14
+        assert_eq!(f16_to_f32(0x0001), f32::powi(2.0, -24)); // smallest subnormal
+        assert_eq!(f16_to_f32(0x83ff), -1023.0 * f32::powi(2.0, -24)); // largest negative subnormal
+        assert_eq!(f16_to_f32(0x0400), f32::powi(2.0, -14)); // smallest normal
         assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
         assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
         assert!(f16_to_f32(0x7e00).is_nan());

@@ -109,7 +109,7 @@ impl GgmlType {
     /// overflowing.
     pub fn bytes_for(self, elements: u64) -> Option<u64> {
         let layout = self.block_layout()?;
-        if elements % layout.elements as u64 != 0 {
+        if !elements.is_multiple_of(layout.elements as u64) {
             return None;
         }
         (elements / layout.elements as u64).checked_mul(layout.bytes as u64)

@@ -56,22 +56,37 @@ fn tile<const R: usize, const T: usize, const FUSED: bool>(
     out
 }
 
+/// The three tile shapes a block is cut into.
+trait Tiles {
+    fn tile_4x2(rows: [&[f32]; 4], inputs: [&[f32]; 2]) -> [[f32; 2]; 4];
+    fn tile_4x1(rows: [&[f32]; 4], inputs: [&[f32]; 1]) -> [[f32; 1]; 4];
+    fn tile_1x1(rows: [&[f32]; 1], inputs: [&[f32]; 1]) -> [[f32; 1]; 1];
+}
+
+/// Plain loops with separate multiply and add (no FMA assumed).
+struct PortableTiles;
+
+impl Tiles for PortableTiles {
+    #[inline(always)]
+    fn tile_4x2(rows: [&[f32]; 4], inputs: [&[f32]; 2]) -> [[f32; 2]; 4] {
+        tile::<4, 2, false>(rows, inputs)
+    }
+    #[inline(always)]
+    fn tile_4x1(rows: [&[f32]; 4], inputs: [&[f32]; 1]) -> [[f32; 1]; 4] {
+        tile::<4, 1, false>(rows, inputs)
+    }
+    #[inline(always)]
+    fn tile_1x1(rows: [&[f32]; 1], inputs: [&[f32]; 1]) -> [[f32; 1]; 1] {
+        tile::<1, 1, false>(rows, inputs)
+    }
+}
+
 /// Row quads by input pairs, with the remainders in smaller tiles.
 ///
 /// `weights` holds `row_count` rows of `cols` values; `inputs` holds `n` rows of `cols`; the
 /// result goes to `out[r * n + t]` (row-major by weight row, so a row block is contiguous).
-/// The three tile functions compute 4×2, 4×1 and 1×1 tiles.
 #[inline(always)]
-fn block_with(
-    weights: &[f32],
-    cols: usize,
-    inputs: &[f32],
-    n: usize,
-    out: &mut [f32],
-    tile_4x2: impl Fn([&[f32]; 4], [&[f32]; 2]) -> [[f32; 2]; 4],
-    tile_4x1: impl Fn([&[f32]; 4], [&[f32]; 1]) -> [[f32; 1]; 4],
-    tile_1x1: impl Fn([&[f32]; 1], [&[f32]; 1]) -> [[f32; 1]; 1],
-) {
+fn block_with<K: Tiles>(weights: &[f32], cols: usize, inputs: &[f32], n: usize, out: &mut [f32]) {
     let row_count = weights.len() / cols;
     let row = |r: usize| &weights[r * cols..(r + 1) * cols];
     let input = |t: usize| &inputs[t * cols..(t + 1) * cols];
@@ -80,7 +95,7 @@ fn block_with(
         let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
         let mut t = 0;
         while t + 2 <= n {
-            let result = tile_4x2(rows, [input(t), input(t + 1)]);
+            let result = K::tile_4x2(rows, [input(t), input(t + 1)]);
             for (i, pair) in result.iter().enumerate() {
                 out[(r + i) * n + t] = pair[0];
                 out[(r + i) * n + t + 1] = pair[1];
@@ -88,7 +103,7 @@ fn block_with(
             t += 2;
         }
         if t < n {
-            let result = tile_4x1(rows, [input(t)]);
+            let result = K::tile_4x1(rows, [input(t)]);
             for (i, single) in result.iter().enumerate() {
                 out[(r + i) * n + t] = single[0];
             }
@@ -97,7 +112,7 @@ fn block_with(
     }
     while r < row_count {
         for t in 0..n {
-            out[r * n + t] = tile_1x1([row(r)], [input(t)])[0][0];
+            out[r * n + t] = K::tile_1x1([row(r)], [input(t)])[0][0];
         }
         r += 1;
     }
@@ -148,34 +163,37 @@ unsafe fn tile_avx2<const R: usize, const T: usize>(
     out
 }
 
+/// AVX2+FMA intrinsics; only instantiated after the CPU check in [`dot_block`].
+#[cfg(target_arch = "x86_64")]
+struct Avx2FmaTiles;
+
+#[cfg(target_arch = "x86_64")]
+impl Tiles for Avx2FmaTiles {
+    #[inline(always)]
+    fn tile_4x2(rows: [&[f32]; 4], inputs: [&[f32]; 2]) -> [[f32; 2]; 4] {
+        // SAFETY: reached only through `block_avx2_fma`, which runs only on AVX2+FMA CPUs.
+        unsafe { tile_avx2::<4, 2>(rows, inputs) }
+    }
+    #[inline(always)]
+    fn tile_4x1(rows: [&[f32]; 4], inputs: [&[f32]; 1]) -> [[f32; 1]; 4] {
+        // SAFETY: as above.
+        unsafe { tile_avx2::<4, 1>(rows, inputs) }
+    }
+    #[inline(always)]
+    fn tile_1x1(rows: [&[f32]; 1], inputs: [&[f32]; 1]) -> [[f32; 1]; 1] {
+        // SAFETY: as above.
+        unsafe { tile_avx2::<1, 1>(rows, inputs) }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn block_avx2_fma(weights: &[f32], cols: usize, inputs: &[f32], n: usize, out: &mut [f32]) {
-    // SAFETY: this function only runs on CPUs with AVX2 and FMA (see `dot_block`), and the
-    // tiles read within their slices.
-    block_with(
-        weights,
-        cols,
-        inputs,
-        n,
-        out,
-        |rows, inputs| unsafe { tile_avx2::<4, 2>(rows, inputs) },
-        |rows, inputs| unsafe { tile_avx2::<4, 1>(rows, inputs) },
-        |rows, inputs| unsafe { tile_avx2::<1, 1>(rows, inputs) },
-    )
+    block_with::<Avx2FmaTiles>(weights, cols, inputs, n, out)
 }
 
 fn block_portable(weights: &[f32], cols: usize, inputs: &[f32], n: usize, out: &mut [f32]) {
-    block_with(
-        weights,
-        cols,
-        inputs,
-        n,
-        out,
-        tile::<4, 2, false>,
-        tile::<4, 1, false>,
-        tile::<1, 1, false>,
-    )
+    block_with::<PortableTiles>(weights, cols, inputs, n, out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -230,6 +248,12 @@ mod tests {
         dot_block(&weights, cols, &inputs, n, &mut out);
         for (got, want) in out.iter().zip(naive(&weights, cols, &inputs, n)) {
             assert!((*got as f64 - want).abs() < 1e-4, "{got} vs {want}");
+        }
+        // The portable loops agree with whatever `dot_block` selected (up to FMA rounding).
+        let mut portable = vec![0.0; rows * n];
+        block_portable(&weights, cols, &inputs, n, &mut portable);
+        for (a, b) in portable.iter().zip(&out) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
         // One input at a time, one row at a time: the same bits.
         for t in 0..n {

@@ -158,14 +158,14 @@ mod tests {
         };
         let one = run(1);
         assert_eq!(one, run(3));
-        for r in 0..100 {
+        for (r, got) in one.iter().enumerate() {
             let want: f64 = m
                 .row(r)
                 .iter()
                 .zip(&x)
                 .map(|(a, b)| *a as f64 * *b as f64)
                 .sum();
-            assert!((one[r] as f64 - want).abs() < 1e-4);
+            assert!((*got as f64 - want).abs() < 1e-4);
         }
     }
 
