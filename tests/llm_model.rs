@@ -62,6 +62,35 @@ fn greedy_answers_to_factual_questions_contain_the_fact() {
 }
 
 #[test]
+fn seeded_sampling_repeats_itself() {
+    let Some(model) = loaded() else { return };
+    let prompt = model
+        .prompt_tokens("Write one sentence about cats.", None, false)
+        .unwrap();
+    let stops = model.stop_tokens();
+    let request = GenerationRequest {
+        prompt_tokens: &prompt,
+        max_tokens: 8,
+        stop_tokens: &stops,
+    };
+    let sample = |seed: u64| {
+        let mut sampler = Sampler::new(0.8, seed);
+        generate(
+            &model.model,
+            &model.tokenizer,
+            &request,
+            &mut sampler,
+            &mut |_| {},
+        )
+        .unwrap()
+        .0
+    };
+    let first = sample(1);
+    println!("seed 1: {:?}", model.tokenizer.decode(&first).unwrap());
+    assert_eq!(first, sample(1));
+}
+
+#[test]
 fn logits_do_not_depend_on_the_thread_count() {
     let Some(model) = loaded() else { return };
     let prompt = model

@@ -73,7 +73,7 @@ pub fn run(args: GenerateArgs) -> Result<(), CliError> {
     pool.install(|| -> Result<(), CliError> {
         let loaded = LoadedModel::load(&path, format)?;
         eprintln!(
-            "loaded {} as {} in {:.2} s ({} threads)",
+            "loaded {} as {} in {:.2} s; threads: {}",
             path.display(),
             loaded.model.format(),
             loaded.load_time.as_secs_f64(),

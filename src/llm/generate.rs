@@ -101,15 +101,13 @@ pub fn generate(
     if !rest.is_empty() {
         on_text(&rest);
     }
-    Ok((
-        generated.clone(),
-        GenerationStats {
-            prompt_tokens: prompt.len(),
-            generated_tokens: generated.len(),
-            prefill_time,
-            decode_steps,
-            decode_time,
-            stop,
-        },
-    ))
+    let stats = GenerationStats {
+        prompt_tokens: prompt.len(),
+        generated_tokens: generated.len(),
+        prefill_time,
+        decode_steps,
+        decode_time,
+        stop,
+    };
+    Ok((generated, stats))
 }
