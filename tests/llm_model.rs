@@ -3,9 +3,12 @@
 
 mod llm_common;
 
+use edgesim::llm::eval::perplexity;
 use edgesim::llm::format::WeightFormat;
 use edgesim::llm::generate::{generate, GenerationRequest};
-use edgesim::llm::model::{FfnObserver, LogitsWanted};
+use edgesim::llm::gguf::GgufFile;
+use edgesim::llm::matvec::F32Builder;
+use edgesim::llm::model::{FfnObserver, LlamaModel, LogitsWanted, RopeLayout};
 use edgesim::llm::sampling::Sampler;
 use edgesim::llm::LoadedModel;
 use std::sync::OnceLock;
@@ -203,4 +206,34 @@ fn ffn_hook_sees_every_layer_and_token_without_changing_the_result() {
         model.model.forward(&prompt, &mut plain_cache).unwrap(),
         observed
     );
+}
+
+/// Genesis 1:1–5, King James Version (public domain).
+const GENESIS: &str = "In the beginning God created the heaven and the earth. And the earth was \
+without form, and void; and darkness was upon the face of the deep. And the Spirit of God moved \
+upon the face of the waters. And God said, Let there be light: and there was light. And God saw \
+the light, that it was good: and God divided the light from the darkness. And God called the \
+light Day, and the darkness he called Night. And the evening and the morning were the first day.";
+
+/// The layout claim of `RopeLayout::Interleaved`, checked on the file: the layout that matches
+/// how the converter stored Q and K must predict real prose better than the other one.
+#[test]
+fn interleaved_rope_predicts_prose_better_than_halves_on_this_file() {
+    let (Some(model), Some(path)) = (loaded(), llm_common::smollm2_path()) else {
+        return;
+    };
+    let tokens = model.tokenizer.encode(GENESIS).unwrap();
+    let window = &tokens[..64];
+    let interleaved = perplexity(&model.model, window, 64).unwrap();
+    let file = GgufFile::open(&path).unwrap();
+    let halves_model = LlamaModel::load(&file, &F32Builder)
+        .unwrap()
+        .with_rope_layout(RopeLayout::Halves);
+    let halves = perplexity(&halves_model, window, 64).unwrap();
+    println!(
+        "perplexity of KJV Genesis 1:1-5 (first 64 tokens): interleaved {:.2}, halves {:.2}",
+        interleaved.perplexity, halves.perplexity
+    );
+    assert_eq!(interleaved.scored_tokens, 63);
+    assert!(interleaved.perplexity < halves.perplexity);
 }

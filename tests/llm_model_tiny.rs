@@ -287,3 +287,34 @@ fn bad_files_name_the_tensor_or_key() {
         "{error}"
     );
 }
+
+#[test]
+fn perplexity_scores_each_window_from_an_empty_cache() {
+    let (_, model) = tiny_model();
+    let tokens: Vec<u32> = (0..11).map(|i| (i * 7 % VOCAB) as u32).collect();
+    let result = edgesim::llm::eval::perplexity(&model, &tokens, 4).unwrap();
+    // Windows of 4, 4 and 3 tokens score 3 + 3 + 2 next tokens.
+    assert_eq!((result.windows, result.scored_tokens), (3, 8));
+    let mut nll = 0.0;
+    for window in tokens.chunks(4) {
+        let mut cache = model.new_cache(window.len());
+        let logits = model
+            .forward_with(window, &mut cache, LogitsWanted::All, None)
+            .unwrap();
+        for i in 1..window.len() {
+            let row: Vec<f64> = logits[(i - 1) * VOCAB..i * VOCAB]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            let log_sum = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+            nll -= row[window[i] as usize] - log_sum;
+        }
+    }
+    let expected = (nll / 8.0).exp();
+    assert!(
+        (result.perplexity - expected).abs() < 1e-9 * expected,
+        "{} vs {expected}",
+        result.perplexity
+    );
+    assert!(edgesim::llm::eval::perplexity(&model, &tokens[..1], 4).is_err());
+}

@@ -15,6 +15,7 @@
 
 pub mod chat;
 mod error;
+pub mod eval;
 pub mod fetch;
 pub mod format;
 pub mod generate;

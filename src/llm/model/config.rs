@@ -1,5 +1,6 @@
 //! The shape of a Llama-architecture model, read from GGUF metadata.
 
+use super::ops::RopeLayout;
 use crate::llm::gguf::GgufFile;
 use crate::llm::LlmError;
 use std::fmt;
@@ -23,6 +24,8 @@ pub struct LlamaConfig {
     /// Longest sequence the model was trained for.
     pub context_length: usize,
     pub vocab_size: usize,
+    /// Which head dimensions RoPE pairs up; GGUF Llama files need [`RopeLayout::Interleaved`].
+    pub rope_layout: RopeLayout,
 }
 
 /// The only architecture the forward pass implements.
@@ -118,6 +121,7 @@ impl LlamaConfig {
             rms_norm_eps,
             context_length,
             vocab_size,
+            rope_layout: RopeLayout::Interleaved,
         })
     }
 

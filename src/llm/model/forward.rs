@@ -4,7 +4,7 @@ use super::attention::{attend, AttentionShape};
 use super::config::LlamaConfig;
 use super::kv_cache::KvCache;
 use super::observer::FfnObserver;
-use super::ops::{rms_norm, silu, Rope};
+use super::ops::{rms_norm, silu, Rope, RopeLayout};
 use super::weights::LlamaWeights;
 use crate::llm::gguf::GgufFile;
 use crate::llm::matvec::MatVecBuilder;
@@ -40,13 +40,31 @@ impl LlamaModel {
 
     /// A model from weights built elsewhere (tests build tiny random ones).
     pub fn from_parts(config: LlamaConfig, weights: LlamaWeights, format: String) -> LlamaModel {
-        let rope = Rope::new(config.head_dim, config.rope_dim, config.rope_freq_base);
+        let rope = Rope::new(
+            config.head_dim,
+            config.rope_dim,
+            config.rope_freq_base,
+            config.rope_layout,
+        );
         LlamaModel {
             config,
             weights,
             rope,
             format,
         }
+    }
+
+    /// The same weights with RoPE pairing dimensions another way (for experiments: the wrong
+    /// layout for a file is how a converter's Q/K permutation shows up).
+    pub fn with_rope_layout(mut self, layout: RopeLayout) -> LlamaModel {
+        self.config.rope_layout = layout;
+        self.rope = Rope::new(
+            self.config.head_dim,
+            self.config.rope_dim,
+            self.config.rope_freq_base,
+            layout,
+        );
+        self
     }
 
     pub fn config(&self) -> &LlamaConfig {

@@ -15,4 +15,5 @@ pub use config::{LlamaConfig, ARCHITECTURE};
 pub use forward::{load_model, LlamaModel, LogitsWanted};
 pub use kv_cache::KvCache;
 pub use observer::FfnObserver;
+pub use ops::RopeLayout;
 pub use weights::{LayerWeights, LlamaWeights};

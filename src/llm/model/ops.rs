@@ -31,27 +31,35 @@ pub fn softmax(values: &mut [f32]) {
     }
 }
 
-/// Rotary position embedding, "normal" (interleaved) layout: dimensions (2i, 2i+1) of each
-/// head form a pair rotated by angle `position · base^(−2i/rope_dim)`.
-///
-/// That is the layout GGUF Llama files are written for: llama.cpp's converter permutes the
-/// rows of the Q and K projections of Hugging Face checkpoints (which rotate dimension i with
-/// i + head_dim/2, "NeoX" style) so that the pairs become adjacent, and llama.cpp runs the
-/// Llama architecture with this layout (`LLAMA_ROPE_TYPE_NORM`).
+/// Which dimensions of a head RoPE rotates together; pair i turns by
+/// `position · base^(−2i/rope_dim)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// Pairs (2i, 2i+1): llama.cpp's "normal" RoPE (`LLAMA_ROPE_TYPE_NORM`). GGUF Llama files
+    /// are written for it: llama.cpp's converter permutes the rows of the Q and K projections
+    /// of Hugging Face checkpoints so that the pairs become adjacent.
+    Interleaved,
+    /// Pairs (i, i + rope_dim/2): Hugging Face's `rotate_half`, GPT-NeoX style.
+    Halves,
+}
+
+/// Rotary position embedding over the first `rope_dim` dimensions of each head.
 #[derive(Clone, Debug)]
 pub struct Rope {
     head_dim: usize,
+    layout: RopeLayout,
     /// `base^(−2i/rope_dim)` for each pair i.
     inverse_frequencies: Vec<f64>,
 }
 
 impl Rope {
-    pub fn new(head_dim: usize, rope_dim: usize, base: f32) -> Rope {
+    pub fn new(head_dim: usize, rope_dim: usize, base: f32, layout: RopeLayout) -> Rope {
         let inverse_frequencies = (0..rope_dim / 2)
             .map(|i| (base as f64).powf(-2.0 * i as f64 / rope_dim as f64))
             .collect();
         Rope {
             head_dim,
+            layout,
             inverse_frequencies,
         }
     }
@@ -66,11 +74,16 @@ impl Rope {
                 (angle.cos() as f32, angle.sin() as f32)
             })
             .collect();
+        let half = rotations.len();
         for head in vector.chunks_exact_mut(self.head_dim) {
-            for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(&rotations) {
-                let (x0, x1) = (pair[0], pair[1]);
-                pair[0] = x0 * cos - x1 * sin;
-                pair[1] = x0 * sin + x1 * cos;
+            for (i, &(cos, sin)) in rotations.iter().enumerate() {
+                let (a, b) = match self.layout {
+                    RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+                    RopeLayout::Halves => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos - x1 * sin;
+                head[b] = x0 * sin + x1 * cos;
             }
         }
     }
@@ -105,7 +118,7 @@ mod tests {
 
     #[test]
     fn rope_rotates_adjacent_pairs_and_keeps_norms() {
-        let rope = Rope::new(4, 4, 10_000.0);
+        let rope = Rope::new(4, 4, 10_000.0, RopeLayout::Interleaved);
         let mut v = [1.0, 0.0, 1.0, 0.0, 0.0, 2.0, 0.0, 2.0];
         rope.apply(&mut v, 0);
         assert_eq!(v, [1.0, 0.0, 1.0, 0.0, 0.0, 2.0, 0.0, 2.0]);
@@ -117,8 +130,18 @@ mod tests {
     }
 
     #[test]
+    fn halves_layout_pairs_i_with_i_plus_half() {
+        let rope = Rope::new(4, 4, 10_000.0, RopeLayout::Halves);
+        let mut v = [1.0, 1.0, 0.0, 0.0];
+        rope.apply(&mut v, 1);
+        // Pair (0, 2) turns by 1 radian, pair (1, 3) by 0.01 radian.
+        assert!((v[0] - 1f32.cos()).abs() < 1e-6 && (v[2] - 1f32.sin()).abs() < 1e-6);
+        assert!((v[1] - 0.01f32.cos()).abs() < 1e-6 && (v[3] - 0.01f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
     fn rope_scores_depend_only_on_relative_position() {
-        let rope = Rope::new(8, 8, 100_000.0);
+        let rope = Rope::new(8, 8, 100_000.0, RopeLayout::Interleaved);
         let q: Vec<f32> = (0..8).map(|i| i as f32 * 0.3 - 1.0).collect();
         let k: Vec<f32> = (0..8).map(|i| 1.0 - i as f32 * 0.2).collect();
         let score = |pq: usize, pk: usize| {
