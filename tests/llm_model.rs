@@ -67,9 +67,7 @@ fn greedy_answers_to_factual_questions_contain_the_fact() {
 #[test]
 fn seeded_sampling_repeats_itself() {
     let Some(model) = loaded() else { return };
-    let prompt = model
-        .prompt_tokens("Write one sentence about cats.", None, false)
-        .unwrap();
+    let prompt = model.tokenizer.encode("Once upon a time, a cat").unwrap();
     let stops = model.stop_tokens();
     let request = GenerationRequest {
         prompt_tokens: &prompt,
@@ -96,9 +94,8 @@ fn seeded_sampling_repeats_itself() {
 #[test]
 fn logits_do_not_depend_on_the_thread_count() {
     let Some(model) = loaded() else { return };
-    let prompt = model
-        .prompt_tokens("Name three colours.", None, false)
-        .unwrap();
+    // A raw prompt keeps this test short in debug builds; the chat prompts run above.
+    let prompt = model.tokenizer.encode("Name three colours: red,").unwrap();
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -223,17 +220,17 @@ fn interleaved_rope_predicts_prose_better_than_halves_on_this_file() {
         return;
     };
     let tokens = model.tokenizer.encode(GENESIS).unwrap();
-    let window = &tokens[..64];
-    let interleaved = perplexity(&model.model, window, 64).unwrap();
+    let window = &tokens[..32];
+    let interleaved = perplexity(&model.model, window, 32).unwrap();
     let file = GgufFile::open(&path).unwrap();
     let halves_model = LlamaModel::load(&file, &F32Builder)
         .unwrap()
         .with_rope_layout(RopeLayout::Halves);
-    let halves = perplexity(&halves_model, window, 64).unwrap();
+    let halves = perplexity(&halves_model, window, 32).unwrap();
     println!(
-        "perplexity of KJV Genesis 1:1-5 (first 64 tokens): interleaved {:.2}, halves {:.2}",
+        "perplexity of KJV Genesis 1:1-5 (first 32 tokens): interleaved {:.2}, halves {:.2}",
         interleaved.perplexity, halves.perplexity
     );
-    assert_eq!(interleaved.scored_tokens, 63);
+    assert_eq!(interleaved.scored_tokens, 31);
     assert!(interleaved.perplexity < halves.perplexity);
 }

@@ -90,13 +90,19 @@ pub fn run(args: GenerateArgs) -> Result<(), CliError> {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let mut write_error = None;
-        let (_, stats) = generate(&loaded.model, &loaded.tokenizer, &request, &mut sampler, &mut |text| {
-            if write_error.is_none() {
-                if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                    write_error = Some(e);
+        let (_, stats) = generate(
+            &loaded.model,
+            &loaded.tokenizer,
+            &request,
+            &mut sampler,
+            &mut |text| {
+                if write_error.is_none() {
+                    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                        write_error = Some(e);
+                    }
                 }
-            }
-        })?;
+            },
+        )?;
         if let Some(e) = write_error {
             return Err(CliError::new(format!("writing to stdout: {e}")));
         }
@@ -109,14 +115,19 @@ pub fn run(args: GenerateArgs) -> Result<(), CliError> {
             StopReason::MaxTokens => "--max-tokens reached".into(),
             StopReason::ContextFull => "context full".into(),
         };
+        let decode = match stats.decode_tokens_per_s() {
+            Some(rate) => format!(
+                "{} tokens in {:.3} s = {rate:.1} tokens/s",
+                stats.decode_steps,
+                stats.decode_time.as_secs_f64()
+            ),
+            None => "no steps".into(),
+        };
         eprintln!(
-            "prefill: {} tokens in {:.3} s = {:.1} tokens/s; decode: {} tokens in {:.3} s = {:.1} tokens/s; {stop}",
+            "prefill: {} tokens in {:.3} s = {:.1} tokens/s; decode: {decode}; {stop}",
             stats.prompt_tokens,
             stats.prefill_time.as_secs_f64(),
             stats.prefill_tokens_per_s(),
-            stats.decode_steps,
-            stats.decode_time.as_secs_f64(),
-            stats.decode_tokens_per_s(),
         );
         Ok(())
     })

@@ -36,8 +36,9 @@ impl GenerationStats {
         self.prompt_tokens as f64 / self.prefill_time.as_secs_f64()
     }
 
-    pub fn decode_tokens_per_s(&self) -> f64 {
-        self.decode_steps as f64 / self.decode_time.as_secs_f64()
+    /// None when no decode step ran (the first token ended the reply, or `max_tokens` was 1).
+    pub fn decode_tokens_per_s(&self) -> Option<f64> {
+        (self.decode_steps > 0).then(|| self.decode_steps as f64 / self.decode_time.as_secs_f64())
     }
 }
 
@@ -59,6 +60,9 @@ pub fn generate(
     on_text: &mut dyn FnMut(&str),
 ) -> Result<(Vec<u32>, GenerationStats), LlmError> {
     let prompt = request.prompt_tokens;
+    if prompt.is_empty() {
+        return Err(LlmError::Input("the prompt encodes to no tokens".into()));
+    }
     let capacity = (prompt.len() + request.max_tokens).min(model.config().context_length);
     if prompt.len() >= capacity {
         return Err(LlmError::Input(format!(
