@@ -66,7 +66,7 @@ pub fn log_softmax_at(logits: &[f32], index: usize) -> f64 {
 pub fn top1_agreement(reference: &[f32], candidate: &[f32], vocab: usize) -> Result<f64, LlmError> {
     if reference.len() != candidate.len()
         || vocab == 0
-        || reference.len() % vocab != 0
+        || !reference.len().is_multiple_of(vocab)
         || reference.is_empty()
     {
         return Err(LlmError::Input(format!(
