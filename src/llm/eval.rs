@@ -55,7 +55,7 @@ pub fn perplexity(
     })
 }
 
-/// log softmax(logits)[index], computed in f64.
+/// `log softmax(logits)` at `index`, computed in f64.
 pub fn log_softmax_at(logits: &[f32], index: usize) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();

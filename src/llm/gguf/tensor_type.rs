@@ -23,7 +23,7 @@ impl GgmlType {
     pub const Q4_1: GgmlType = GgmlType(3);
     pub const Q8_0: GgmlType = GgmlType(8);
 
-    /// The types [`super::dequantize`] reads.
+    /// The types [`super::dequantize_into`] reads.
     pub const SUPPORTED: [GgmlType; 5] = [
         GgmlType::F32,
         GgmlType::F16,
