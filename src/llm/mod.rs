@@ -12,7 +12,7 @@
 //! - [`sampling`]: greedy and seeded temperature sampling.
 //! - [`generate`]: the prompt → text loop with streaming and timing.
 //! - [`fetch`]: getting the model file into the local cache.
-//! - [`format`](self::format): the `--bits` choice and the builder for each weight format.
+//! - [`format`](mod@format): the `--bits` choice and the builder for each weight format.
 //! - [`eval`]: perplexity and top-1 agreement, for comparing weight formats.
 //! - [`LoadedModel`]: weights, tokenizer and chat template of one file, ready to prompt.
 
