@@ -6,6 +6,8 @@
 mod compare;
 mod error;
 mod trace;
+mod generate;
+mod model;
 
 pub use error::CliError;
 
@@ -35,6 +37,10 @@ pub enum Command {
     Replay(compare::ReplayArgs),
     /// Check, measure, generate, import and dump activation traces.
     Trace(trace::TraceArgs),
+    /// Fetch or inspect a real model (GGUF) in the local cache.
+    Model(model::ModelArgs),
+    /// Generate text with a real model.
+    Generate(generate::GenerateArgs),
 }
 
 /// Runs the parsed command line.
@@ -43,6 +49,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Compare(args) => compare::run_compare(args),
         Command::Replay(args) => compare::run_replay(args),
         Command::Trace(args) => trace::run(args),
+        Command::Model(args) => model::run(args),
+        Command::Generate(args) => generate::run(args),
     }
 }
 

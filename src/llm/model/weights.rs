@@ -1,0 +1,152 @@
+//! The model's tensors, loaded from GGUF and converted by a [`MatVecBuilder`].
+
+use super::config::LlamaConfig;
+use crate::llm::gguf::GgufFile;
+use crate::llm::matvec::{MatVec, MatVecBuilder};
+use crate::llm::LlmError;
+use rayon::prelude::*;
+
+/// One transformer block.
+pub struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    /// `q_width × hidden`.
+    pub attn_q: Box<dyn MatVec>,
+    /// `kv_width × hidden`.
+    pub attn_k: Box<dyn MatVec>,
+    /// `kv_width × hidden`.
+    pub attn_v: Box<dyn MatVec>,
+    /// `hidden × q_width`.
+    pub attn_output: Box<dyn MatVec>,
+    pub ffn_norm: Vec<f32>,
+    /// `ffn × hidden`: row i is FFN neuron i's gate weights.
+    pub ffn_gate: Box<dyn MatVec>,
+    /// `ffn × hidden`: row i is FFN neuron i's up weights.
+    pub ffn_up: Box<dyn MatVec>,
+    /// `hidden × ffn`: column i is FFN neuron i's down weights.
+    pub ffn_down: Box<dyn MatVec>,
+}
+
+/// All weights of a Llama model.
+pub struct LlamaWeights {
+    /// `vocab × hidden`, f32 (an embedding lookup reads one row, so it stays unpacked).
+    pub token_embedding: Vec<f32>,
+    pub layers: Vec<LayerWeights>,
+    pub output_norm: Vec<f32>,
+    /// `vocab × hidden`.
+    pub output: Box<dyn MatVec>,
+    /// True when the file has no `output.weight` and the output reuses the token embedding.
+    pub output_is_tied: bool,
+}
+
+impl LlamaWeights {
+    pub fn load(
+        file: &GgufFile,
+        config: &LlamaConfig,
+        builder: &dyn MatVecBuilder,
+    ) -> Result<LlamaWeights, LlmError> {
+        let hidden = config.hidden_size;
+        let token_embedding = dequantized(file, "token_embd.weight", &[hidden, config.vocab_size])?;
+        let layers = (0..config.layer_count)
+            .into_par_iter()
+            .map(|layer| load_layer(file, config, builder, layer))
+            .collect::<Result<Vec<_>, _>>()?;
+        let output_norm = dequantized(file, "output_norm.weight", &[hidden])?;
+        let output_is_tied = file.tensor("output.weight").is_none();
+        let output = if output_is_tied {
+            builder.build(
+                "token_embd.weight (tied output)",
+                config.vocab_size,
+                hidden,
+                token_embedding.clone(),
+            )?
+        } else {
+            matrix(file, builder, "output.weight", config.vocab_size, hidden)?
+        };
+        Ok(LlamaWeights {
+            token_embedding,
+            layers,
+            output_norm,
+            output,
+            output_is_tied,
+        })
+    }
+
+    /// Bytes of all matrices in their runtime format, plus the f32 vectors and embedding.
+    pub fn storage_bytes(&self) -> usize {
+        let f32_bytes = std::mem::size_of::<f32>();
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                (l.attn_norm.len() + l.ffn_norm.len()) * f32_bytes
+                    + [
+                        &l.attn_q,
+                        &l.attn_k,
+                        &l.attn_v,
+                        &l.attn_output,
+                        &l.ffn_gate,
+                        &l.ffn_up,
+                        &l.ffn_down,
+                    ]
+                    .iter()
+                    .map(|m| m.storage_bytes())
+                    .sum::<usize>()
+            })
+            .sum();
+        layers
+            + (self.token_embedding.len() + self.output_norm.len()) * f32_bytes
+            + self.output.storage_bytes()
+    }
+}
+
+fn load_layer(
+    file: &GgufFile,
+    config: &LlamaConfig,
+    builder: &dyn MatVecBuilder,
+    layer: usize,
+) -> Result<LayerWeights, LlmError> {
+    let name = |suffix: &str| format!("blk.{layer}.{suffix}.weight");
+    let (hidden, ffn) = (config.hidden_size, config.ffn_size);
+    let (q_width, kv_width) = (config.q_width(), config.kv_width());
+    Ok(LayerWeights {
+        attn_norm: dequantized(file, &name("attn_norm"), &[hidden])?,
+        attn_q: matrix(file, builder, &name("attn_q"), q_width, hidden)?,
+        attn_k: matrix(file, builder, &name("attn_k"), kv_width, hidden)?,
+        attn_v: matrix(file, builder, &name("attn_v"), kv_width, hidden)?,
+        attn_output: matrix(file, builder, &name("attn_output"), hidden, q_width)?,
+        ffn_norm: dequantized(file, &name("ffn_norm"), &[hidden])?,
+        ffn_gate: matrix(file, builder, &name("ffn_gate"), ffn, hidden)?,
+        ffn_up: matrix(file, builder, &name("ffn_up"), ffn, hidden)?,
+        ffn_down: matrix(file, builder, &name("ffn_down"), hidden, ffn)?,
+    })
+}
+
+/// A tensor dequantized to f32 after checking its shape (ggml order, contiguous first).
+fn dequantized(file: &GgufFile, name: &str, dims: &[usize]) -> Result<Vec<f32>, LlmError> {
+    let info = file
+        .tensor(name)
+        .ok_or_else(|| file.tensor_error(name, "missing"))?;
+    let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+    if info.dims != expected {
+        return Err(file.tensor_error(
+            name,
+            format!(
+                "shape {:?}, expected {expected:?} from the model metadata",
+                info.dims
+            ),
+        ));
+    }
+    file.dequantize(name)
+}
+
+/// A linear layer's weight: GGUF stores it as `[cols, rows]`, i.e. `rows × cols` row-major.
+fn matrix(
+    file: &GgufFile,
+    builder: &dyn MatVecBuilder,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<Box<dyn MatVec>, LlmError> {
+    let weights = dequantized(file, name, &[cols, rows])?;
+    builder.build(name, rows, cols, weights)
+}

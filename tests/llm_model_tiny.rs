@@ -1,0 +1,320 @@
+//! The forward pass on a tiny random Llama written as GGUF in memory: runs everywhere (no model
+//! download), checks the batched pass against a naive f64 re-implementation, and checks the
+//! error paths.
+
+use edgesim::llm::gguf::{GgufBuilder, GgufFile, MetadataValue};
+use edgesim::llm::matvec::F32Builder;
+use edgesim::llm::model::{LlamaModel, LogitsWanted};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+const LAYERS: usize = 2;
+const HIDDEN: usize = 16;
+const FFN: usize = 24;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = HIDDEN / HEADS;
+const VOCAB: usize = 40;
+const ROPE_BASE: f32 = 10_000.0;
+const EPS: f32 = 1e-5;
+
+/// Tensor name → (ggml dims, values).
+type Tensors = BTreeMap<String, (Vec<u64>, Vec<f32>)>;
+
+fn random_tensors(seed: u64) -> Tensors {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut tensors = Tensors::new();
+    let mut add = |name: String, dims: &[usize], scale: f32, offset: f32| {
+        let len = dims.iter().product();
+        let values = (0..len)
+            .map(|_| offset + scale * rng.gen_range(-1.0f32..1.0))
+            .collect();
+        tensors.insert(name, (dims.iter().map(|&d| d as u64).collect(), values));
+    };
+    add("token_embd.weight".into(), &[HIDDEN, VOCAB], 1.0, 0.0);
+    add("output_norm.weight".into(), &[HIDDEN], 0.2, 1.0);
+    for l in 0..LAYERS {
+        let name = |s: &str| format!("blk.{l}.{s}.weight");
+        add(name("attn_norm"), &[HIDDEN], 0.2, 1.0);
+        add(name("attn_q"), &[HIDDEN, HIDDEN], 0.5, 0.0);
+        add(name("attn_k"), &[HIDDEN, KV_HEADS * HEAD_DIM], 0.5, 0.0);
+        add(name("attn_v"), &[HIDDEN, KV_HEADS * HEAD_DIM], 0.5, 0.0);
+        add(name("attn_output"), &[HIDDEN, HIDDEN], 0.3, 0.0);
+        add(name("ffn_norm"), &[HIDDEN], 0.2, 1.0);
+        add(name("ffn_gate"), &[HIDDEN, FFN], 0.5, 0.0);
+        add(name("ffn_up"), &[HIDDEN, FFN], 0.5, 0.0);
+        add(name("ffn_down"), &[FFN, HIDDEN], 0.3, 0.0);
+    }
+    tensors
+}
+
+fn gguf_bytes(tensors: &Tensors, architecture: &str) -> Vec<u8> {
+    let mut builder = GgufBuilder::new();
+    let u32_value = |v: usize| MetadataValue::U32(v as u32);
+    builder
+        .metadata(
+            "general.architecture",
+            MetadataValue::String(architecture.into()),
+        )
+        .metadata("llama.block_count", u32_value(LAYERS))
+        .metadata("llama.context_length", u32_value(64))
+        .metadata("llama.embedding_length", u32_value(HIDDEN))
+        .metadata("llama.feed_forward_length", u32_value(FFN))
+        .metadata("llama.attention.head_count", u32_value(HEADS))
+        .metadata("llama.attention.head_count_kv", u32_value(KV_HEADS))
+        .metadata("llama.rope.freq_base", MetadataValue::F32(ROPE_BASE))
+        .metadata(
+            "llama.attention.layer_norm_rms_epsilon",
+            MetadataValue::F32(EPS),
+        )
+        .metadata("llama.vocab_size", u32_value(VOCAB));
+    for (name, (dims, values)) in tensors {
+        builder.tensor_f32(name, dims, values);
+    }
+    builder.to_bytes()
+}
+
+fn tiny_model() -> (Tensors, LlamaModel) {
+    let tensors = random_tensors(42);
+    let file = GgufFile::parse(gguf_bytes(&tensors, "llama"), "tiny.gguf").unwrap();
+    let model = LlamaModel::load(&file, &F32Builder).unwrap();
+    (tensors, model)
+}
+
+/// A straightforward f64 Llama forward over the whole sequence, written from the equations
+/// (interleaved RoPE pairs, query head h reads key/value head h / (HEADS / KV_HEADS)).
+fn naive_logits(t: &Tensors, tokens: &[u32]) -> Vec<Vec<f64>> {
+    let w = |name: &str| -> Vec<f64> { t[name].1.iter().map(|&v| v as f64).collect() };
+    // GGUF matrices are [cols, rows]: row r holds values r*cols..(r+1)*cols.
+    let matvec = |m: &[f64], x: &[f64]| -> Vec<f64> {
+        m.chunks(x.len())
+            .map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum())
+            .collect()
+    };
+    let norm = |x: &[f64], weight: &[f64]| -> Vec<f64> {
+        let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+        let s = 1.0 / (ms + EPS as f64).sqrt();
+        x.iter().zip(weight).map(|(v, g)| v * s * g).collect()
+    };
+    let rope = |v: &mut [f64], pos: usize| {
+        for head in v.chunks_mut(HEAD_DIM) {
+            for i in 0..HEAD_DIM / 2 {
+                let angle = pos as f64 * (ROPE_BASE as f64).powf(-2.0 * i as f64 / HEAD_DIM as f64);
+                let (x0, x1) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = x0 * angle.cos() - x1 * angle.sin();
+                head[2 * i + 1] = x0 * angle.sin() + x1 * angle.cos();
+            }
+        }
+    };
+    let embedding = w("token_embd.weight");
+    let mut xs: Vec<Vec<f64>> = tokens
+        .iter()
+        .map(|&tok| embedding[tok as usize * HIDDEN..(tok as usize + 1) * HIDDEN].to_vec())
+        .collect();
+    for l in 0..LAYERS {
+        let name = |s: &str| format!("blk.{l}.{s}.weight");
+        let (wq, wk, wv, wo) = (
+            w(&name("attn_q")),
+            w(&name("attn_k")),
+            w(&name("attn_v")),
+            w(&name("attn_output")),
+        );
+        let mut qs = Vec::new();
+        let mut ks = Vec::new();
+        let mut vs = Vec::new();
+        for (pos, x) in xs.iter().enumerate() {
+            let h = norm(x, &w(&name("attn_norm")));
+            let mut q = matvec(&wq, &h);
+            let mut k = matvec(&wk, &h);
+            rope(&mut q, pos);
+            rope(&mut k, pos);
+            qs.push(q);
+            ks.push(k);
+            vs.push(matvec(&wv, &h));
+        }
+        for pos in 0..xs.len() {
+            let mut attention = vec![0.0; HIDDEN];
+            for head in 0..HEADS {
+                let kv = head / (HEADS / KV_HEADS);
+                let q = &qs[pos][head * HEAD_DIM..(head + 1) * HEAD_DIM];
+                let scores: Vec<f64> = (0..=pos)
+                    .map(|j| {
+                        let k = &ks[j][kv * HEAD_DIM..(kv + 1) * HEAD_DIM];
+                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() / (HEAD_DIM as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = exps.iter().sum();
+                for (j, e) in exps.iter().enumerate() {
+                    for d in 0..HEAD_DIM {
+                        attention[head * HEAD_DIM + d] += e / total * vs[j][kv * HEAD_DIM + d];
+                    }
+                }
+            }
+            let o = matvec(&wo, &attention);
+            xs[pos].iter_mut().zip(o).for_each(|(x, d)| *x += d);
+        }
+        for x in xs.iter_mut() {
+            let h = norm(x, &w(&name("ffn_norm")));
+            let gate = matvec(&w(&name("ffn_gate")), &h);
+            let up = matvec(&w(&name("ffn_up")), &h);
+            let act: Vec<f64> = gate
+                .iter()
+                .zip(&up)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
+            let d = matvec(&w(&name("ffn_down")), &act);
+            x.iter_mut().zip(d).for_each(|(x, d)| *x += d);
+        }
+    }
+    xs.iter()
+        .map(|x| matvec(&embedding, &norm(x, &w("output_norm.weight"))))
+        .collect()
+}
+
+#[test]
+fn batched_forward_matches_a_naive_f64_forward() {
+    let (tensors, model) = tiny_model();
+    assert!(model.weights().output_is_tied);
+    let tokens = [3u32, 17, 0, 39, 5, 5, 21];
+    let mut cache = model.new_cache(tokens.len());
+    let logits = model
+        .forward_with(&tokens, &mut cache, LogitsWanted::All, None)
+        .unwrap();
+    let reference = naive_logits(&tensors, &tokens);
+    for (pos, expected) in reference.iter().enumerate() {
+        for (v, (got, want)) in logits[pos * VOCAB..(pos + 1) * VOCAB]
+            .iter()
+            .zip(expected)
+            .enumerate()
+        {
+            assert!(
+                (*got as f64 - want).abs() < 1e-3 * (1.0 + want.abs()),
+                "position {pos} token {v}: {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn step_by_step_decoding_equals_one_batch_and_threads_do_not_matter() {
+    let (_, model) = tiny_model();
+    let tokens = [1u32, 2, 3, 4, 5, 6, 7, 8, 9];
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut cache = model.new_cache(tokens.len());
+            model
+                .forward_with(&tokens, &mut cache, LogitsWanted::All, None)
+                .unwrap()
+        })
+    };
+    let batched = run(1);
+    assert_eq!(batched, run(2));
+    assert_eq!(batched, run(4));
+    let mut cache = model.new_cache(tokens.len());
+    // A prefill of four, then single steps.
+    let mut steps = model
+        .forward_with(&tokens[..4], &mut cache, LogitsWanted::All, None)
+        .unwrap();
+    for &token in &tokens[4..] {
+        steps.extend(model.forward(&[token], &mut cache).unwrap());
+    }
+    let worst = batched
+        .iter()
+        .zip(&steps)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "batch vs steps differ by {worst}");
+    assert_eq!(cache.len(), tokens.len());
+}
+
+#[test]
+fn bad_inputs_are_errors_that_say_what_is_wrong() {
+    let (_, model) = tiny_model();
+    let mut cache = model.new_cache(2);
+    let error = model
+        .forward(&[1, 2, 3], &mut cache)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("KV cache full"), "{error}");
+    let error = model.forward(&[40], &mut cache).unwrap_err().to_string();
+    assert!(
+        error.contains("token id 40 is outside the vocabulary of 40"),
+        "{error}"
+    );
+    assert!(model.forward(&[], &mut cache).is_err());
+}
+
+#[test]
+fn bad_files_name_the_tensor_or_key() {
+    let mut tensors = random_tensors(1);
+    tensors.remove("blk.1.ffn_up.weight");
+    let file = GgufFile::parse(gguf_bytes(&tensors, "llama"), "tiny.gguf").unwrap();
+    let error = LlamaModel::load(&file, &F32Builder)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(error, "tiny.gguf: tensor 'blk.1.ffn_up.weight': missing");
+
+    let mut tensors = random_tensors(1);
+    tensors.insert(
+        "blk.0.attn_k.weight".into(),
+        (vec![HIDDEN as u64, 4], vec![0.0; HIDDEN * 4]),
+    );
+    let file = GgufFile::parse(gguf_bytes(&tensors, "llama"), "tiny.gguf").unwrap();
+    let error = LlamaModel::load(&file, &F32Builder)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("tensor 'blk.0.attn_k.weight': shape [16, 4], expected [16, 8]"),
+        "{error}"
+    );
+
+    let file = GgufFile::parse(gguf_bytes(&random_tensors(1), "gpt2"), "tiny.gguf").unwrap();
+    let error = LlamaModel::load(&file, &F32Builder)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("metadata key 'general.architecture'") && error.contains("'gpt2'"),
+        "{error}"
+    );
+}
+
+#[test]
+fn perplexity_scores_each_window_from_an_empty_cache() {
+    let (_, model) = tiny_model();
+    let tokens: Vec<u32> = (0..11).map(|i| (i * 7 % VOCAB) as u32).collect();
+    let result = edgesim::llm::eval::perplexity(&model, &tokens, 4).unwrap();
+    // Windows of 4, 4 and 3 tokens score 3 + 3 + 2 next tokens.
+    assert_eq!((result.windows, result.scored_tokens), (3, 8));
+    let mut nll = 0.0;
+    for window in tokens.chunks(4) {
+        let mut cache = model.new_cache(window.len());
+        let logits = model
+            .forward_with(window, &mut cache, LogitsWanted::All, None)
+            .unwrap();
+        for i in 1..window.len() {
+            let row: Vec<f64> = logits[(i - 1) * VOCAB..i * VOCAB]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            let log_sum = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+            nll -= row[window[i] as usize] - log_sum;
+        }
+    }
+    let expected = (nll / 8.0).exp();
+    assert!(
+        (result.perplexity - expected).abs() < 1e-9 * expected,
+        "{} vs {expected}",
+        result.perplexity
+    );
+    assert!(edgesim::llm::eval::perplexity(&model, &tokens[..1], 4).is_err());
+}
