@@ -5,11 +5,19 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use edgesim::trace::gen::{
-    known_geometry, known_model, write_trace, ExpertGenConfig, ExpertTraceGenerator,
-    NeuronGenConfig, NeuronTraceGenerator, HOBBIT_PREDICTION_ACCURACY,
+    write_trace, ExpertGenConfig, ExpertTraceGenerator, NeuronGenConfig, NeuronTraceGenerator,
+    HOBBIT_PREDICTION_ACCURACY,
 };
 use edgesim::trace::{TokenRecord, TokenSource, TraceReader};
 use std::path::Path;
+
+fn known_model(name: &str) -> Option<edgesim::model::ModelProfile> {
+    edgesim::scenario::load_model(name).ok()
+}
+
+fn known_geometry(name: &str) -> Option<edgesim::model::ModelGeometry> {
+    edgesim::model::ModelGeometry::from_profile(&known_model(name)?).ok()
+}
 
 const EXPERT_TOKENS: u64 = 20_000;
 const NEURON_TOKENS: u64 = 500;

@@ -7,10 +7,18 @@ use edgesim::trace::gen::targets::{
     RELULLAMA_7B_HOT80_FRACTION,
 };
 use edgesim::trace::gen::{
-    known_geometry, known_model, ExpertGenConfig, ExpertTraceGenerator, NeuronGenConfig,
-    NeuronPredictorSpec, NeuronTraceGenerator, HOBBIT_PREDICTION_ACCURACY,
+    ExpertGenConfig, ExpertTraceGenerator, NeuronGenConfig, NeuronPredictorSpec,
+    NeuronTraceGenerator, HOBBIT_PREDICTION_ACCURACY,
 };
 use edgesim::trace::stats::collect;
+
+fn known_model(name: &str) -> Option<edgesim::model::ModelProfile> {
+    edgesim::scenario::load_model(name).ok()
+}
+
+fn known_geometry(name: &str) -> Option<edgesim::model::ModelGeometry> {
+    edgesim::model::ModelGeometry::from_profile(&known_model(name)?).ok()
+}
 
 fn close(what: &str, got: f64, want: f64, tolerance: f64) {
     assert!(

@@ -1,7 +1,6 @@
 //! The `edgesim trace` commands end to end through the built binary.
 
 use assert_cmd::Command;
-use edgesim::trace::gen::known_model;
 use std::path::PathBuf;
 
 fn edgesim() -> Command {
@@ -99,13 +98,13 @@ fn neuron_gen_needs_a_sparsity_and_accepts_a_profile_file() {
     let profile = dir.path().join("smol.json");
     std::fs::write(
         &profile,
-        serde_json::to_string(&known_model("smollm2-135m").unwrap()).unwrap(),
+        serde_json::to_string(&edgesim::scenario::load_model("smollm2-135m").unwrap()).unwrap(),
     )
     .unwrap();
     run_ok(&[
         "trace",
         "gen",
-        "--model-profile",
+        "--model",
         profile.to_str().unwrap(),
         "--tokens",
         "40",

@@ -377,7 +377,7 @@ fn cli_exits_with_code_2_and_names_the_fault() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown model \"gpt-9\""));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown model `gpt-9`"));
     assert!(!d.join("x.est").exists());
     let good = write(d, "good.est", &full);
     let out = Command::cargo_bin("edgesim")

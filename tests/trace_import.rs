@@ -9,6 +9,11 @@ use edgesim::trace::{validate_file, TraceKind};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+fn mixtral() -> edgesim::model::ModelGeometry {
+    let profile = edgesim::scenario::load_model("mixtral-8x7b").unwrap();
+    edgesim::model::ModelGeometry::from_profile(&profile).unwrap()
+}
+
 fn data_dir() -> Option<PathBuf> {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mixtral-8x7b-routing");
     if d.is_dir() {
@@ -91,7 +96,7 @@ fn decode_trace_lru_hit_rates_match_an_independent_count_and_source_md() {
     let input = dir.join("humaneval_2_routing.jsonl");
     let out = tempfile::tempdir().unwrap();
     let trace = out.path().join("humaneval2.est");
-    let report = import_mixtral_jsonl(&input, &trace).unwrap();
+    let report = import_mixtral_jsonl(&input, &trace, &mixtral()).unwrap();
     assert_eq!(report.layout, MixtralLayout::DecodeOnly);
     assert_eq!(report.lines_read, 10_779);
     // SOURCE.md: 2 problems with 83 and 255 generated tokens.
@@ -147,7 +152,7 @@ fn prefill_decode_trace_has_exact_positions() {
     let input = dir.join("humaneval_p0_routing_raw_prefill_decode.jsonl");
     let out = tempfile::tempdir().unwrap();
     let trace = out.path().join("p0.est");
-    let report = import_mixtral_jsonl(&input, &trace).unwrap();
+    let report = import_mixtral_jsonl(&input, &trace, &mixtral()).unwrap();
     assert_eq!(report.layout, MixtralLayout::PrefillDecode);
     // SOURCE.md: 135 prefill + 83 decode tokens, 6,777 records.
     assert_eq!((report.tokens, report.prefill_tokens), (218, 135));

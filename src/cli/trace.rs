@@ -5,8 +5,8 @@ use super::CliError;
 use crate::model::{ModelGeometry, ModelProfile};
 use crate::sourced::Sourced;
 use crate::trace::gen::{
-    known_model, write_trace, ExpertGenConfig, ExpertTraceGenerator, NeuronGenConfig,
-    NeuronPredictorSpec, NeuronTraceGenerator, DEFAULT_AUTOCORRELATION, KNOWN_MODELS,
+    write_trace, ExpertGenConfig, ExpertTraceGenerator, NeuronGenConfig, NeuronPredictorSpec,
+    NeuronTraceGenerator, DEFAULT_AUTOCORRELATION,
 };
 use crate::trace::import::import_mixtral_jsonl;
 use crate::trace::stats::stats_file;
@@ -74,13 +74,10 @@ pub enum GenKind {
 
 #[derive(Args, Debug)]
 pub struct GenArgs {
-    /// Model id (built in: mixtral-8x7b, phi-3.5-moe, olmoe-1b-7b, lfm2-8b-a1b,
-    /// turbosparse-mistral-7b, relullama-7b, smollm2-135m); or use --model-profile.
-    #[arg(long, required_unless_present = "model_profile")]
-    pub model: Option<String>,
-    /// A model profile JSON (scenarios/models/*.json schema) instead of a built-in id.
-    #[arg(long, conflicts_with = "model")]
-    pub model_profile: Option<PathBuf>,
+    /// Model: a bundled profile name (see scenarios/models/, e.g. mixtral-8x7b) or a path to a
+    /// model profile .json.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub model: String,
     /// Tokens in the whole trace.
     #[arg(long)]
     pub tokens: u64,
@@ -133,7 +130,8 @@ pub fn run(args: TraceArgs) -> Result<(), CliError> {
         TraceCommand::Gen(g) => generate(g),
         TraceCommand::Import { format, input, out } => match format {
             ImportFormat::MixtralJsonl => {
-                let report = import_mixtral_jsonl(&input, &out)?;
+                let model = mixtral_geometry()?;
+                let report = import_mixtral_jsonl(&input, &out, &model)?;
                 println!("{} -> {}: {report}", input.display(), out.display());
                 Ok(())
             }
@@ -143,19 +141,13 @@ pub fn run(args: TraceArgs) -> Result<(), CliError> {
 }
 
 fn load_profile(g: &GenArgs) -> Result<ModelProfile, CliError> {
-    if let Some(path) = &g.model_profile {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CliError::new(format!("{}: cannot read: {e}", path.display())))?;
-        return serde_json::from_str(&text)
-            .map_err(|e| CliError::new(format!("{}: not a model profile: {e}", path.display())));
-    }
-    let id = g.model.as_deref().unwrap_or_default();
-    known_model(id).ok_or_else(|| {
-        CliError::new(format!(
-            "unknown model {id:?}; built-in models: {}; or pass --model-profile FILE",
-            KNOWN_MODELS.join(", ")
-        ))
-    })
+    Ok(crate::scenario::load_model(&g.model)?)
+}
+
+/// The routing files the importer reads were recorded from Mixtral-8x7B.
+fn mixtral_geometry() -> Result<ModelGeometry, CliError> {
+    let profile = crate::scenario::load_model("mixtral-8x7b")?;
+    ModelGeometry::from_profile(&profile).map_err(CliError::new)
 }
 
 fn generate(g: GenArgs) -> Result<(), CliError> {

@@ -58,6 +58,10 @@ pub(crate) const MODELS: &[(&str, &str)] = &[
         include_str!("../../scenarios/models/qwen2.5-3b.json"),
     ),
     (
+        "relullama-7b",
+        include_str!("../../scenarios/models/relullama-7b.json"),
+    ),
+    (
         "smollm2-135m",
         include_str!("../../scenarios/models/smollm2-135m.json"),
     ),

@@ -2,10 +2,9 @@
 //! is synthetic, lists the generator's parameters (given and calibrated) and the target
 //! statistics with their citations.
 //!
-//! The generators take a [`crate::model::ModelGeometry`], so any model profile works; [`known_geometry`]
-//! covers the models of the papers until the project's model catalog is wired in.
+//! The generators take a [`crate::model::ModelGeometry`], so any model profile works (the
+//! command line loads bundled profiles from `scenarios/models/` through [`crate::scenario`]).
 
-mod catalog;
 mod expert;
 mod neurons;
 mod normal;
@@ -13,7 +12,6 @@ mod routing;
 mod schedule;
 pub mod targets;
 
-pub use catalog::{known_geometry, known_model, KNOWN_MODELS};
 pub use expert::{ExpertGenConfig, ExpertTraceGenerator, HOBBIT_PREDICTION_ACCURACY};
 pub use neurons::{
     NeuronGenConfig, NeuronPredictorSpec, NeuronTraceGenerator, DEFAULT_AUTOCORRELATION,

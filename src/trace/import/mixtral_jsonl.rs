@@ -17,8 +17,8 @@
 //! there is none) and gate weights [0.5, 0.5], the tie that made the recorder drop it; its
 //! layer is listed in the record's `filled_layers`.
 
+use crate::model::ModelGeometry;
 use crate::trace::error::{TraceError, TraceErrorKind};
-use crate::trace::gen::known_geometry;
 use crate::trace::header::{SourceKind, TraceHeader, TraceSource};
 use crate::trace::reader::VecSource;
 use crate::trace::record::{Phase, TokenRecord};
@@ -159,7 +159,25 @@ fn parse_cell(line: &Line) -> Result<Cell, String> {
 /// `MAX_LINES` lines are accepted).
 pub fn read_mixtral_jsonl(
     input: &Path,
+    model: &ModelGeometry,
 ) -> Result<(TraceHeader, Vec<TokenRecord>, ImportReport), TraceError> {
+    if (
+        model.layers as usize,
+        model.experts,
+        model.top_k,
+        model.dense_layers,
+    ) != (LAYERS, EXPERTS as u32, TOP_K as u32, 0)
+    {
+        return Err(TraceError::new(
+            TraceErrorKind::Input,
+            input,
+            format!(
+                "these routing files record Mixtral-8x7B ({LAYERS} MoE layers, {EXPERTS} experts, \
+                 top-{TOP_K}); model `{}` has {} layers, {} experts, top-{}",
+                model.name, model.layers, model.experts, model.top_k
+            ),
+        ));
+    }
     let file = std::fs::File::open(input)
         .map_err(|e| TraceError::io(input, "open the routing file", e))?;
     let bad = |line: usize, m: String| {
@@ -277,7 +295,6 @@ pub fn read_mixtral_jsonl(
         report.tokens += grid.len() as u64;
         report.prefill_tokens += prefill as u64;
     }
-    let model = known_geometry("mixtral-8x7b").expect("mixtral-8x7b is in the built-in table");
     let file_name = input
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -294,7 +311,7 @@ pub fn read_mixtral_jsonl(
         }
     );
     let header = TraceHeader::expert(
-        &model,
+        model,
         0,
         TraceSource {
             kind: SourceKind::Imported,
@@ -450,8 +467,12 @@ fn tie_from(near: &Cell) -> Cell {
 }
 
 /// Imports `input` and writes the trace to `output`.
-pub fn import_mixtral_jsonl(input: &Path, output: &Path) -> Result<ImportReport, TraceError> {
-    let (header, records, report) = read_mixtral_jsonl(input)?;
+pub fn import_mixtral_jsonl(
+    input: &Path,
+    output: &Path,
+    model: &ModelGeometry,
+) -> Result<ImportReport, TraceError> {
+    let (header, records, report) = read_mixtral_jsonl(input, model)?;
     crate::trace::gen::write_trace(&mut VecSource::new(header, records), output)?;
     Ok(report)
 }
@@ -459,6 +480,11 @@ pub fn import_mixtral_jsonl(input: &Path, output: &Path) -> Result<ImportReport,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mixtral() -> ModelGeometry {
+        let profile = crate::scenario::load_model("mixtral-8x7b").unwrap();
+        ModelGeometry::from_profile(&profile).unwrap()
+    }
     use std::io::Write;
 
     fn line(problem: u32, layer: u32, experts: [u16; 2], w: f64, key: &str, t: u32) -> String {
@@ -482,7 +508,7 @@ mod tests {
             }
         }
         drop(f);
-        let (_, recs, report) = read_mixtral_jsonl(&path).unwrap();
+        let (_, recs, report) = read_mixtral_jsonl(&path, &mixtral()).unwrap();
         assert_eq!(recs.len(), 3);
         assert_eq!(report.cells_filled_at_layer_end, 1);
         assert_eq!(report.layers_with_unknown_gaps, vec![(0, 5, 1)]);
@@ -498,7 +524,9 @@ mod tests {
         let text =
             line(0, 0, [1, 2], 0.6, "token_idx", 0) + &line(0, 1, [1, 9], 0.6, "token_idx", 0);
         std::fs::write(&path, text).unwrap();
-        let e = read_mixtral_jsonl(&path).unwrap_err().to_string();
+        let e = read_mixtral_jsonl(&path, &mixtral())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("expert id 9"), "{e}");
     }
 }
