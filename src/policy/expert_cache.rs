@@ -9,7 +9,7 @@
 use super::context::PolicyError;
 use crate::model::{Precision, TensorRef};
 use crate::plan::{Op, OpId, PlanBuilder};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CacheEntry {
@@ -21,13 +21,20 @@ pub struct CacheEntry {
     pub last_use: Option<OpId>,
     /// Loaded ahead of need and not used yet.
     pub prefetched: bool,
+    /// A policy's logical clock at the entry's last access ([`ExpertCache::touch`]): kept in
+    /// the entry so recency-based victim scores need no side table.
+    pub last_touch: u64,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct ExpertCache {
     capacity_bytes: u64,
     used_bytes: u64,
-    entries: BTreeMap<TensorRef, CacheEntry>,
+    /// Entries in a dense slab, so victim searches scan contiguous memory; `index` maps a key
+    /// to its slot. The slab's order depends only on the sequence of loads and evictions, and
+    /// victim ties are broken by key, so results never depend on hashing.
+    slots: Vec<(TensorRef, CacheEntry)>,
+    index: HashMap<TensorRef, usize>,
     /// Evictions planned but possibly not yet run, with the bytes of each not yet handed to a
     /// later allocation. An Alloc that needs those bytes depends on the Evict, oldest first.
     pending_frees: VecDeque<(OpId, u64)>,
@@ -39,7 +46,8 @@ impl ExpertCache {
         ExpertCache {
             capacity_bytes,
             used_bytes: 0,
-            entries: BTreeMap::new(),
+            slots: Vec::new(),
+            index: HashMap::new(),
             pending_frees: VecDeque::new(),
             pending_free_bytes: 0,
         }
@@ -58,28 +66,40 @@ impl ExpertCache {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slots.is_empty()
     }
 
     pub fn get(&self, key: &TensorRef) -> Option<&CacheEntry> {
-        self.entries.get(key)
+        self.index.get(key).map(|&i| &self.slots[i].1)
+    }
+
+    fn get_mut(&mut self, key: &TensorRef) -> Option<&mut CacheEntry> {
+        self.index.get(key).map(|&i| &mut self.slots[i].1)
     }
 
     pub fn contains(&self, key: &TensorRef) -> bool {
-        self.entries.contains_key(key)
+        self.index.contains_key(key)
     }
 
+    /// Cached entries, in slab order (deterministic, not sorted).
     pub fn entries(&self) -> impl Iterator<Item = (&TensorRef, &CacheEntry)> {
-        self.entries.iter()
+        self.slots.iter().map(|(k, e)| (k, e))
+    }
+
+    /// Stamps `key` with the policy's logical clock `tick`.
+    pub fn touch(&mut self, key: &TensorRef, tick: u64) {
+        if let Some(e) = self.get_mut(key) {
+            e.last_touch = tick;
+        }
     }
 
     /// Records that `op` computed with the cached weights of `key`.
     pub fn record_use(&mut self, key: &TensorRef, op: OpId) {
-        if let Some(e) = self.entries.get_mut(key) {
+        if let Some(e) = self.get_mut(key) {
             e.last_use = Some(op);
             e.prefetched = false;
         }
@@ -104,13 +124,21 @@ impl ExpertCache {
         }
         let mut evicted = Vec::new();
         while self.free_bytes() < bytes {
-            let victim = self
-                .entries
-                .iter()
-                .filter(|(k, _)| !pinned(k))
-                .map(|(k, e)| (score(k, e), *k))
-                .reduce(|best, cand| if cand.0 < best.0 { cand } else { best })
-                .map(|(_, k)| k);
+            let mut victim: Option<(S, TensorRef)> = None;
+            for (k, e) in &self.slots {
+                if pinned(k) {
+                    continue;
+                }
+                let sc = score(k, e);
+                let better = match &victim {
+                    None => true,
+                    Some((best, best_key)) => sc < *best || (sc == *best && k < best_key),
+                };
+                if better {
+                    victim = Some((sc, *k));
+                }
+            }
+            let victim = victim.map(|(_, k)| k);
             let Some(key) = victim else {
                 return Err(PolicyError::BudgetTooSmall {
                     required: self.used_bytes + bytes,
@@ -127,7 +155,11 @@ impl ExpertCache {
 
     /// Emits the Evict op for `key` after its load and last use, and forgets the entry.
     pub fn evict(&mut self, key: TensorRef, b: &mut PlanBuilder) -> (OpId, CacheEntry) {
-        let entry = self.entries.remove(&key).expect("evict of an absent entry");
+        let slot = self.index.remove(&key).expect("evict of an absent entry");
+        let (_, entry) = self.slots.swap_remove(slot);
+        if let Some((moved, _)) = self.slots.get(slot) {
+            self.index.insert(*moved, slot);
+        }
         self.used_bytes -= entry.bytes;
         let deps: Vec<OpId> = std::iter::once(entry.ready).chain(entry.last_use).collect();
         let op = b.push(
@@ -179,7 +211,7 @@ impl ExpertCache {
         b: &mut PlanBuilder,
     ) -> OpId {
         debug_assert!(self.free_bytes() >= bytes, "load without room");
-        debug_assert!(!self.entries.contains_key(&key), "load of a cached entry");
+        debug_assert!(!self.index.contains_key(&key), "load of a cached entry");
         let mut alloc_deps = after.to_vec();
         self.claim_frees(bytes, &mut alloc_deps);
         alloc_deps.sort_unstable();
@@ -205,7 +237,8 @@ impl ExpertCache {
             &deps,
         );
         self.used_bytes += bytes;
-        self.entries.insert(
+        self.index.insert(key, self.slots.len());
+        self.slots.push((
             key,
             CacheEntry {
                 precision,
@@ -213,8 +246,9 @@ impl ExpertCache {
                 ready: read,
                 last_use: None,
                 prefetched,
+                last_touch: 0,
             },
-        );
+        ));
         read
     }
 }

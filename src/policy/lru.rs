@@ -11,7 +11,6 @@ use super::Policy;
 use crate::model::{Precision, TensorKind, TensorRef};
 use crate::plan::{OpId, PlanBuilder};
 use crate::trace::ForwardPass;
-use std::collections::BTreeMap;
 
 pub struct Lru {
     ctx: PolicyContext,
@@ -24,8 +23,7 @@ struct LruState {
     cache: ExpertCache,
     precision: Precision,
     expert_bytes: u64,
-    /// Logical clock of the last use of each cached expert.
-    last_used: BTreeMap<TensorRef, u64>,
+    /// Logical clock, stamped on each cached expert at each use.
     clock: u64,
     /// Experts of the current layer whose compute is not planned yet: never victims.
     pinned: Vec<TensorRef>,
@@ -47,7 +45,6 @@ impl Lru {
                 cache: ExpertCache::new(ctx.budget_bytes - resident.bytes()),
                 precision,
                 expert_bytes,
-                last_used: BTreeMap::new(),
                 clock: 0,
                 pinned: Vec::new(),
                 counters: Counters::default(),
@@ -78,27 +75,24 @@ impl ExpertSupplier for LruState {
     ) -> Result<Supply, PolicyError> {
         let key = expert_key(cx.layer, d.expert);
         self.clock += 1;
-        self.last_used.insert(key, self.clock);
         if let Some(e) = self.cache.get(&key) {
-            self.counters.hits += 1;
-            return Ok(Supply::Compute {
+            let supply = Supply::Compute {
                 precision: e.precision,
                 ready: Some(e.ready),
                 unit: None,
-            });
+            };
+            self.cache.touch(&key, self.clock);
+            self.counters.hits += 1;
+            return Ok(supply);
         }
         self.counters.misses += 1;
-        let last_used = &self.last_used;
         let pinned = &self.pinned;
         let evicted = self.cache.make_room(
             self.expert_bytes,
             |k| pinned.contains(k),
-            |k, _| last_used.get(k).copied().unwrap_or(0),
+            |_, e| e.last_touch,
             cx.builder,
         )?;
-        for (_, k, _) in &evicted {
-            self.last_used.remove(k);
-        }
         self.counters.evictions += evicted.len() as u64;
         let read = self.cache.load(
             key,
@@ -110,6 +104,7 @@ impl ExpertSupplier for LruState {
             false,
             cx.builder,
         );
+        self.cache.touch(&key, self.clock);
         Ok(Supply::Compute {
             precision: self.precision,
             ready: Some(read),
