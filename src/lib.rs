@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod cli;
 pub mod hw;
+pub mod kernels;
 pub mod model;
 pub mod plan;
 pub mod policy;
