@@ -57,8 +57,10 @@ fn dot_rows(weights: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
         let mut row_chunks = row.chunks_exact(8);
         let mut x_chunks = x.chunks_exact(8);
         for (w8, x8) in (&mut row_chunks).zip(&mut x_chunks) {
+            // Plain multiply and add (not `mul_add`, which is a libm call on targets built
+            // without FMA) so the loop vectorizes on any x86-64 build.
             for i in 0..8 {
-                partial[i] = w8[i].mul_add(x8[i], partial[i]);
+                partial[i] += w8[i] * x8[i];
             }
         }
         let mut sum: f32 = partial.iter().sum();
