@@ -70,7 +70,15 @@ fn pool(threads: usize) -> rayon::ThreadPool {
         .expect("thread pool")
 }
 
-fn row(kernel: &str, shape: &str, threads: usize, mode: &str, seconds: f64, bytes: usize, flops: f64) {
+fn row(
+    kernel: &str,
+    shape: &str,
+    threads: usize,
+    mode: &str,
+    seconds: f64,
+    bytes: usize,
+    flops: f64,
+) {
     println!(
         "| {kernel} | {shape} | {threads} | {mode} | {:.1} | {:.1} | {:.1} |",
         seconds * 1e6,
@@ -107,7 +115,10 @@ fn memory_read(settings: &Settings) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let quick = args.iter().any(|a| a == "--quick");
     let settings = if quick {
         Settings {
@@ -128,7 +139,13 @@ fn main() {
         })
         .collect();
     if shapes.is_empty() {
-        shapes = vec![(4096, 4096), (14336, 4096), (4096, 14336), (576, 1536), (1536, 576)];
+        shapes = vec![
+            (4096, 4096),
+            (14336, 4096),
+            (4096, 14336),
+            (576, 1536),
+            (1536, 576),
+        ];
     }
     let bits_list: Vec<WeightBits> = match std::env::var("KERNEL_BITS") {
         Ok(list) => list
@@ -159,8 +176,9 @@ fn main() {
             let q = QuantizedMatrix::quantize_min_max(&weights, m, k, bits, group).unwrap();
             let packed = PackedMatrix::pack(&q);
             let bytes = packed.payload().len();
-            let copies: Vec<PackedMatrix> =
-                (0..COLD_BYTES.div_ceil(bytes)).map(|_| packed.clone()).collect();
+            let copies: Vec<PackedMatrix> = (0..COLD_BYTES.div_ceil(bytes))
+                .map(|_| packed.clone())
+                .collect();
             let label = format!("LUT {}-bit g{}", bits.bits(), group.get());
             let mut table = ActivationTable::empty(group);
             for (t, p) in pools.iter().enumerate() {
@@ -189,7 +207,9 @@ fn main() {
         let q = QuantizedMatrix::quantize_min_max(&weights, m, k, WeightBits::B4, group).unwrap();
         let dense = q.dequantize();
         let bytes = dense.len() * 4;
-        let copies: Vec<Vec<f32>> = (0..COLD_BYTES.div_ceil(bytes)).map(|_| dense.clone()).collect();
+        let copies: Vec<Vec<f32>> = (0..COLD_BYTES.div_ceil(bytes))
+            .map(|_| dense.clone())
+            .collect();
         for (t, p) in pools.iter().enumerate() {
             let hot = p.install(|| {
                 time_hot(&settings, || {

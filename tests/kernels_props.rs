@@ -21,8 +21,8 @@
 use edgesim::kernels::f16::f16_to_f32;
 use edgesim::kernels::{
     avx2_available, gemm, gemv, gemv_cols, gemv_rows, reference, ActivationTable, GroupSize,
-    KernelError, KernelOptions, KernelPath, PackedMatrix, PackedView, QuantScheme,
-    QuantizedMatrix, WeightBits,
+    KernelError, KernelOptions, KernelPath, PackedMatrix, PackedView, QuantScheme, QuantizedMatrix,
+    WeightBits,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -104,12 +104,12 @@ fn error_bound(case: &Case, row: usize) -> f64 {
 
 fn case_strategy() -> impl Strategy<Value = (usize, usize, usize, bool, usize, u64)> {
     (
-        1usize..80,   // rows
-        1usize..5,    // groups per row
-        0usize..3,    // group size 32/64/128
+        1usize..80,    // rows
+        1usize..5,     // groups per row
+        0usize..3,     // group size 32/64/128
         any::<bool>(), // table group = weight group, or 32
-        0usize..6,    // bits 1/2/3/4/8, ternary
-        any::<u64>(), // seed
+        0usize..6,     // bits 1/2/3/4/8, ternary
+        any::<u64>(),  // seed
     )
 }
 
@@ -284,7 +284,10 @@ fn saturating_inputs_do_not_overflow_the_accumulators() {
         // Every weight is h = (2^bits − 1)/2, so each row is h · Σx = h · 128.
         let want = bits.code_midpoint() * 128.0;
         for value in &y {
-            assert!((value - want).abs() <= want * 1e-5, "{bits:?}: {value} vs {want}");
+            assert!(
+                (value - want).abs() <= want * 1e-5,
+                "{bits:?}: {value} vs {want}"
+            );
         }
         if avx2_available() {
             let mut scalar = vec![0.0f32; rows];
@@ -322,7 +325,13 @@ fn bad_inputs_are_errors_not_panics() {
     ));
     let mut one = vec![0.0f32; 1];
     assert!(matches!(
-        gemv_rows(&view, &case.table, &[40], &mut one, KernelOptions::default()),
+        gemv_rows(
+            &view,
+            &case.table,
+            &[40],
+            &mut one,
+            KernelOptions::default()
+        ),
         Err(KernelError::IndexOutOfRange { index: 40, .. })
     ));
     assert!(matches!(
@@ -335,16 +344,31 @@ fn bad_inputs_are_errors_not_panics() {
     ));
     let mut wrong_gemm = vec![0.0f32; 79];
     assert!(matches!(
-        gemm(&view, &[case.table.clone(), case.table.clone()], &mut wrong_gemm, KernelOptions::default()),
+        gemm(
+            &view,
+            &[case.table.clone(), case.table.clone()],
+            &mut wrong_gemm,
+            KernelOptions::default()
+        ),
         Err(KernelError::ShapeMismatch { .. })
     ));
     // SmolLM2's width 576 is not a multiple of 128.
     assert!(matches!(
         QuantizedMatrix::quantize_min_max(&vec![0.0; 576], 1, 576, WeightBits::B4, GroupSize::G128),
-        Err(KernelError::ColsNotMultipleOfGroup { cols: 576, group: 128, .. })
+        Err(KernelError::ColsNotMultipleOfGroup {
+            cols: 576,
+            group: 128,
+            ..
+        })
     ));
-    assert!(matches!(WeightBits::from_bits(6), Err(KernelError::UnsupportedBits(6))));
-    assert!(matches!(GroupSize::new(48), Err(KernelError::UnsupportedGroupSize(48))));
+    assert!(matches!(
+        WeightBits::from_bits(6),
+        Err(KernelError::UnsupportedBits(6))
+    ));
+    assert!(matches!(
+        GroupSize::new(48),
+        Err(KernelError::UnsupportedGroupSize(48))
+    ));
 }
 
 /// SmolLM2-135M's shapes (hidden 576, FFN 1536) at the widths issue 6 needs.

@@ -140,14 +140,10 @@ unsafe fn tile_bits<const BITS: usize>(
             let mut sums32 = [zero; 4];
             for (h, half) in acc.iter().enumerate() {
                 if BITS >= 4 {
-                    let mut low = _mm256_madd_epi16(
-                        _mm256_unpacklo_epi16(half[0], half[1]),
-                        one_and_four,
-                    );
-                    let mut high = _mm256_madd_epi16(
-                        _mm256_unpackhi_epi16(half[0], half[1]),
-                        one_and_four,
-                    );
+                    let mut low =
+                        _mm256_madd_epi16(_mm256_unpacklo_epi16(half[0], half[1]), one_and_four);
+                    let mut high =
+                        _mm256_madd_epi16(_mm256_unpackhi_epi16(half[0], half[1]), one_and_four);
                     if BITS == 8 {
                         let upper_low = _mm256_madd_epi16(
                             _mm256_unpacklo_epi16(half[2], half[3]),
@@ -173,7 +169,7 @@ unsafe fn tile_bits<const BITS: usize>(
             for (i, (value, sum)) in y.iter_mut().zip(sums32).enumerate() {
                 let scale = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(16 * i) as *const _));
                 let centre = _mm256_cvtph_ps(_mm_loadu_si128(
-                    scales.add(2 * TILE_ROWS + 16 * i) as *const _,
+                    scales.add(2 * TILE_ROWS + 16 * i) as *const _
                 ));
                 *value = _mm256_fmadd_ps(
                     _mm256_cvtepi32_ps(sum),

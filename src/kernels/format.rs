@@ -180,9 +180,18 @@ mod tests {
 
     #[test]
     fn unsupported_widths_and_groups_are_errors() {
-        assert_eq!(WeightBits::from_bits(5), Err(KernelError::UnsupportedBits(5)));
-        assert_eq!(WeightBits::from_bits(0), Err(KernelError::UnsupportedBits(0)));
-        assert_eq!(GroupSize::new(256), Err(KernelError::UnsupportedGroupSize(256)));
+        assert_eq!(
+            WeightBits::from_bits(5),
+            Err(KernelError::UnsupportedBits(5))
+        );
+        assert_eq!(
+            WeightBits::from_bits(0),
+            Err(KernelError::UnsupportedBits(0))
+        );
+        assert_eq!(
+            GroupSize::new(256),
+            Err(KernelError::UnsupportedGroupSize(256))
+        );
         assert!(GroupSize::G128.check_cols("test", 576).is_err());
         assert_eq!(GroupSize::G64.check_cols("test", 576), Ok(9));
     }
@@ -191,6 +200,9 @@ mod tests {
     fn block_bytes_count_codes_and_scales() {
         // 32 rows × 128 weights × 2 bits = 1024 bytes, plus 128 bytes of fp16 scales/centres.
         assert_eq!(block_bytes(WeightBits::B2, GroupSize::G128), 1152);
-        assert_eq!(block_bytes(WeightBits::B3, GroupSize::G32), 32 * 32 * 3 / 8 + 128);
+        assert_eq!(
+            block_bytes(WeightBits::B3, GroupSize::G32),
+            32 * 32 * 3 / 8 + 128
+        );
     }
 }

@@ -104,9 +104,7 @@ fn run_tile(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Resolved::Avx2` is only produced after `avx2::available()`; the tile slice
         // has `tile_bytes` bytes and the table was checked against the shape.
-        Resolved::Avx2 => unsafe {
-            super::avx2::tile_kernel(bytes, &shape, table, groups, out)
-        },
+        Resolved::Avx2 => unsafe { super::avx2::tile_kernel(bytes, &shape, table, groups, out) },
     }
 }
 

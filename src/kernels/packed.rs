@@ -478,19 +478,25 @@ fn decode_header(bytes: &[u8]) -> Result<(PackedShape, u32), KernelError> {
         });
     }
     if &bytes[0..8] != MAGIC {
-        return Err(bad("magic", format!("expected {MAGIC:?}, got {:?}", &bytes[0..8])));
+        return Err(bad(
+            "magic",
+            format!("expected {MAGIC:?}, got {:?}", &bytes[0..8]),
+        ));
     }
     let version = read_u32(bytes, 8);
     if version != VERSION {
         return Err(bad("version", format!("expected {VERSION}, got {version}")));
     }
-    let bits = WeightBits::from_bits(read_u32(bytes, 12))
-        .map_err(|e| bad("bits", e.to_string()))?;
-    let group = GroupSize::new(read_u32(bytes, 16) as usize)
-        .map_err(|e| bad("group", e.to_string()))?;
+    let bits =
+        WeightBits::from_bits(read_u32(bytes, 12)).map_err(|e| bad("bits", e.to_string()))?;
+    let group =
+        GroupSize::new(read_u32(bytes, 16) as usize).map_err(|e| bad("group", e.to_string()))?;
     let tile_rows = read_u32(bytes, 20);
     if tile_rows as usize != TILE_ROWS {
-        return Err(bad("tile rows", format!("expected {TILE_ROWS}, got {tile_rows}")));
+        return Err(bad(
+            "tile rows",
+            format!("expected {TILE_ROWS}, got {tile_rows}"),
+        ));
     }
     let rows = usize::try_from(read_u64(bytes, 24))
         .map_err(|_| bad("rows", "does not fit usize".into()))?;
@@ -507,7 +513,10 @@ fn decode_header(bytes: &[u8]) -> Result<(PackedShape, u32), KernelError> {
     if payload != shape.payload_bytes() as u64 {
         return Err(bad(
             "payload bytes",
-            format!("header says {payload}, shape needs {}", shape.payload_bytes()),
+            format!(
+                "header says {payload}, shape needs {}",
+                shape.payload_bytes()
+            ),
         ));
     }
     if bytes[52..64].iter().any(|&b| b != 0) {

@@ -64,8 +64,16 @@ impl QuantizedMatrix {
     ) -> Result<QuantizedMatrix, KernelError> {
         let groups_per_row = group.check_cols("quantized matrix", cols)?;
         check_len("codes (rows × cols)", rows * cols, codes.len())?;
-        check_len("scales (rows × groups)", rows * groups_per_row, scales.len())?;
-        check_len("centres (rows × groups)", rows * groups_per_row, centres.len())?;
+        check_len(
+            "scales (rows × groups)",
+            rows * groups_per_row,
+            scales.len(),
+        )?;
+        check_len(
+            "centres (rows × groups)",
+            rows * groups_per_row,
+            centres.len(),
+        )?;
         if rows == 0 {
             return Err(KernelError::ShapeMismatch {
                 what: "quantized matrix rows (must be at least 1)",
@@ -258,7 +266,11 @@ fn check_weights(
             actual: 0,
         });
     }
-    check_len("weights to quantize (rows × cols)", rows * cols, weights.len())?;
+    check_len(
+        "weights to quantize (rows × cols)",
+        rows * cols,
+        weights.len(),
+    )?;
     if let Some(index) = weights.iter().position(|w| !w.is_finite()) {
         return Err(KernelError::NonFinite {
             what: "weights to quantize",
@@ -283,9 +295,8 @@ mod tests {
     #[test]
     fn min_max_codes_span_the_range_and_error_is_half_a_step() {
         let weights: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) * 0.1).collect();
-        let q =
-            QuantizedMatrix::quantize_min_max(&weights, 1, 64, WeightBits::B4, GroupSize::G32)
-                .unwrap();
+        let q = QuantizedMatrix::quantize_min_max(&weights, 1, 64, WeightBits::B4, GroupSize::G32)
+            .unwrap();
         for g in 0..2 {
             let codes = &q.codes()[g * 32..g * 32 + 32];
             assert_eq!(*codes.iter().min().unwrap(), 0);

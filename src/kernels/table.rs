@@ -172,7 +172,10 @@ mod tests {
                 .map(|j| if (idx >> j) & 1 == 1 { x[j] } else { -x[j] })
                 .sum();
             let got = table.dequantized_entry(0, idx);
-            assert!((got - exact).abs() <= step / 2.0 + 1e-6, "idx {idx}: {got} vs {exact}");
+            assert!(
+                (got - exact).abs() <= step / 2.0 + 1e-6,
+                "idx {idx}: {got} vs {exact}"
+            );
         }
         assert_eq!(table.entries()[15], 127);
         assert_eq!(table.entries()[0], -127);
@@ -182,7 +185,9 @@ mod tests {
 
     #[test]
     fn mirror_entries_are_negations() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.25).collect();
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.25)
+            .collect();
         let table = ActivationTable::build(&x, GroupSize::G32).unwrap();
         for quad in 0..16 {
             for idx in 0..16 {
