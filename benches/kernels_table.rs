@@ -155,6 +155,31 @@ fn main() {
         Err(_) => WeightBits::ALL.to_vec(),
     };
     let skip_f32 = std::env::var("KERNEL_SKIP_F32").is_ok();
+    if args.iter().any(|a| a == "--profile") {
+        // For instruction counting under valgrind: 10 hot single-thread GEMVs per case.
+        for (m, k) in shapes {
+            let mut rng = ChaCha8Rng::seed_from_u64(42);
+            let weights: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let group = if k % 128 == 0 {
+                GroupSize::G128
+            } else {
+                GroupSize::G64
+            };
+            for &bits in &bits_list {
+                let q = QuantizedMatrix::quantize_min_max(&weights, m, k, bits, group).unwrap();
+                let packed = PackedMatrix::pack(&q);
+                let mut table = ActivationTable::empty(group);
+                let mut y = vec![0.0f32; m];
+                for _ in 0..10 {
+                    table.rebuild(black_box(&x)).unwrap();
+                    gemv(&packed.view(), &table, &mut y, KernelOptions::threads(1)).unwrap();
+                }
+                black_box(&y);
+            }
+        }
+        return;
+    }
     println!("| kernel | M×K | threads | mode | µs/GEMV | GB/s (weights) | GFLOP/s |");
     println!("|---|---|---|---|---|---|---|");
     memory_read(&settings);

@@ -36,6 +36,8 @@ mod quantize;
 pub mod reference;
 mod scalar;
 mod table;
+#[cfg(target_arch = "x86_64")]
+mod table_avx2;
 
 pub use error::KernelError;
 pub use format::{block_bytes, flush_order, GroupSize, WeightBits, STEP_COLS, TILE_ROWS};

@@ -15,6 +15,7 @@
 
 use super::error::KernelError;
 use super::format::GroupSize;
+use super::gemv::{avx2_available, KernelPath};
 
 /// Lookup tables for one activation vector.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,8 +26,7 @@ pub struct ActivationTable {
     entries: Vec<i8>,
     /// Per activation group: table scale / 2 (one int8 step is worth `2·half_scale`).
     half_scales: Vec<f32>,
-    /// Per activation group: sum of its activations, computed as
-    /// `Σ_groups-of-4 (((a0 + a1) + a2) + a3)` in order.
+    /// Per activation group: sum of its activations (order: see [`summarize`]).
     sums: Vec<f32>,
     /// Per activation group: true when every activation is zero.
     zero_groups: Vec<bool>,
@@ -73,8 +73,13 @@ impl ActivationTable {
     }
 
     /// Rebuilds the tables in place for a new activation vector (no allocation when the length
-    /// is unchanged).
+    /// is unchanged). Uses AVX2 when the CPU has it; the result is bit-identical either way.
     pub fn rebuild(&mut self, x: &[f32]) -> Result<(), KernelError> {
+        self.rebuild_with(x, KernelPath::Auto)
+    }
+
+    /// [`ActivationTable::rebuild`] on a chosen path (the scalar path exists on every CPU).
+    pub fn rebuild_with(&mut self, x: &[f32], path: KernelPath) -> Result<(), KernelError> {
         let group = self.group.get();
         let groups = self.group.check_cols("activation vector", x.len())?;
         if let Some(index) = x.iter().position(|a| !a.is_finite()) {
@@ -84,29 +89,46 @@ impl ActivationTable {
                 value: x[index],
             });
         }
+        let use_avx2 = match path {
+            KernelPath::Scalar => false,
+            KernelPath::Auto => avx2_available(),
+            KernelPath::Avx2 if avx2_available() => true,
+            KernelPath::Avx2 => {
+                return Err(KernelError::PathUnavailable("avx2 (with fma and f16c)"))
+            }
+        };
         self.cols = x.len();
         self.entries.resize(x.len() * 4, 0);
         self.half_scales.resize(groups, 0.0);
         self.sums.resize(groups, 0.0);
         self.zero_groups.resize(groups, false);
         for (g, activations) in x.chunks_exact(group).enumerate() {
-            let mut largest = 0.0f32;
-            let mut sum = 0.0f32;
-            for a in activations.chunks_exact(4) {
-                let magnitude = ((a[0].abs() + a[1].abs()) + a[2].abs()) + a[3].abs();
-                largest = largest.max(magnitude);
-                sum += ((a[0] + a[1]) + a[2]) + a[3];
-            }
-            self.sums[g] = sum;
-            self.zero_groups[g] = activations.iter().all(|&a| a == 0.0);
-            let scale = largest / 127.0;
-            self.half_scales[g] = scale * 0.5;
-            let inverse = if largest > 0.0 { 127.0 / largest } else { 0.0 };
             let first = g * group * 4;
             let out = &mut self.entries[first..first + group * 4];
-            for (a, entries) in activations.chunks_exact(4).zip(out.chunks_exact_mut(16)) {
-                fill_entries(a, inverse, entries);
-            }
+            let (largest, sum) = if use_avx2 {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2 was detected; `activations` has `group` (a multiple of 8) values
+                // and `out` has four bytes per activation.
+                unsafe {
+                    let summary = super::table_avx2::summarize(activations);
+                    let inverse = inverse_of(summary.0);
+                    super::table_avx2::fill(activations, inverse, out);
+                    summary
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("avx2_available() is false off x86-64")
+            } else {
+                let summary = summarize(activations);
+                let inverse = inverse_of(summary.0);
+                for (a, entries) in activations.chunks_exact(4).zip(out.chunks_exact_mut(16)) {
+                    fill_entries(a, inverse, entries);
+                }
+                summary
+            };
+            self.sums[g] = sum;
+            // The largest |a0|+|a1|+|a2|+|a3| is zero exactly when every activation is.
+            self.zero_groups[g] = largest == 0.0;
+            self.half_scales[g] = largest / 127.0 * 0.5;
         }
         Ok(())
     }
@@ -144,12 +166,46 @@ impl ActivationTable {
     }
 }
 
+/// The factor that maps the group's largest entry magnitude to 127 (0 for an all-zero group).
+fn inverse_of(largest: f32) -> f32 {
+    if largest > 0.0 {
+        127.0 / largest
+    } else {
+        0.0
+    }
+}
+
+/// Largest `(|a0|+|a1|) + (|a2|+|a3|)` over the group's fours, and the group's activation sum
+/// in the order the AVX2 path uses: eight lane sums (`lane[l] += x[8j + l]`) reduced as
+/// `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`.
+pub(crate) fn summarize(activations: &[f32]) -> (f32, f32) {
+    let mut largest = 0.0f32;
+    let mut lanes = [0.0f32; 8];
+    for eight in activations.chunks_exact(8) {
+        for (lane, a) in lanes.iter_mut().zip(eight) {
+            *lane += a;
+        }
+        for a in eight.chunks_exact(4) {
+            let magnitude = (a[0].abs() + a[1].abs()) + (a[2].abs() + a[3].abs());
+            largest = largest.max(magnitude);
+        }
+    }
+    (largest, reduce_lanes(&lanes))
+}
+
+/// The fixed reduction tree both paths use for the activation sum.
+pub(crate) fn reduce_lanes(lanes: &[f32; 8]) -> f32 {
+    ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+        + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+}
+
 /// Writes the 16 quantized entries for one group of four activations. The eight entries with
-/// bit 3 set are computed as `((±a0 ± a1) ± a2) + a3`; the rest are their mirror negations.
+/// bit 3 set are computed as `(±a0 ± a1) + (±a2 + a3)` (the association of the magnitude, so
+/// no entry exceeds it); the rest are their mirror negations.
 fn fill_entries(a: &[f32], inverse: f32, entries: &mut [i8]) {
     for i in 0..8 {
         let pick = |bit: usize, value: f32| if (i >> bit) & 1 == 1 { value } else { -value };
-        let entry = ((pick(0, a[0]) + pick(1, a[1])) + pick(2, a[2])) + a[3];
+        let entry = (pick(0, a[0]) + pick(1, a[1])) + (pick(2, a[2]) + a[3]);
         let q = (entry * inverse).round_ties_even() as i8;
         entries[8 + i] = q;
         entries[7 - i] = -q;
@@ -184,6 +240,29 @@ mod tests {
     }
 
     #[test]
+    fn avx2_and_scalar_tables_are_bit_identical() {
+        if !avx2_available() {
+            return;
+        }
+        let x: Vec<f32> = (0..512)
+            .map(|i| {
+                ((i * 7919 % 1013) as f32 - 506.0) * 0.013 * if i % 61 == 0 { 40.0 } else { 1.0 }
+            })
+            .collect();
+        for group in [GroupSize::G32, GroupSize::G64, GroupSize::G128] {
+            let mut fast = ActivationTable::empty(group);
+            fast.rebuild_with(&x, KernelPath::Avx2).unwrap();
+            let mut slow = ActivationTable::empty(group);
+            slow.rebuild_with(&x, KernelPath::Scalar).unwrap();
+            assert_eq!(fast.entries(), slow.entries());
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(fast.sums()), bits(slow.sums()));
+            assert_eq!(bits(fast.half_scales()), bits(slow.half_scales()));
+            assert_eq!(fast.zero_groups(), slow.zero_groups());
+        }
+    }
+
+    #[test]
     fn mirror_entries_are_negations() {
         let x: Vec<f32> = (0..64)
             .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.25)
@@ -205,6 +284,7 @@ mod tests {
         let table = ActivationTable::build_masked(&x, &[3, 70], GroupSize::G32).unwrap();
         assert_eq!(table.zero_groups(), &[false, true, false]);
         assert_eq!(table.sums(), &[1.0, 0.0, 1.0]);
+        assert_eq!(table.half_scales()[1], 0.0);
         assert!(matches!(
             ActivationTable::build_masked(&x, &[96], GroupSize::G32),
             Err(KernelError::IndexOutOfRange { index: 96, .. })
