@@ -16,6 +16,11 @@ use super::format::{WeightBits, BLOCK_SCALE_BYTES, STEP_COLS, TILE_ROWS};
 use super::packed::PackedShape;
 use super::table::ActivationTable;
 
+/// How far ahead of the lookups the weight stream is prefetched. Cold GEMVs (weights from
+/// DRAM) need several KiB in flight per thread to approach the DRAM bandwidth while the core
+/// is busy with lookups; the hardware prefetcher alone leaves the 4-bit kernel ~40 % short.
+const PREFETCH_BYTES: usize = 8192;
+
 /// Whether this CPU can run the AVX2 kernel.
 pub(crate) fn available() -> bool {
     is_x86_feature_detected!("avx2")
@@ -100,6 +105,11 @@ unsafe fn tile_bits<const BITS: usize>(
                 let table_b =
                     _mm256_broadcastsi128_si256(_mm_loadu_si128(tables.add(16) as *const _));
                 tables = tables.add(32);
+                // One prefetch per 64-byte line of this step (a 1-bit step is half a line).
+                for line in 0..BITS.div_ceil(2) {
+                    let ahead = weights.wrapping_add(PREFETCH_BYTES + 64 * line);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                }
                 for pair in 0..BITS / 2 {
                     for half in acc.iter_mut() {
                         let x = _mm256_loadu_si256(weights as *const __m256i);
