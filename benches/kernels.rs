@@ -28,7 +28,7 @@ const SHAPES: [(usize, usize); 5] = [
 const COLD_BYTES: usize = 512 << 20;
 
 fn group_for(cols: usize) -> GroupSize {
-    if cols % 128 == 0 {
+    if cols >= 4096 {
         GroupSize::G128
     } else {
         GroupSize::G64

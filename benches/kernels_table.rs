@@ -186,10 +186,10 @@ fn main() {
     let pools = [pool(1), pool(2)];
     for (m, k) in shapes {
         let shape = format!("{m}×{k}");
-        // Group 128 where K allows it (T-MAC's default for 2-bit), else 64 (SmolLM2's 576).
+        // Group 128 for the large shapes (T-MAC's default for 2-bit), 64 for SmolLM2's.
         let group = match std::env::var("KERNEL_GROUP") {
             Ok(g) => GroupSize::new(g.parse().expect("group")).expect("group"),
-            Err(_) if k % 128 == 0 => GroupSize::G128,
+            Err(_) if k >= 4096 => GroupSize::G128,
             Err(_) => GroupSize::G64,
         };
         let mut rng = ChaCha8Rng::seed_from_u64(42);

@@ -123,7 +123,7 @@ impl GroupSize {
 
     /// Checks that `cols` splits into whole groups.
     pub fn check_cols(self, what: &'static str, cols: usize) -> Result<usize, KernelError> {
-        if cols == 0 || cols % self.0 != 0 {
+        if cols == 0 || !cols.is_multiple_of(self.0) {
             return Err(KernelError::ColsNotMultipleOfGroup {
                 what,
                 cols,

@@ -116,7 +116,7 @@ fn check_table(shape: &PackedShape, table: &ActivationTable) -> Result<(), Kerne
             actual: table.cols(),
         });
     }
-    if shape.group.get() % table.group().get() != 0 {
+    if !shape.group.get().is_multiple_of(table.group().get()) {
         return Err(KernelError::TableGroupMismatch {
             table_group: table.group().get(),
             matrix_group: shape.group.get(),

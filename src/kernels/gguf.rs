@@ -48,7 +48,7 @@ pub fn dequantize_blocks(
     bytes: &[u8],
     elements: usize,
 ) -> Result<Vec<f32>, KernelError> {
-    if elements % GGUF_BLOCK_WEIGHTS != 0 {
+    if !elements.is_multiple_of(GGUF_BLOCK_WEIGHTS) {
         return Err(KernelError::GgufBlocks {
             kind: kind.name(),
             detail: format!("{elements} elements is not a multiple of {GGUF_BLOCK_WEIGHTS}"),
@@ -130,7 +130,7 @@ pub fn requantize(
     scheme: QuantScheme,
 ) -> Result<QuantizedMatrix, KernelError> {
     let weights = dequantize_blocks(kind, bytes, rows * cols)?;
-    if cols % GGUF_BLOCK_WEIGHTS != 0 {
+    if !cols.is_multiple_of(GGUF_BLOCK_WEIGHTS) {
         return Err(KernelError::GgufBlocks {
             kind: kind.name(),
             detail: format!("row length {cols} is not a multiple of {GGUF_BLOCK_WEIGHTS}"),
