@@ -77,11 +77,18 @@ pub fn gemv_dequantized(
     x: &[f32],
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    if x.len() != matrix.cols() || y.len() != matrix.rows() {
+    if x.len() != matrix.cols() {
         return Err(KernelError::ShapeMismatch {
-            what: "reference GEMV: activation length / output length vs matrix shape",
+            what: "reference GEMV: activation length vs matrix columns",
             expected: matrix.cols(),
             actual: x.len(),
+        });
+    }
+    if y.len() != matrix.rows() {
+        return Err(KernelError::ShapeMismatch {
+            what: "reference GEMV: output length vs matrix rows",
+            expected: matrix.rows(),
+            actual: y.len(),
         });
     }
     let mut row_weights = vec![0.0f32; matrix.cols()];
