@@ -42,22 +42,53 @@ pub(crate) unsafe fn tile_kernel(
 ) {
     debug_assert_eq!(tile.len(), shape.tile_bytes());
     debug_assert!(groups.end <= shape.groups_per_row());
+    let outs = std::slice::from_mut(out)
+        .try_into()
+        .expect("one output tile");
     match shape.bits {
-        WeightBits::B1 => tile_bits::<1>(tile, shape, table, groups, out),
-        WeightBits::B2 => tile_bits::<2>(tile, shape, table, groups, out),
-        WeightBits::B3 => tile_bits::<3>(tile, shape, table, groups, out),
-        WeightBits::B4 => tile_bits::<4>(tile, shape, table, groups, out),
-        WeightBits::B8 => tile_bits::<8>(tile, shape, table, groups, out),
+        WeightBits::B1 => tiles_bits::<1, 1>([tile], shape, table, groups, outs),
+        WeightBits::B2 => tiles_bits::<2, 1>([tile], shape, table, groups, outs),
+        WeightBits::B3 => tiles_bits::<3, 1>([tile], shape, table, groups, outs),
+        WeightBits::B4 => tiles_bits::<4, 1>([tile], shape, table, groups, outs),
+        WeightBits::B8 => tiles_bits::<8, 1>([tile], shape, table, groups, outs),
+    }
+}
+
+/// Like [`tile_kernel`] for two tiles at once: each table broadcast and each constant serves
+/// 64 rows, which saves about a tenth of the instructions. 8-bit codes (eight int16
+/// accumulators per tile) run one tile at a time to stay within the 16 vector registers.
+///
+/// # Safety
+/// As [`tile_kernel`], for both tiles.
+pub(crate) unsafe fn tile_pair_kernel(
+    tiles: [&[u8]; 2],
+    shape: &PackedShape,
+    table: &ActivationTable,
+    groups: Range<usize>,
+    outs: &mut [[f32; TILE_ROWS]; 2],
+) {
+    debug_assert!(tiles.iter().all(|t| t.len() == shape.tile_bytes()));
+    debug_assert!(groups.end <= shape.groups_per_row());
+    match shape.bits {
+        WeightBits::B1 => tiles_bits::<1, 2>(tiles, shape, table, groups, outs),
+        WeightBits::B2 => tiles_bits::<2, 2>(tiles, shape, table, groups, outs),
+        WeightBits::B3 => tiles_bits::<3, 2>(tiles, shape, table, groups, outs),
+        WeightBits::B4 => tiles_bits::<4, 2>(tiles, shape, table, groups, outs),
+        WeightBits::B8 => {
+            let [first, second] = outs;
+            tile_kernel(tiles[0], shape, table, groups.clone(), first);
+            tile_kernel(tiles[1], shape, table, groups, second);
+        }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_bits<const BITS: usize>(
-    tile: &[u8],
+unsafe fn tiles_bits<const BITS: usize, const T: usize>(
+    tiles: [&[u8]; T],
     shape: &PackedShape,
     table: &ActivationTable,
     groups: Range<usize>,
-    out: &mut [f32; TILE_ROWS],
+    outs: &mut [[f32; TILE_ROWS]; T],
 ) {
     let group = shape.group.get();
     let unit = table.group().get();
@@ -78,119 +109,129 @@ unsafe fn tile_bits<const BITS: usize>(
     let pick_odd = _mm256_set1_epi32(0x0001_0000);
     let one_and_four = _mm256_set1_epi32(0x0004_0001);
 
-    let out_ptr = out.as_mut_ptr();
-    let mut y = [
-        _mm256_loadu_ps(out_ptr),
-        _mm256_loadu_ps(out_ptr.add(8)),
-        _mm256_loadu_ps(out_ptr.add(16)),
-        _mm256_loadu_ps(out_ptr.add(24)),
-    ];
+    let mut y = [[_mm256_setzero_ps(); 4]; T];
+    for (values, out) in y.iter_mut().zip(outs.iter()) {
+        for (i, value) in values.iter_mut().enumerate() {
+            *value = _mm256_loadu_ps(out.as_ptr().add(8 * i));
+        }
+    }
 
     for g in groups {
-        let block = tile.as_ptr().add(g * block_bytes);
-        let scales = block.add(block_bytes - BLOCK_SCALE_BYTES);
+        let blocks: [*const u8; T] =
+            std::array::from_fn(|t| tiles[t].as_ptr().add(g * block_bytes));
         for u in 0..group / unit {
             let unit_index = g * group / unit + u;
             if *zero_groups.get_unchecked(unit_index) {
                 continue;
             }
-            let mut weights = block.add(u * steps_per_unit * step_bytes);
+            let mut weights: [*const u8; T] =
+                std::array::from_fn(|t| blocks[t].add(u * steps_per_unit * step_bytes));
             let mut tables = entries.add(unit_index * unit * 4);
             let zero = _mm256_setzero_si256();
-            // acc[h][j]: rows of half h (see format::flush_order), plane pair j (4 and 8 bits
-            // keep one accumulator per pair so no int16 sum can overflow).
-            let mut acc = [[zero; 4]; 2];
+            // acc[t][h][j]: tile t, rows of half h (see format::flush_order), plane pair j
+            // (4 and 8 bits keep one accumulator per pair so no int16 sum can overflow).
+            let mut acc = [[[zero; 4]; 2]; T];
             for _ in 0..steps_per_unit {
                 let table_a = _mm256_broadcastsi128_si256(_mm_loadu_si128(tables as *const _));
                 let table_b =
                     _mm256_broadcastsi128_si256(_mm_loadu_si128(tables.add(16) as *const _));
                 tables = tables.add(32);
-                // One prefetch per 64-byte line of this step (a 1-bit step is half a line).
-                for line in 0..BITS.div_ceil(2) {
-                    let ahead = weights.wrapping_add(PREFETCH_BYTES + 64 * line);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
-                }
-                for pair in 0..BITS / 2 {
-                    for half in acc.iter_mut() {
-                        let x = _mm256_loadu_si256(weights as *const __m256i);
-                        weights = weights.add(32);
+                for (tile_acc, w) in acc.iter_mut().zip(weights.iter_mut()) {
+                    // One prefetch per 64-byte line of this step (a 1-bit step is half a line).
+                    for line in 0..BITS.div_ceil(2) {
+                        let ahead = w.wrapping_add(PREFETCH_BYTES + 64 * line);
+                        _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                    }
+                    for pair in 0..BITS / 2 {
+                        for half in tile_acc.iter_mut() {
+                            let x = _mm256_loadu_si256(*w as *const __m256i);
+                            *w = w.add(32);
+                            let lo = _mm256_and_si256(x, nibble_mask);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), nibble_mask);
+                            let from_a = _mm256_shuffle_epi8(table_a, lo);
+                            let from_b = _mm256_shuffle_epi8(table_b, hi);
+                            let both = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(pair_coefficients, from_a),
+                                _mm256_maddubs_epi16(pair_coefficients, from_b),
+                            );
+                            let slot = if BITS >= 4 { pair } else { 0 };
+                            half[slot] = _mm256_add_epi16(half[slot], both);
+                        }
+                    }
+                    if BITS % 2 == 1 {
+                        let x = _mm256_loadu_si256(*w as *const __m256i);
+                        *w = w.add(32);
                         let lo = _mm256_and_si256(x, nibble_mask);
                         let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), nibble_mask);
                         let from_a = _mm256_shuffle_epi8(table_a, lo);
                         let from_b = _mm256_shuffle_epi8(table_b, hi);
-                        let both = _mm256_add_epi16(
-                            _mm256_maddubs_epi16(pair_coefficients, from_a),
-                            _mm256_maddubs_epi16(pair_coefficients, from_b),
+                        let rows_low = _mm256_unpacklo_epi8(from_a, from_b);
+                        let rows_high = _mm256_unpackhi_epi8(from_a, from_b);
+                        tile_acc[0][0] = _mm256_add_epi16(
+                            tile_acc[0][0],
+                            _mm256_maddubs_epi16(solo_coefficient, rows_low),
                         );
-                        let slot = if BITS >= 4 { pair } else { 0 };
-                        half[slot] = _mm256_add_epi16(half[slot], both);
+                        tile_acc[1][0] = _mm256_add_epi16(
+                            tile_acc[1][0],
+                            _mm256_maddubs_epi16(solo_coefficient, rows_high),
+                        );
                     }
-                }
-                if BITS % 2 == 1 {
-                    let x = _mm256_loadu_si256(weights as *const __m256i);
-                    weights = weights.add(32);
-                    let lo = _mm256_and_si256(x, nibble_mask);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), nibble_mask);
-                    let from_a = _mm256_shuffle_epi8(table_a, lo);
-                    let from_b = _mm256_shuffle_epi8(table_b, hi);
-                    let rows_low = _mm256_unpacklo_epi8(from_a, from_b);
-                    let rows_high = _mm256_unpackhi_epi8(from_a, from_b);
-                    acc[0][0] = _mm256_add_epi16(
-                        acc[0][0],
-                        _mm256_maddubs_epi16(solo_coefficient, rows_low),
-                    );
-                    acc[1][0] = _mm256_add_epi16(
-                        acc[1][0],
-                        _mm256_maddubs_epi16(solo_coefficient, rows_high),
-                    );
-                }
-            }
-
-            // Widen to int32 in flush order.
-            let mut sums32 = [zero; 4];
-            for (h, half) in acc.iter().enumerate() {
-                if BITS >= 4 {
-                    let mut low =
-                        _mm256_madd_epi16(_mm256_unpacklo_epi16(half[0], half[1]), one_and_four);
-                    let mut high =
-                        _mm256_madd_epi16(_mm256_unpackhi_epi16(half[0], half[1]), one_and_four);
-                    if BITS == 8 {
-                        let upper_low = _mm256_madd_epi16(
-                            _mm256_unpacklo_epi16(half[2], half[3]),
-                            one_and_four,
-                        );
-                        let upper_high = _mm256_madd_epi16(
-                            _mm256_unpackhi_epi16(half[2], half[3]),
-                            one_and_four,
-                        );
-                        low = _mm256_add_epi32(low, _mm256_slli_epi32::<4>(upper_low));
-                        high = _mm256_add_epi32(high, _mm256_slli_epi32::<4>(upper_high));
-                    }
-                    sums32[2 * h] = low;
-                    sums32[2 * h + 1] = high;
-                } else {
-                    sums32[2 * h] = _mm256_madd_epi16(half[0], pick_even);
-                    sums32[2 * h + 1] = _mm256_madd_epi16(half[0], pick_odd);
                 }
             }
 
             let half_scale = _mm256_set1_ps(*half_scales.get_unchecked(unit_index));
             let activation_sum = _mm256_set1_ps(*sums.get_unchecked(unit_index));
-            for (i, (value, sum)) in y.iter_mut().zip(sums32).enumerate() {
-                let scale = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(16 * i) as *const _));
-                let centre = _mm256_cvtph_ps(_mm_loadu_si128(
-                    scales.add(2 * TILE_ROWS + 16 * i) as *const _
-                ));
-                *value = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(sum),
-                    _mm256_mul_ps(scale, half_scale),
-                    *value,
-                );
-                *value = _mm256_fmadd_ps(centre, activation_sum, *value);
+            for t in 0..T {
+                // Widen to int32 in flush order.
+                let mut sums32 = [zero; 4];
+                for (h, half) in acc[t].iter().enumerate() {
+                    if BITS >= 4 {
+                        let mut low = _mm256_madd_epi16(
+                            _mm256_unpacklo_epi16(half[0], half[1]),
+                            one_and_four,
+                        );
+                        let mut high = _mm256_madd_epi16(
+                            _mm256_unpackhi_epi16(half[0], half[1]),
+                            one_and_four,
+                        );
+                        if BITS == 8 {
+                            let upper_low = _mm256_madd_epi16(
+                                _mm256_unpacklo_epi16(half[2], half[3]),
+                                one_and_four,
+                            );
+                            let upper_high = _mm256_madd_epi16(
+                                _mm256_unpackhi_epi16(half[2], half[3]),
+                                one_and_four,
+                            );
+                            low = _mm256_add_epi32(low, _mm256_slli_epi32::<4>(upper_low));
+                            high = _mm256_add_epi32(high, _mm256_slli_epi32::<4>(upper_high));
+                        }
+                        sums32[2 * h] = low;
+                        sums32[2 * h + 1] = high;
+                    } else {
+                        sums32[2 * h] = _mm256_madd_epi16(half[0], pick_even);
+                        sums32[2 * h + 1] = _mm256_madd_epi16(half[0], pick_odd);
+                    }
+                }
+                let scales = blocks[t].add(block_bytes - BLOCK_SCALE_BYTES);
+                for (i, (value, sum)) in y[t].iter_mut().zip(sums32).enumerate() {
+                    let scale = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(16 * i) as *const _));
+                    let centre = _mm256_cvtph_ps(_mm_loadu_si128(
+                        scales.add(2 * TILE_ROWS + 16 * i) as *const _,
+                    ));
+                    *value = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(sum),
+                        _mm256_mul_ps(scale, half_scale),
+                        *value,
+                    );
+                    *value = _mm256_fmadd_ps(centre, activation_sum, *value);
+                }
             }
         }
     }
-    for (i, value) in y.iter().enumerate() {
-        _mm256_storeu_ps(out_ptr.add(8 * i), *value);
+    for (values, out) in y.iter().zip(outs.iter_mut()) {
+        for (i, value) in values.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), *value);
+        }
     }
 }

@@ -165,10 +165,33 @@ fn gemv_tiles(
     let order = flush_order(view.shape().bits);
     let groups = 0..view.shape().groups_per_row();
     let first_row = tiles.start * TILE_ROWS;
-    for tile in tiles {
+    let mut tile = tiles.start;
+    while tile < tiles.end {
+        // Two tiles per pass where the AVX2 kernel can share its tables between them.
+        #[cfg(target_arch = "x86_64")]
+        if path == Resolved::Avx2 && tile + 1 < tiles.end {
+            let mut outs = [[0.0f32; TILE_ROWS]; 2];
+            // SAFETY: `Resolved::Avx2` implies the CPU check passed; both tile slices have
+            // `tile_bytes` bytes and the table was checked against the shape.
+            unsafe {
+                super::avx2::tile_pair_kernel(
+                    [view.tile(tile), view.tile(tile + 1)],
+                    &view.shape(),
+                    table,
+                    groups.clone(),
+                    &mut outs,
+                );
+            }
+            for (offset, out) in outs.iter().enumerate() {
+                scatter(&order, out, (tile + offset) * TILE_ROWS - first_row, y);
+            }
+            tile += 2;
+            continue;
+        }
         let mut out = [0.0f32; TILE_ROWS];
         run_tile(path, view, tile, table, groups.clone(), &mut out);
         scatter(&order, &out, tile * TILE_ROWS - first_row, y);
+        tile += 1;
     }
 }
 
