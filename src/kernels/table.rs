@@ -125,6 +125,15 @@ impl ActivationTable {
                 }
                 summary
             };
+            if !largest.is_finite() || !sum.is_finite() {
+                // Activations near f32::MAX: a sum of them overflows and no int8 scale can
+                // represent the group.
+                return Err(KernelError::NonFinite {
+                    what: "activation group sum (overflows f32)",
+                    index: g * group,
+                    value: if largest.is_finite() { sum } else { largest },
+                });
+            }
             self.sums[g] = sum;
             // The largest |a0|+|a1|+|a2|+|a3| is zero exactly when every activation is.
             self.zero_groups[g] = largest == 0.0;
@@ -292,6 +301,12 @@ mod tests {
         assert!(matches!(
             ActivationTable::build(&x[..40], GroupSize::G32),
             Err(KernelError::ColsNotMultipleOfGroup { .. })
+        ));
+        let mut huge = x.clone();
+        huge[33..36].copy_from_slice(&[f32::MAX, f32::MAX, -f32::MAX]);
+        assert!(matches!(
+            ActivationTable::build(&huge, GroupSize::G32),
+            Err(KernelError::NonFinite { index: 32, .. })
         ));
         let mut bad = x.clone();
         bad[5] = f32::INFINITY;
