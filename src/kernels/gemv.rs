@@ -198,6 +198,12 @@ fn gemv_tiles(
 /// Writes a tile's flush-ordered values to rows `base..base+32` of `y` (rows past the end of
 /// `y` are padding and dropped).
 fn scatter(order: &[u8; TILE_ROWS], out: &[f32; TILE_ROWS], base: usize, y: &mut [f32]) {
+    if let Some(rows) = y.get_mut(base..base + TILE_ROWS) {
+        for (&row, value) in order.iter().zip(out) {
+            rows[row as usize % TILE_ROWS] = *value;
+        }
+        return;
+    }
     for (position, &row) in order.iter().enumerate() {
         if let Some(slot) = y.get_mut(base + row as usize) {
             *slot = out[position];

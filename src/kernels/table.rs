@@ -82,7 +82,9 @@ impl ActivationTable {
     pub fn rebuild_with(&mut self, x: &[f32], path: KernelPath) -> Result<(), KernelError> {
         let group = self.group.get();
         let groups = self.group.check_cols("activation vector", x.len())?;
-        if let Some(index) = x.iter().position(|a| !a.is_finite()) {
+        // A branch-free pass the compiler vectorizes; the index is looked up only on failure.
+        if !x.iter().fold(true, |finite, a| finite & a.is_finite()) {
+            let index = x.iter().position(|a| !a.is_finite()).unwrap_or(0);
             return Err(KernelError::NonFinite {
                 what: "activation vector",
                 index,
