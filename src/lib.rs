@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cli;
 pub mod compare;
 pub mod hw;
+pub mod kernels;
 pub mod llm;
 pub mod model;
 pub mod plan;

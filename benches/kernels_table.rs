@@ -1,0 +1,253 @@
+//! Prints the GEMV table of `docs/kernels.md`: µs per GEMV (median), GB/s of weight bytes and
+//! GFLOP/s, hot (one matrix reused) and cold (cycling over copies totalling ≥ 512 MiB), 1 and
+//! 2 threads, LUT kernels at 1/2/3/4/8 bits next to the f32 dequantize-ahead reference and a
+//! plain memory-read loop (the bandwidth floor on this machine, measured in the same run).
+//!
+//! `cargo bench --bench kernels_table` (all shapes), or with `-- SHAPE...` to pick shapes
+//! (`4096x4096 576x1536 ...`), `-- --quick` for fewer repetitions. Times include building the
+//! activation table, as a real GEMV must.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use edgesim::kernels::{
+    gemv, reference, ActivationTable, GroupSize, KernelOptions, PackedMatrix, QuantizedMatrix,
+    WeightBits,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const COLD_BYTES: usize = 512 << 20;
+
+struct Settings {
+    hot_samples: usize,
+    cold_passes: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Median seconds per call of `f`, hot: repeated on the same data.
+fn time_hot(settings: &Settings, mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let start = Instant::now();
+    f();
+    let once = start.elapsed().as_secs_f64().max(1e-7);
+    let reps = ((2e-3 / once).ceil() as usize).clamp(1, 10_000);
+    let samples = (0..settings.hot_samples)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            start.elapsed().as_secs_f64() / reps as f64
+        })
+        .collect();
+    median(samples)
+}
+
+/// Median seconds per call of `f(i)` cycling i over `copies`.
+fn time_cold(settings: &Settings, copies: usize, mut f: impl FnMut(usize)) -> f64 {
+    (0..copies).for_each(&mut f);
+    let samples = (0..settings.cold_passes)
+        .map(|_| {
+            let start = Instant::now();
+            (0..copies).for_each(&mut f);
+            start.elapsed().as_secs_f64() / copies as f64
+        })
+        .collect();
+    median(samples)
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+}
+
+fn row(
+    kernel: &str,
+    shape: &str,
+    threads: usize,
+    mode: &str,
+    seconds: f64,
+    bytes: usize,
+    flops: f64,
+) {
+    println!(
+        "| {kernel} | {shape} | {threads} | {mode} | {:.1} | {:.1} | {:.1} |",
+        seconds * 1e6,
+        bytes as f64 / seconds / 1e9,
+        flops / seconds / 1e9
+    );
+}
+
+fn memory_read(settings: &Settings) {
+    let words = (1usize << 30) / 8;
+    let buffer: Vec<u64> = (0..words as u64).collect();
+    for threads in [1, 2] {
+        let p = pool(threads);
+        let seconds = time_cold(settings, 1, |_| {
+            p.install(|| {
+                let chunk = words / threads;
+                let mut sums = vec![0u64; threads];
+                rayon::scope(|s| {
+                    for (part, slot) in buffer.chunks(chunk).zip(sums.iter_mut()) {
+                        s.spawn(move |_| {
+                            *slot = part.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+                        });
+                    }
+                });
+                black_box(&sums);
+            })
+        });
+        println!(
+            "| memory read 1 GiB | - | {threads} | cold | {:.0} | {:.1} | - |",
+            seconds * 1e6,
+            (1u64 << 30) as f64 / seconds / 1e9
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let settings = if quick {
+        Settings {
+            hot_samples: 7,
+            cold_passes: 3,
+        }
+    } else {
+        Settings {
+            hot_samples: 21,
+            cold_passes: 7,
+        }
+    };
+    let mut shapes: Vec<(usize, usize)> = args
+        .iter()
+        .filter_map(|a| {
+            let (m, k) = a.split_once('x')?;
+            Some((m.parse().ok()?, k.parse().ok()?))
+        })
+        .collect();
+    if shapes.is_empty() {
+        shapes = vec![
+            (4096, 4096),
+            (14336, 4096),
+            (4096, 14336),
+            (576, 1536),
+            (1536, 576),
+        ];
+    }
+    let bits_list: Vec<WeightBits> = match std::env::var("KERNEL_BITS") {
+        Ok(list) => list
+            .split(',')
+            .map(|b| WeightBits::from_bits(b.parse().expect("bits")).expect("bits"))
+            .collect(),
+        Err(_) => WeightBits::ALL.to_vec(),
+    };
+    let skip_f32 = std::env::var("KERNEL_SKIP_F32").is_ok();
+    if args.iter().any(|a| a == "--profile") {
+        // For instruction counting under valgrind: 10 hot single-thread GEMVs per case.
+        for (m, k) in shapes {
+            let mut rng = ChaCha8Rng::seed_from_u64(42);
+            let weights: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let group = if k % 128 == 0 {
+                GroupSize::G128
+            } else {
+                GroupSize::G64
+            };
+            for &bits in &bits_list {
+                let q = QuantizedMatrix::quantize_min_max(&weights, m, k, bits, group).unwrap();
+                let packed = PackedMatrix::pack(&q);
+                let mut table = ActivationTable::empty(group);
+                let mut y = vec![0.0f32; m];
+                for _ in 0..10 {
+                    table.rebuild(black_box(&x)).unwrap();
+                    gemv(&packed.view(), &table, &mut y, KernelOptions::threads(1)).unwrap();
+                }
+                black_box(&y);
+            }
+        }
+        return;
+    }
+    println!("| kernel | M×K | threads | mode | µs/GEMV | GB/s (weights) | GFLOP/s |");
+    println!("|---|---|---|---|---|---|---|");
+    memory_read(&settings);
+    let pools = [pool(1), pool(2)];
+    for (m, k) in shapes {
+        let shape = format!("{m}×{k}");
+        // Group 128 for the large shapes (T-MAC's default for 2-bit), 64 for SmolLM2's.
+        let group = match std::env::var("KERNEL_GROUP") {
+            Ok(g) => GroupSize::new(g.parse().expect("group")).expect("group"),
+            Err(_) if k >= 4096 => GroupSize::G128,
+            Err(_) => GroupSize::G64,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(42);
+        let weights: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let flops = 2.0 * m as f64 * k as f64;
+        let mut y = vec![0.0f32; m];
+        for &bits in &bits_list {
+            let q = QuantizedMatrix::quantize_min_max(&weights, m, k, bits, group).unwrap();
+            let packed = PackedMatrix::pack(&q);
+            let bytes = packed.payload().len();
+            let copies: Vec<PackedMatrix> = (0..COLD_BYTES.div_ceil(bytes))
+                .map(|_| packed.clone())
+                .collect();
+            let label = format!("LUT {}-bit g{}", bits.bits(), group.get());
+            let mut table = ActivationTable::empty(group);
+            for (t, p) in pools.iter().enumerate() {
+                let options = KernelOptions::threads(t + 1);
+                let hot = p.install(|| {
+                    time_hot(&settings, || {
+                        table.rebuild(black_box(&x)).unwrap();
+                        gemv(&packed.view(), &table, &mut y, options).unwrap();
+                    })
+                });
+                row(&label, &shape, t + 1, "hot", hot, bytes, flops);
+                let cold = p.install(|| {
+                    time_cold(&settings, copies.len(), |i| {
+                        table.rebuild(black_box(&x)).unwrap();
+                        gemv(&copies[i].view(), &table, &mut y, options).unwrap();
+                    })
+                });
+                row(&label, &shape, t + 1, "cold", cold, bytes, flops);
+            }
+            black_box(&y);
+        }
+        if skip_f32 {
+            continue;
+        }
+        // f32 reference: the matrix dequantized ahead of time (4-bit codes), then a plain GEMV.
+        let q = QuantizedMatrix::quantize_min_max(&weights, m, k, WeightBits::B4, group).unwrap();
+        let dense = q.dequantize();
+        let bytes = dense.len() * 4;
+        let copies: Vec<Vec<f32>> = (0..COLD_BYTES.div_ceil(bytes))
+            .map(|_| dense.clone())
+            .collect();
+        for (t, p) in pools.iter().enumerate() {
+            let hot = p.install(|| {
+                time_hot(&settings, || {
+                    reference::gemv_f32(&dense, m, k, black_box(&x), &mut y, t + 1).unwrap()
+                })
+            });
+            row("f32 reference", &shape, t + 1, "hot", hot, bytes, flops);
+            let cold = p.install(|| {
+                time_cold(&settings, copies.len(), |i| {
+                    reference::gemv_f32(&copies[i], m, k, black_box(&x), &mut y, t + 1).unwrap()
+                })
+            });
+            row("f32 reference", &shape, t + 1, "cold", cold, bytes, flops);
+        }
+    }
+}

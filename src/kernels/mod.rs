@@ -1,0 +1,49 @@
+//! Low-bit GEMV/GEMM by table lookup (the T-MAC method, arXiv 2407.00088), self-contained.
+//!
+//! Weights of 1, 2, 3, 4 or 8 bits (and ternary stored as 2 bits) are split into bit-planes;
+//! each group of four activations becomes a 16-entry int8 table of `±a0 ±a1 ±a2 ±a3`, and a
+//! 4-bit slice of one bit-plane picks an entry with one `pshufb` lane. No weight is ever
+//! dequantized on the hot path.
+//!
+//! The pieces, in the order data flows:
+//!
+//! * [`QuantizedMatrix`]: f32 → codes + fp16 scale/centre per group ([`QuantScheme`]);
+//!   [`gguf`] converts Q4_0/Q4_1/Q8_0 blocks into one.
+//! * [`PackedMatrix`] / [`PackedView`]: the lookup layout, with a stable serialized form
+//!   (64-byte header + payload) and a zero-copy view over bytes read from a file.
+//! * [`ActivationTable`]: the tables of one activation vector, built once and shared by every
+//!   matrix that reads that vector.
+//! * [`gemv`], [`gemm`], [`gemv_rows`], [`gemv_cols`]: the kernels (AVX2 or portable, chosen
+//!   at run time, bit-identical; multi-threaded over tiles of 32 rows, deterministic).
+//! * [`reference`]: dequantize-then-multiply kernels for tests and benchmarks.
+//!
+//! Guarantees: bad shapes, bit widths and group sizes are [`KernelError`] values, never
+//! panics; results do not depend on the thread count or the path. Accuracy: the only
+//! approximation is the int8 rounding of table entries, at most half a table step per entry;
+//! see `docs/kernels.md` for the bound the tests check.
+//!
+//! The module depends on nothing else in the crate.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+mod error;
+pub mod f16;
+pub mod format;
+mod gemv;
+pub mod gguf;
+mod packed;
+mod quantize;
+pub mod reference;
+mod scalar;
+mod table;
+#[cfg(target_arch = "x86_64")]
+mod table_avx2;
+
+pub use error::KernelError;
+pub use format::{block_bytes, flush_order, GroupSize, WeightBits, STEP_COLS, TILE_ROWS};
+pub use gemv::{
+    avx2_available, gemm, gemv, gemv_cols, gemv_f32, gemv_rows, KernelOptions, KernelPath,
+};
+pub use packed::{PackedMatrix, PackedShape, PackedView, HEADER_BYTES};
+pub use quantize::{QuantScheme, QuantizedMatrix};
+pub use table::ActivationTable;
