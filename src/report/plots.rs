@@ -116,36 +116,32 @@ pub fn stacked_bars(
     let y_top = if y_max > 0.0 { y_max * 1.2 } else { 1.0 };
     let n = categories.len().max(1);
     let width = (160 + 70 * n as u32).max(640);
-    let root = SVGBackend::new(path, (width, 560)).into_drawing_area();
+    let root = SVGBackend::new(path, (width, 620)).into_drawing_area();
     root.fill(&WHITE).map_err(&e)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
-        .x_label_area_size(110)
+        .x_label_area_size(170)
         .y_label_area_size(65)
         .build_cartesian_2d(0f64..n as f64, 0f64..y_top)
         .map_err(&e)?;
-    let cats = categories.to_vec();
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&move |x| {
-            let i = (*x - 0.5).round();
-            if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 {
-                cats.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .x_label_style(
-            ("sans-serif", 11)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
+        .x_labels(0)
         .y_desc(y_desc)
         .draw()
         .map_err(&e)?;
+    // Category names under their bars, rotated to fit long labels.
+    let style = ("sans-serif", 12)
+        .into_font()
+        .transform(FontTransform::Rotate90)
+        .color(&BLACK);
+    for (ci, name) in categories.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(ci as f64 + 0.5, 0.0));
+        root.draw(&Text::new(name.clone(), (x - 6, y + 8), style.clone()))
+            .map_err(&e)?;
+    }
     for (pi, part) in parts.iter().enumerate() {
         let c = color(pi);
         let bars = values.iter().enumerate().map(|(ci, v)| {
