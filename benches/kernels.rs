@@ -4,7 +4,8 @@
 //! Throughput is reported in weight bytes per second; `benches/kernels_table.rs` prints the
 //! same measurements as a table with µs, GB/s and GFLOP/s.
 //!
-//! `cargo bench --bench kernels` (everything, ~10 min) or with a filter, e.g.
+//! `cargo bench --bench kernels` (everything: every shape × width × thread count, which takes
+//! a while) or with a filter, e.g.
 //! `cargo bench --bench kernels -- 'gemv_cold/4096x4096/2bit'`.
 
 use std::hint::black_box;

@@ -99,6 +99,8 @@ unsafe fn tiles_bits<const BITS: usize, const T: usize>(
     let half_scales = table.half_scales();
     let sums = table.sums();
     let zero_groups = table.zero_groups();
+    let tile_bytes = shape.tile_bytes();
+    let starts: [*const u8; T] = std::array::from_fn(|t| tiles[t].as_ptr());
 
     let nibble_mask = _mm256_set1_epi8(0x0f);
     // vpmaddubsw coefficients: byte pair (plane 2j, plane 2j+1) weighted (1, 2).
@@ -136,10 +138,19 @@ unsafe fn tiles_bits<const BITS: usize, const T: usize>(
                 let table_b =
                     _mm256_broadcastsi128_si256(_mm_loadu_si128(tables.add(16) as *const _));
                 tables = tables.add(32);
-                for (tile_acc, w) in acc.iter_mut().zip(weights.iter_mut()) {
+                for ((tile_acc, w), start) in acc.iter_mut().zip(weights.iter_mut()).zip(starts) {
+                    // Prefetch what this stream reads PREFETCH_BYTES of total traffic later:
+                    // with T streams that is PREFETCH_BYTES/T further on in this tile, or, past
+                    // its end, in this stream's next tile (T tiles further on in memory).
+                    let offset = (*w as usize - start as usize) + PREFETCH_BYTES / T;
+                    let skip = if T > 1 && offset >= tile_bytes {
+                        (T - 1) * tile_bytes
+                    } else {
+                        0
+                    };
                     // One prefetch per 64-byte line of this step (a 1-bit step is half a line).
                     for line in 0..BITS.div_ceil(2) {
-                        let ahead = w.wrapping_add(PREFETCH_BYTES + 64 * line);
+                        let ahead = w.wrapping_add(PREFETCH_BYTES / T + skip + 64 * line);
                         _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                     }
                     for pair in 0..BITS / 2 {

@@ -15,7 +15,7 @@
 //!   matrix that reads that vector.
 //! * [`gemv`], [`gemm`], [`gemv_rows`], [`gemv_cols`]: the kernels (AVX2 or portable, chosen
 //!   at run time, bit-identical; multi-threaded over tiles of 32 rows, deterministic).
-//! * [`reference`]: dequantize-then-multiply kernels for tests and benchmarks.
+//! * [`reference`](mod@reference): dequantize-then-multiply kernels for tests and benchmarks.
 //!
 //! Guarantees: bad shapes, bit widths and group sizes are [`KernelError`] values, never
 //! panics; results do not depend on the thread count or the path. Accuracy: the only
