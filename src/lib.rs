@@ -23,3 +23,4 @@ pub mod sim;
 pub mod sourced;
 pub mod trace;
 pub mod units;
+pub mod validate;

@@ -8,6 +8,8 @@ pub const FORMAT_NAME: &str = "edgesim-weight-store";
 pub const FORMAT_VERSION: u32 = 1;
 pub const INDEX_FILE: &str = "index.json";
 pub const DATA_FILE: &str = "weights.bin";
+/// The stored model's profile (scaled), for experiments to name by path.
+pub const MODEL_FILE: &str = "model.json";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

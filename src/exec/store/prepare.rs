@@ -3,7 +3,7 @@
 
 use super::crypt::{self, StoreKey, CHUNK_BYTES};
 use super::index::{
-    EncryptionInfo, StoreEntry, StoreIndex, DATA_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE,
+    EncryptionInfo, StoreEntry, StoreIndex, DATA_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE, MODEL_FILE,
 };
 use super::layout::{self, MatrixFormat, MatrixSpec, ALIGN, GROUP};
 use super::rowwise;
@@ -212,6 +212,11 @@ pub fn prepare(
         .map_err(|e| format!("{}: cannot move into place: {e}", data_path.display()))?;
     std::fs::write(dir.join(INDEX_FILE), text)
         .map_err(|e| format!("{}: cannot write: {e}", dir.join(INDEX_FILE).display()))?;
+    // The (scaled) model profile on its own, so experiments can name it by path.
+    let mut model = serde_json::to_vec_pretty(profile).map_err(|e| format!("cannot format the model: {e}"))?;
+    model.push(b'\n');
+    std::fs::write(dir.join(MODEL_FILE), model)
+        .map_err(|e| format!("{}: cannot write: {e}", dir.join(MODEL_FILE).display()))?;
     Ok(Prepared {
         dir: dir.to_path_buf(),
         tensors: tensors.len(),
