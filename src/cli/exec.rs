@@ -63,7 +63,11 @@ pub struct RunArgs {
     #[arg(long, short = 'p', value_name = "NAME")]
     pub policy: String,
     /// Device profile of this machine.
-    #[arg(long, default_value = "scenarios/devices/host.json", value_name = "NAME|PATH")]
+    #[arg(
+        long,
+        default_value = "scenarios/devices/host.json",
+        value_name = "NAME|PATH"
+    )]
     pub device: String,
     /// Memory budget as the resident set plus this fraction of the experts [default: the
     /// experiment's first budget].
@@ -96,7 +100,8 @@ pub fn key(path: &Option<PathBuf>) -> Result<Option<StoreKey>, CliError> {
 
 fn prepare(a: PrepareArgs) -> Result<(), CliError> {
     let profile = crate::scenario::load_model(&a.model)?;
-    let scaled = scale_model(&profile, a.scale).map_err(|e| CliError::new(format!("model `{}`: {e}", a.model)))?;
+    let scaled = scale_model(&profile, a.scale)
+        .map_err(|e| CliError::new(format!("model `{}`: {e}", a.model)))?;
     let out = a
         .out
         .unwrap_or_else(|| PathBuf::from("target/edgesim-store").join(&scaled.name));
@@ -112,8 +117,16 @@ fn prepare(a: PrepareArgs) -> Result<(), CliError> {
         "edgesim exec prepare: {} (scale {}{}) at {} into {}",
         scaled.name,
         a.scale,
-        if a.scale > 1 { ": matrix dimensions divided, structure kept" } else { "" },
-        a.precisions.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
+        if a.scale > 1 {
+            ": matrix dimensions divided, structure kept"
+        } else {
+            ""
+        },
+        a.precisions
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         out.display()
     );
     let bar = indicatif::ProgressBar::new(0);
@@ -140,7 +153,11 @@ fn prepare(a: PrepareArgs) -> Result<(), CliError> {
         done.entries,
         human_bytes(done.data_bytes),
         done.dir.display(),
-        if a.encrypt { " (encrypted; the key is a stand-in for a TEE-held key)" } else { "" }
+        if a.encrypt {
+            " (encrypted; the key is a stand-in for a TEE-held key)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -148,10 +165,20 @@ fn prepare(a: PrepareArgs) -> Result<(), CliError> {
 fn budgets(cache_fraction: Option<f64>, gib: Option<f64>) -> Vec<BudgetSpec> {
     let mut out = Vec::new();
     if let Some(f) = cache_fraction {
-        out.push(BudgetSpec { label: None, bytes: None, gib: None, cache_fraction: Some(f) });
+        out.push(BudgetSpec {
+            label: None,
+            bytes: None,
+            gib: None,
+            cache_fraction: Some(f),
+        });
     }
     if let Some(g) = gib {
-        out.push(BudgetSpec { label: None, bytes: None, gib: Some(g), cache_fraction: None });
+        out.push(BudgetSpec {
+            label: None,
+            bytes: None,
+            gib: Some(g),
+            cache_fraction: None,
+        });
     }
     out
 }
@@ -168,7 +195,12 @@ fn run_one(a: RunArgs) -> Result<(), CliError> {
     )
     .map_err(CliError::new)?;
     budget_list.clear();
-    let spec = setup.prepared.runs.first().cloned().ok_or_else(|| CliError::new("the experiment has no runs"))?;
+    let spec = setup
+        .prepared
+        .runs
+        .first()
+        .cloned()
+        .ok_or_else(|| CliError::new("the experiment has no runs"))?;
     eprintln!(
         "edgesim exec run: `{}` at {} ({}) on {} with {} (model {}, scale {})",
         spec.label,
@@ -185,11 +217,26 @@ fn run_one(a: RunArgs) -> Result<(), CliError> {
         crate::report::RunSummary::from_outcome(&pair.measured.outcome),
     );
     println!("{:<28} {:>12} {:>12}", "", "predicted", "measured");
-    println!("{:<28} {:>12.2} {:>12.2}", "decode tokens/s", p.decode_tokens_per_s, m.decode_tokens_per_s);
-    println!("{:<28} {:>12.2} {:>12.2}", "decode latency p50 (ms)", p.decode_latency_p50_ms, m.decode_latency_p50_ms);
-    println!("{:<28} {:>12.2} {:>12.2}", "decode latency p90 (ms)", p.decode_latency_p90_ms, m.decode_latency_p90_ms);
-    println!("{:<28} {:>12.2} {:>12.2}", "TTFT mean (ms)", p.ttft_mean_ms, m.ttft_mean_ms);
-    println!("{:<28} {:>12.2} {:>12.2}", "warm-up (ms)", p.warmup_ms, m.warmup_ms);
+    println!(
+        "{:<28} {:>12.2} {:>12.2}",
+        "decode tokens/s", p.decode_tokens_per_s, m.decode_tokens_per_s
+    );
+    println!(
+        "{:<28} {:>12.2} {:>12.2}",
+        "decode latency p50 (ms)", p.decode_latency_p50_ms, m.decode_latency_p50_ms
+    );
+    println!(
+        "{:<28} {:>12.2} {:>12.2}",
+        "decode latency p90 (ms)", p.decode_latency_p90_ms, m.decode_latency_p90_ms
+    );
+    println!(
+        "{:<28} {:>12.2} {:>12.2}",
+        "TTFT mean (ms)", p.ttft_mean_ms, m.ttft_mean_ms
+    );
+    println!(
+        "{:<28} {:>12.2} {:>12.2}",
+        "warm-up (ms)", p.warmup_ms, m.warmup_ms
+    );
     let s = &pair.exec;
     println!(
         "I/O: {}; {} reads, {} named by the plans, {} transferred; {} I/O threads",

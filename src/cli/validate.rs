@@ -15,10 +15,19 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "DIR")]
     pub store: PathBuf,
     /// Device profile of this machine, used by both the simulator and the executor.
-    #[arg(long, default_value = "scenarios/devices/host.json", value_name = "NAME|PATH")]
+    #[arg(
+        long,
+        default_value = "scenarios/devices/host.json",
+        value_name = "NAME|PATH"
+    )]
     pub device: String,
     /// Bundle folder.
-    #[arg(long, short = 'o', default_value = "reports/validation", value_name = "DIR")]
+    #[arg(
+        long,
+        short = 'o',
+        default_value = "reports/validation",
+        value_name = "DIR"
+    )]
     pub out: PathBuf,
     /// Policy to validate (repeat for several); replaces the experiment's.
     #[arg(long = "policy", value_name = "NAME")]

@@ -7,8 +7,9 @@
 //!   64 (the LUT kernels' weight group), at least 64;
 //! - `vocab` becomes `vocab / S` rounded to the nearest multiple of 32 (one kernel tile), at
 //!   least 32;
-//! - `heads` and `kv_heads` are kept; `head_dim` becomes `hidden' / heads` when the model used
-//!   `hidden / heads`, otherwise `head_dim / S` rounded, at least 1;
+//! - `heads` and `kv_heads` become `heads / S` and `kv_heads / S` rounded, at least 1, and
+//!   `head_dim` is kept, so attention keeps its per-head work shape (a scaled Mixtral has 4
+//!   heads of 128 and 1 KV head instead of 32 and 8); `head_dim` is written out explicitly;
 //! - layers, experts, top-k, dense layers, the FFN kind and the router are kept, so a trace
 //!   recorded for the full model drives the scaled one unchanged.
 //!
@@ -68,17 +69,33 @@ pub fn scale_model(p: &ModelProfile, scale: u32) -> Result<ModelProfile, String>
     out.hidden = scaled(&p.hidden, scale, 64, 64);
     out.ffn = scaled(&p.ffn, scale, 64, 64);
     out.vocab = scaled(&p.vocab, scale, 32, 32);
-    let default_head_dim = p.hidden.value / p.heads.value.max(1);
-    out.head_dim = match &p.head_dim {
-        Some(h) if h.value != default_head_dim => Some(Sourced::new(
-            ((h.value as f64 / scale as f64).round() as u32).max(1),
+    let head_dim = p.head_dim.clone().unwrap_or_else(|| {
+        Sourced::new(
+            p.hidden.value / p.heads.value.max(1),
             format!(
-                "edgesim exec scale {scale}: {} / {scale} rounded; original: {}",
-                h.value, h.source
+            "hidden / heads of the original model ({} / {}), kept by edgesim exec scale {scale}",
+            p.hidden.value, p.heads.value
+        ),
+        )
+    });
+    out.head_dim = Some(head_dim);
+    let heads = |s: &Sourced<u32>| {
+        Sourced::new(
+            ((s.value as f64 / scale as f64).round() as u32).max(1),
+            format!(
+                "edgesim exec scale {scale}: {} / {scale} rounded, at least 1; original: {}",
+                s.value, s.source
             ),
-        )),
-        _ => None,
+        )
     };
+    out.heads = heads(&p.heads);
+    out.kv_heads = heads(&p.kv_heads);
+    if out.heads.value % out.kv_heads.value != 0 {
+        return Err(format!(
+            "scaling `{}` by {scale} gives {} heads and {} KV heads, which do not group evenly; try another scale",
+            p.name, out.heads.value, out.kv_heads.value
+        ));
+    }
     if let Some(moe) = out.moe.as_mut() {
         if let Some(d) = &moe.dense_ffn {
             moe.dense_ffn = Some(scaled(d, scale, 64, 64));
@@ -101,11 +118,11 @@ mod tests {
         assert_eq!(s.name, "mixtral-8x7b-scaled-8");
         assert_eq!(
             (g.hidden, g.ffn, g.vocab, g.head_dim),
-            (512, 1792, 4000, 16)
+            (512, 1792, 4000, 128)
         );
         assert_eq!(
             (g.layers, g.experts, g.top_k, g.heads, g.kv_heads),
-            (32, 8, 2, 32, 8)
+            (32, 8, 2, 4, 1)
         );
         assert!(s.hidden.source.contains("4096 / 8"));
         assert!(s.description.contains("SCALED DOWN by 8"));

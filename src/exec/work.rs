@@ -247,30 +247,51 @@ pub fn attention(
     }
     let group = heads / kv.kv_heads.max(1);
     let scale = 1.0 / (kv.head_dim as f32).sqrt();
-    let mut scores = vec![0.0f32; end];
+    let hd = kv.head_dim;
+    let cache: &[u16] = kv_cache;
+    // One task per (token, head): the score and value work, split over the op's threads.
+    let head_work = |row: &[f32], h: usize, o: &mut [f32]| {
+        let kvh = h / group.max(1);
+        let q = &row[h * hd..(h + 1) * hd];
+        let mut scores = vec![0.0f32; end];
+        let mut max = f32::NEG_INFINITY;
+        for (p, s) in scores.iter_mut().enumerate() {
+            *s = dot_f16(q, &cache[kv.at(0, p) + kvh * hd..][..hd]) * scale;
+            max = max.max(*s);
+        }
+        let mut total = 0.0;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            total += *s;
+        }
+        for (p, &s) in scores.iter().enumerate() {
+            axpy_f16(o, s / total, &cache[kv.at(1, p) + kvh * hd..][..hd]);
+        }
+    };
     let mut outs = vec![vec![0.0f32; q_width]; batch];
-    for (row, out) in qkv.iter().zip(outs.iter_mut()) {
-        for h in 0..heads {
-            let kvh = h / group.max(1);
-            let q = &row[h * kv.head_dim..(h + 1) * kv.head_dim];
-            let mut max = f32::NEG_INFINITY;
-            for (p, s) in scores.iter_mut().enumerate() {
-                let k = &kv_cache[kv.at(0, p) + kvh * kv.head_dim..][..kv.head_dim];
-                let dot: f32 = q.iter().zip(k).map(|(&a, &b)| a * f16_to_f32(b)).sum();
-                *s = dot * scale;
-                max = max.max(*s);
+    {
+        let mut tasks: Vec<(&[f32], usize, &mut [f32])> = Vec::with_capacity(batch * heads);
+        for (row, out) in qkv.iter().zip(outs.iter_mut()) {
+            for (h, o) in out.chunks_mut(hd).enumerate() {
+                tasks.push((row.as_slice(), h, o));
             }
-            let mut total = 0.0;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                total += *s;
+        }
+        if threads > 1 && tasks.len() > 1 {
+            use rayon::prelude::*;
+            let per = tasks.len().div_ceil(threads);
+            let mut chunks: Vec<Vec<(&[f32], usize, &mut [f32])>> = Vec::new();
+            while !tasks.is_empty() {
+                let rest = tasks.split_off(per.min(tasks.len()));
+                chunks.push(std::mem::replace(&mut tasks, rest));
             }
-            let o = &mut out[h * kv.head_dim..(h + 1) * kv.head_dim];
-            for (p, &s) in scores.iter().enumerate() {
-                let v = &kv_cache[kv.at(1, p) + kvh * kv.head_dim..][..kv.head_dim];
-                for (acc, &b) in o.iter_mut().zip(v) {
-                    *acc += s / total * f16_to_f32(b);
+            chunks.into_par_iter().for_each(|chunk| {
+                for (row, h, o) in chunk {
+                    head_work(row, h, o);
                 }
+            });
+        } else {
+            for (row, h, o) in tasks {
+                head_work(row, h, o);
             }
         }
     }
@@ -278,4 +299,95 @@ pub fn attention(
     let out = apply(find(matrices, "o")?, bits, payload, &os, None, threads)?;
     std::hint::black_box(&out);
     Ok(())
+}
+
+/// `q · k` with `k` in fp16 (F16C + FMA where the CPU has them).
+fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd::available() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked); lengths are checked inside.
+        return unsafe { simd::dot_f16(q, k) };
+    }
+    q.iter().zip(k).map(|(&a, &b)| a * f16_to_f32(b)).sum()
+}
+
+/// `out += s · v` with `v` in fp16.
+fn axpy_f16(out: &mut [f32], s: f32, v: &[u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::available() {
+        // SAFETY: as in `dot_f16`.
+        unsafe { simd::axpy_f16(out, s, v) };
+        return;
+    }
+    for (o, &b) in out.iter_mut().zip(v) {
+        *o += s * f16_to_f32(b);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
+        let n = q.len().min(k.len());
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i) as *const __m128i));
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), kv, acc);
+            i += 8;
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let mut sum: f32 = lanes.iter().sum();
+        while i < n {
+            sum += q[i] * super::f16_to_f32(k[i]);
+            i += 1;
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy_f16(out: &mut [f32], s: f32, v: &[u16]) {
+        let n = out.len().min(v.len());
+        let sv = _mm256_set1_ps(s);
+        let mut i = 0;
+        while i + 8 <= n {
+            let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i) as *const __m128i));
+            let o = _mm256_loadu_ps(out.as_ptr().add(i));
+            _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_fmadd_ps(sv, vv, o));
+            i += 8;
+        }
+        while i < n {
+            out[i] += s * super::f16_to_f32(v[i]);
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fp16_dot_and_axpy_match_scalar() {
+        let q: Vec<f32> = (0..37).map(|i| (i as f32 * 0.3).sin()).collect();
+        let k: Vec<u16> = (0..37)
+            .map(|i| f32_to_f16((i as f32 * 0.7).cos()))
+            .collect();
+        let want: f32 = q.iter().zip(&k).map(|(&a, &b)| a * f16_to_f32(b)).sum();
+        assert!((dot_f16(&q, &k) - want).abs() < 1e-4);
+        let mut out = q.clone();
+        axpy_f16(&mut out, 0.5, &k);
+        for i in 0..37 {
+            assert!((out[i] - (q[i] + 0.5 * f16_to_f32(k[i]))).abs() < 1e-6);
+        }
+    }
 }

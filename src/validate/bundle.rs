@@ -81,7 +81,8 @@ pub fn edgesim_commit() -> String {
     };
     match run(&["rev-parse", "HEAD"]) {
         Some(head) if !head.is_empty() => {
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("{head}-dirty")
             } else {
@@ -107,13 +108,22 @@ fn ttft(outcome: &crate::replay::ReplayOutcome) -> BTreeMap<u32, f64> {
             _ => {}
         }
     }
-    out.into_iter().filter(|(_, v)| v.0 > 0.0).map(|(k, v)| (k, v.0)).collect()
+    out.into_iter()
+        .filter(|(_, v)| v.0 > 0.0)
+        .map(|(k, v)| (k, v.0))
+        .collect()
 }
 
 fn file_part(s: &str) -> String {
     let mut out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     while out.contains("--") {
         out = out.replace("--", "-");
@@ -230,21 +240,59 @@ pub fn write(
 
     let mut summary = csv::Writer::from_writer(Vec::new());
     for row in &rows {
-        summary.serialize(row).map_err(|e| format!("cannot format summary.csv: {e}"))?;
+        summary
+            .serialize(row)
+            .map_err(|e| format!("cannot format summary.csv: {e}"))?;
     }
     let summary = summary.into_inner().map_err(|e| e.to_string())?;
 
-    let mut breakdown = String::from("policy,label,budget_label,backend,phase,kind,name,ops,total_ms,per_token_ms\n");
+    let mut breakdown = String::from(
+        "policy,label,budget_label,backend,phase,kind,name,ops,total_ms,per_token_ms\n",
+    );
     for r in pairs {
-        let decode_tokens = r.predicted.outcome.passes.iter().filter(|p| p.phase == Phase::Decode).count().max(1) as f64;
-        let prefill_passes = r.predicted.outcome.passes.iter().filter(|p| p.phase == Phase::Prefill).count().max(1) as f64;
+        let decode_tokens = r
+            .predicted
+            .outcome
+            .passes
+            .iter()
+            .filter(|p| p.phase == Phase::Decode)
+            .count()
+            .max(1) as f64;
+        let prefill_passes = r
+            .predicted
+            .outcome
+            .passes
+            .iter()
+            .filter(|p| p.phase == Phase::Prefill)
+            .count()
+            .max(1) as f64;
         for (backend, data) in [("predicted", &r.predicted), ("measured", &r.measured)] {
-            for (phase, b, per) in [("decode", &data.decode, decode_tokens), ("prefill", &data.prefill, prefill_passes), ("warmup", &data.warmup, 1.0)] {
+            for (phase, b, per) in [
+                ("decode", &data.decode, decode_tokens),
+                ("prefill", &data.prefill, prefill_passes),
+                ("warmup", &data.warmup, 1.0),
+            ] {
                 for (class, &(n, ns)) in &b.by_class {
-                    let _ = writeln!(breakdown, "{},{},{},{backend},{phase},class,{class},{n},{:.4},{:.4}", r.policy, r.label, r.budget_label, ns as f64 / 1e6, ns as f64 / 1e6 / per);
+                    let _ = writeln!(
+                        breakdown,
+                        "{},{},{},{backend},{phase},class,{class},{n},{:.4},{:.4}",
+                        r.policy,
+                        r.label,
+                        r.budget_label,
+                        ns as f64 / 1e6,
+                        ns as f64 / 1e6 / per
+                    );
                 }
                 for (res, &ns) in &b.by_resource {
-                    let _ = writeln!(breakdown, "{},{},{},{backend},{phase},resource,{res},,{:.4},{:.4}", r.policy, r.label, r.budget_label, ns as f64 / 1e6, ns as f64 / 1e6 / per);
+                    let _ = writeln!(
+                        breakdown,
+                        "{},{},{},{backend},{phase},resource,{res},,{:.4},{:.4}",
+                        r.policy,
+                        r.label,
+                        r.budget_label,
+                        ns as f64 / 1e6,
+                        ns as f64 / 1e6 / per
+                    );
                 }
             }
         }
@@ -278,12 +326,17 @@ pub fn write(
         targets: "decode latency: median |error| <= 5 %, p90 <= 10 %, |bias| <= 3 % per policy; TTFT: median |error| <= 10 %",
     };
 
-    let dir = ReportDir::create(&options.out)
-        .map_err(|e| format!("{}: cannot create the bundle folder: {e}", options.out.display()))?;
+    let dir = ReportDir::create(&options.out).map_err(|e| {
+        format!(
+            "{}: cannot create the bundle folder: {e}",
+            options.out.display()
+        )
+    })?;
     let io = |e: std::io::Error| format!("{}: cannot write the bundle: {e}", options.out.display());
     dir.write("tokens.csv", tokens.as_bytes()).map_err(io)?;
     dir.write("summary.csv", &summary).map_err(io)?;
-    dir.write("breakdown.csv", breakdown.as_bytes()).map_err(io)?;
+    dir.write("breakdown.csv", breakdown.as_bytes())
+        .map_err(io)?;
     let mut runs = serde_json::to_vec_pretty(pairs).map_err(|e| e.to_string())?;
     runs.push(b'\n');
     dir.write("runs.json", &runs).map_err(io)?;
@@ -298,7 +351,11 @@ pub fn write(
 fn host_description() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cpu}, {cores} cores available")
@@ -308,24 +365,46 @@ fn plots(dir: &Path, pairs: &[RunPair]) -> Result<(), String> {
     scatter(&dir.join("scatter_decode.svg"), pairs)?;
     for r in pairs {
         let pts = |o: &crate::replay::ReplayOutcome| -> Vec<(f64, f64)> {
-            o.passes.iter().enumerate().filter(|(_, p)| p.phase == Phase::Decode).map(|(i, p)| (i as f64, ms(p.latency))).collect()
+            o.passes
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.phase == Phase::Decode)
+                .map(|(i, p)| (i as f64, ms(p.latency)))
+                .collect()
         };
-        let name = format!("series_{}_{}.svg", file_part(&r.label), file_part(&r.budget_label));
+        let name = format!(
+            "series_{}_{}.svg",
+            file_part(&r.label),
+            file_part(&r.budget_label)
+        );
         line_chart(
             &dir.join(name),
             &format!("{} @ {}: decode latency per pass", r.label, r.budget_label),
             "pass",
             "latency (ms)",
             &[
-                Series { name: "predicted (simulator)".into(), points: pts(&r.predicted.outcome) },
-                Series { name: "measured (executor)".into(), points: pts(&r.measured.outcome) },
+                Series {
+                    name: "predicted (simulator)".into(),
+                    points: pts(&r.predicted.outcome),
+                },
+                Series {
+                    name: "measured (executor)".into(),
+                    points: pts(&r.measured.outcome),
+                },
             ],
         )?;
     }
     let classes: Vec<&str> = {
         let mut c: Vec<&str> = pairs
             .iter()
-            .flat_map(|r| r.predicted.decode.by_class.keys().chain(r.measured.decode.by_class.keys()).copied())
+            .flat_map(|r| {
+                r.predicted
+                    .decode
+                    .by_class
+                    .keys()
+                    .chain(r.measured.decode.by_class.keys())
+                    .copied()
+            })
             .filter(|c| *c != "join")
             .collect();
         c.sort_unstable();
@@ -335,10 +414,22 @@ fn plots(dir: &Path, pairs: &[RunPair]) -> Result<(), String> {
     let mut categories = Vec::new();
     let mut values = Vec::new();
     for r in pairs {
-        let tokens = r.predicted.outcome.passes.iter().filter(|p| p.phase == Phase::Decode).count().max(1) as f64;
+        let tokens = r
+            .predicted
+            .outcome
+            .passes
+            .iter()
+            .filter(|p| p.phase == Phase::Decode)
+            .count()
+            .max(1) as f64;
         for (tag, b) in [("pred", &r.predicted.decode), ("meas", &r.measured.decode)] {
             categories.push(format!("{} {} {tag}", r.label, r.budget_label));
-            values.push(classes.iter().map(|c| b.by_class.get(c).map_or(0.0, |v| v.1 as f64 / 1e6 / tokens)).collect());
+            values.push(
+                classes
+                    .iter()
+                    .map(|c| b.by_class.get(c).map_or(0.0, |v| v.1 as f64 / 1e6 / tokens))
+                    .collect(),
+            );
         }
     }
     stacked_bars(
@@ -356,8 +447,16 @@ fn scatter(path: &Path, pairs: &[RunPair]) -> Result<(), String> {
     let mut max = 0f64;
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for r in pairs {
-        let pts = series.entry(format!("{} @ {}", r.label, r.budget_label)).or_default();
-        for (a, b) in r.predicted.outcome.passes.iter().zip(&r.measured.outcome.passes) {
+        let pts = series
+            .entry(format!("{} @ {}", r.label, r.budget_label))
+            .or_default();
+        for (a, b) in r
+            .predicted
+            .outcome
+            .passes
+            .iter()
+            .zip(&r.measured.outcome.passes)
+        {
             if a.phase == Phase::Decode {
                 let (x, y) = (ms(b.latency), ms(a.latency));
                 max = max.max(x).max(y);
@@ -369,7 +468,10 @@ fn scatter(path: &Path, pairs: &[RunPair]) -> Result<(), String> {
     let root = SVGBackend::new(path, (760, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("decode latency per token: predicted vs measured", ("sans-serif", 20))
+        .caption(
+            "decode latency per token: predicted vs measured",
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(65)

@@ -199,9 +199,17 @@ fn run_on<B: Backend>(
     let rest = drain(&mut rec.inner).map_err(|e| format!("{what}: {e}"))?;
     rec.record(&rest);
     let resources = rec.inner.resources().to_vec();
-    let phase_of = |plan: usize| plan.checked_sub(1).and_then(|i| outcome.passes.get(i)).map(|p| p.phase);
-    let decode = Breakdown::of(rec.ops(), &resources, |plan| phase_of(plan) == Some(Phase::Decode));
-    let prefill = Breakdown::of(rec.ops(), &resources, |plan| phase_of(plan) == Some(Phase::Prefill));
+    let phase_of = |plan: usize| {
+        plan.checked_sub(1)
+            .and_then(|i| outcome.passes.get(i))
+            .map(|p| p.phase)
+    };
+    let decode = Breakdown::of(rec.ops(), &resources, |plan| {
+        phase_of(plan) == Some(Phase::Decode)
+    });
+    let prefill = Breakdown::of(rec.ops(), &resources, |plan| {
+        phase_of(plan) == Some(Phase::Prefill)
+    });
     let warmup = Breakdown::of(rec.ops(), &resources, |plan| plan == 0);
     Ok((
         RunData {
@@ -216,11 +224,17 @@ fn run_on<B: Backend>(
 }
 
 /// Runs one spec on the simulator and on the executor.
-pub fn run_pair(setup: &Setup, spec: &RunSpec, max_passes: Option<usize>) -> Result<RunPair, String> {
+pub fn run_pair(
+    setup: &Setup,
+    spec: &RunSpec,
+    max_passes: Option<usize>,
+) -> Result<RunPair, String> {
     let p = &setup.prepared;
     let what = format!("policy `{}` at budget {}", spec.label, spec.budget_label);
     let sim = Simulator::new(&p.device, spec.budget_bytes).map_err(|e| format!("{what}: {e}"))?;
-    let (predicted, _) = run_on(p, spec, sim, max_passes, |s| s.drain().map_err(|e| e.to_string()))?;
+    let (predicted, _) = run_on(p, spec, sim, max_passes, |s| {
+        s.drain().map_err(|e| e.to_string())
+    })?;
     let exec = Executor::new(
         &p.device,
         setup.store.clone(),
@@ -232,7 +246,9 @@ pub fn run_pair(setup: &Setup, spec: &RunSpec, max_passes: Option<usize>) -> Res
     .map_err(|e| format!("{what}: {e}"))?;
     let load_before = load_average();
     let started = std::time::Instant::now();
-    let (measured, exec) = run_on(p, spec, exec, max_passes, |e| e.drain().map_err(|e| e.to_string()))?;
+    let (measured, exec) = run_on(p, spec, exec, max_passes, |e| {
+        e.drain().map_err(|e| e.to_string())
+    })?;
     let measured_seconds = started.elapsed().as_secs_f64();
     let stats = exec.stats();
     drop(exec);

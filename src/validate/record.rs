@@ -34,7 +34,9 @@ impl OpClass {
                 TensorKind::Expert(_) | TensorKind::Neurons { .. } => OpClass::ReadExpert,
                 _ => OpClass::ReadResident,
             },
-            Op::Compute { unit: Unit::Accel, .. } => OpClass::ComputeAccel,
+            Op::Compute {
+                unit: Unit::Accel, ..
+            } => OpClass::ComputeAccel,
             Op::Compute { tensor, .. } => match tensor.kind {
                 TensorKind::Attention => OpClass::ComputeAttention,
                 TensorKind::Router => OpClass::ComputeRouter,

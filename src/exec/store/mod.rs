@@ -24,7 +24,7 @@ pub mod rowwise;
 
 pub use crypt::StoreKey;
 pub use index::{StoreEntry, StoreIndex};
-pub use prepare::{prepare, PrepareOptions, Prepared};
+pub use prepare::{prepare, synthetic_tensor, PrepareOptions, Prepared};
 
 use crate::model::{ModelGeometry, Precision, TensorRef};
 use index::{DATA_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE};

@@ -3,7 +3,8 @@
 
 use super::crypt::{self, StoreKey, CHUNK_BYTES};
 use super::index::{
-    EncryptionInfo, StoreEntry, StoreIndex, DATA_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE, MODEL_FILE,
+    EncryptionInfo, StoreEntry, StoreIndex, DATA_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE,
+    MODEL_FILE,
 };
 use super::layout::{self, MatrixFormat, MatrixSpec, ALIGN, GROUP};
 use super::rowwise;
@@ -75,6 +76,35 @@ fn encode_matrix(
         MatrixFormat::Lut => PackedMatrix::pack(&q).payload().to_vec(),
         MatrixFormat::Rowwise => rowwise::encode(&q),
     })
+}
+
+/// Seeded matrices of the given `(name, rows, cols)` shapes at `precision`, laid out back to
+/// back as a store tensor would be (for benchmarks and tests).
+pub fn synthetic_tensor(
+    shapes: &[(&str, u32, u32)],
+    precision: Precision,
+    seed: u64,
+) -> Result<(Vec<u8>, Vec<MatrixSpec>), String> {
+    let mut payload = Vec::new();
+    let mut specs = Vec::new();
+    for (i, &(name, rows, cols)) in shapes.iter().enumerate() {
+        let spec = MatrixSpec {
+            name: name.to_string(),
+            rows,
+            cols,
+            format: if rows as usize % crate::kernels::TILE_ROWS == 0 {
+                MatrixFormat::Lut
+            } else {
+                MatrixFormat::Rowwise
+            },
+            offset: payload.len() as u64,
+            bytes: layout::matrix_bytes(rows, cols, precision),
+        };
+        let w = generate(seed.wrapping_add(i as u64), rows, cols);
+        payload.extend_from_slice(&encode_matrix(&spec, &w, precision)?);
+        specs.push(spec);
+    }
+    Ok((payload, specs))
 }
 
 /// One tensor at one precision: its payload and matrices.
@@ -213,7 +243,8 @@ pub fn prepare(
     std::fs::write(dir.join(INDEX_FILE), text)
         .map_err(|e| format!("{}: cannot write: {e}", dir.join(INDEX_FILE).display()))?;
     // The (scaled) model profile on its own, so experiments can name it by path.
-    let mut model = serde_json::to_vec_pretty(profile).map_err(|e| format!("cannot format the model: {e}"))?;
+    let mut model =
+        serde_json::to_vec_pretty(profile).map_err(|e| format!("cannot format the model: {e}"))?;
     model.push(b'\n');
     std::fs::write(dir.join(MODEL_FILE), model)
         .map_err(|e| format!("{}: cannot write: {e}", dir.join(MODEL_FILE).display()))?;

@@ -1,0 +1,292 @@
+//! Compute microbenchmarks: the executor's own FFN compute path (dispatch to the compute
+//! pool, activation tables, LUT GEMV/GEMM, completion back to the dispatcher) over a sweep of
+//! shapes and batches per bit width, fitted to the simulator's CPU cost formula.
+//!
+//! The fit is one weighted least-squares problem over all points:
+//! `time = launch + flops / (threads · rate(precision))`, minimising the *relative* error
+//! (each point's equation divided by its measured time), with one `launch` for all precisions
+//! and one `rate` per precision. `flops` is what the plan's Compute op says (`2 · weights ·
+//! batch`). Weights are rotated through copies larger than the caches, as weights just read
+//! from disk are cold.
+
+use super::{CalibrateOptions, Progress};
+use crate::exec::store::synthetic_tensor;
+use crate::exec::work::{self, Activations};
+use crate::model::Precision;
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Precisions the LUT kernels run, measured in this order.
+pub const PRECISIONS: [Precision; 4] = [
+    Precision::Int8,
+    Precision::Int4,
+    Precision::Int3,
+    Precision::Int2,
+];
+
+#[derive(Clone, Debug)]
+pub struct Point {
+    pub precision: Precision,
+    pub hidden: u32,
+    pub width: u32,
+    pub batch: u32,
+    pub flops: f64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ComputeResult {
+    pub threads: u32,
+    pub points: Vec<Point>,
+    /// (precision, ops/s of one core)
+    pub rates: Vec<(Precision, f64)>,
+    pub launch_ns: u64,
+    /// Largest |relative residual| of the fit over the points.
+    pub max_residual: f64,
+}
+
+impl ComputeResult {
+    pub fn predict(&self, p: &Point) -> f64 {
+        let rate = self
+            .rates
+            .iter()
+            .find(|r| r.0 == p.precision)
+            .map_or(f64::NAN, |r| r.1);
+        self.launch_ns as f64 * 1e-9 + p.flops / (self.threads as f64 * rate)
+    }
+
+    pub fn describe(&self) -> String {
+        let pts: Vec<String> = self
+            .points
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {}x{} b{}={:.1}us",
+                    p.precision,
+                    p.hidden,
+                    p.width,
+                    p.batch,
+                    p.seconds * 1e6
+                )
+            })
+            .collect();
+        format!(
+            "the executor's FFN compute op (gate/up/down LUT GEMV or GEMM with their activation tables, dispatched to a {}-thread pool and completed over a channel, as the executor runs it) timed (median) at hidden x width x batch points [{}]; fitted time = launch + flops / ({} threads x rate) by least squares of relative error over all points (largest residual {:.1} %)",
+            self.threads,
+            pts.join(", "),
+            self.threads,
+            self.max_residual * 100.0
+        )
+    }
+}
+
+/// Median wall time of one FFN op dispatched to `pool`, over rotating copies of its weights.
+fn time_ffn(
+    pool: &rayon::ThreadPool,
+    copies: &[Arc<Vec<u8>>],
+    specs: &Arc<Vec<crate::exec::store::layout::MatrixSpec>>,
+    precision: Precision,
+    acts: &Arc<Activations>,
+    batch: usize,
+    threads: usize,
+    reps: usize,
+) -> Result<f64, String> {
+    let bits = crate::exec::store::layout::weight_bits(precision)?;
+    let (tx, rx) = channel();
+    let mut times = Vec::with_capacity(reps);
+    for r in 0..reps + 2 {
+        let (payload, specs, acts, tx) = (
+            copies[r % copies.len()].clone(),
+            specs.clone(),
+            acts.clone(),
+            tx.clone(),
+        );
+        let start = Instant::now();
+        pool.spawn(move || {
+            let res = work::ffn(&specs, bits, &payload, &acts, batch, threads);
+            let _ = tx.send(res);
+        });
+        rx.recv()
+            .map_err(|_| "a compute thread stopped".to_string())??;
+        if r >= 2 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Solves the small dense system `m · x = v` by Gaussian elimination with partial pivoting.
+fn solve(mut m: Vec<Vec<f64>>, mut v: Vec<f64>) -> Option<Vec<f64>> {
+    let n = v.len();
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
+        if m[pivot][col].abs() < 1e-300 {
+            return None;
+        }
+        m.swap(col, pivot);
+        v.swap(col, pivot);
+        for row in col + 1..n {
+            let f = m[row][col] / m[col][col];
+            for k in col..n {
+                m[row][k] -= f * m[col][k];
+            }
+            v[row] -= f * v[col];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for row in (0..n).rev() {
+        let s: f64 = (row + 1..n).map(|k| m[row][k] * x[k]).sum();
+        x[row] = (v[row] - s) / m[row][row];
+    }
+    Some(x)
+}
+
+/// Fits `time = a + c_p · flops` minimising relative error; returns (a, c per precision).
+pub fn fit(points: &[Point], precisions: &[Precision]) -> Option<(f64, Vec<f64>)> {
+    let n = 1 + precisions.len();
+    let mut ata = vec![vec![0.0; n]; n];
+    let mut atb = vec![0.0; n];
+    for p in points {
+        let j = 1 + precisions.iter().position(|&q| q == p.precision)?;
+        let mut row = vec![0.0; n];
+        row[0] = 1.0 / p.seconds;
+        row[j] = p.flops / p.seconds;
+        for a in 0..n {
+            atb[a] += row[a];
+            for b in 0..n {
+                ata[a][b] += row[a] * row[b];
+            }
+        }
+    }
+    let x = solve(ata, atb)?;
+    Some((x[0], x[1..].to_vec()))
+}
+
+pub fn measure(
+    options: &CalibrateOptions,
+    cores: u32,
+    progress: Progress<'_>,
+) -> Result<ComputeResult, String> {
+    let threads = cores.max(1) as usize;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| format!("cannot start {threads} compute threads: {e}"))?;
+    let hiddens: Vec<u32> = if options.quick {
+        vec![256]
+    } else {
+        vec![256, 640, 1280]
+    };
+    let batches: Vec<u32> = if options.quick {
+        vec![1, 4]
+    } else {
+        vec![1, 8]
+    };
+    let cold_bytes: usize = if options.quick { 4 << 20 } else { 64 << 20 };
+    let total = (PRECISIONS.len() * hiddens.len() * batches.len()) as u64;
+    let mut points = Vec::new();
+    for &precision in &PRECISIONS {
+        for &hidden in &hiddens {
+            let width = hidden * 3;
+            let shapes = [
+                ("gate", width, hidden),
+                ("up", width, hidden),
+                ("down", hidden, width),
+            ];
+            let (payload, specs) = synthetic_tensor(&shapes, precision, 11)?;
+            let n = cold_bytes.div_ceil(payload.len()).clamp(1, 32);
+            let copies: Vec<Arc<Vec<u8>>> = (0..n).map(|_| Arc::new(payload.clone())).collect();
+            let specs = Arc::new(specs);
+            let acts = Arc::new(Activations::new(hidden, 5));
+            for &batch in &batches {
+                let seconds = time_ffn(
+                    &pool,
+                    &copies,
+                    &specs,
+                    precision,
+                    &acts,
+                    batch as usize,
+                    threads,
+                    options.compute_repetitions,
+                )?;
+                points.push(Point {
+                    precision,
+                    hidden,
+                    width,
+                    batch,
+                    flops: 2.0 * 3.0 * hidden as f64 * width as f64 * batch as f64,
+                    seconds,
+                });
+                progress(
+                    "compute: LUT kernels by bit width, shape and batch",
+                    points.len() as u64,
+                    total,
+                );
+            }
+        }
+    }
+    let (a, c) = fit(&points, &PRECISIONS).ok_or("the compute fit is singular")?;
+    let launch_ns = (a.max(0.0) * 1e9).round() as u64;
+    let rates: Vec<(Precision, f64)> = PRECISIONS
+        .iter()
+        .zip(&c)
+        .map(|(&p, &c)| {
+            (
+                p,
+                if c > 0.0 {
+                    1.0 / (c * threads as f64)
+                } else {
+                    f64::NAN
+                },
+            )
+        })
+        .collect();
+    if rates.iter().any(|r| !(r.1.is_finite() && r.1 > 0.0)) {
+        return Err(format!(
+            "the compute fit gave a non-positive rate: {rates:?}"
+        ));
+    }
+    let mut result = ComputeResult {
+        threads: threads as u32,
+        points,
+        rates,
+        launch_ns,
+        max_residual: 0.0,
+    };
+    result.max_residual = result
+        .points
+        .iter()
+        .map(|p| ((result.predict(p) - p.seconds) / p.seconds).abs())
+        .fold(0.0, f64::max);
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_recovers_a_known_line() {
+        let mut points = Vec::new();
+        for (i, &p) in [Precision::Int8, Precision::Int4].iter().enumerate() {
+            for f in [1e6, 4e6, 9e6] {
+                points.push(Point {
+                    precision: p,
+                    hidden: 0,
+                    width: 0,
+                    batch: 1,
+                    flops: f,
+                    seconds: 5e-6 + f * (i as f64 + 1.0) * 1e-11,
+                });
+            }
+        }
+        let (a, c) = fit(&points, &[Precision::Int8, Precision::Int4]).unwrap();
+        assert!((a - 5e-6).abs() < 1e-12, "{a}");
+        assert!(
+            (c[0] - 1e-11).abs() < 1e-17 && (c[1] - 2e-11).abs() < 1e-17,
+            "{c:?}"
+        );
+    }
+}
