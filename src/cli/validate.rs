@@ -79,10 +79,10 @@ pub fn run(a: ValidateArgs) -> Result<(), CliError> {
             r.label,
             r.budget_label,
             r.metric,
-            r.errors.samples,
-            r.errors.median_abs_pct_error,
-            r.errors.p90_abs_pct_error,
-            r.errors.bias_pct
+            r.samples,
+            r.median_abs_pct_error,
+            r.p90_abs_pct_error,
+            r.bias_pct
         );
     }
     println!("bundle written to {}", dir.display());

@@ -31,8 +31,12 @@ pub struct SummaryRow {
     pub budget_label: String,
     pub budget_bytes: u64,
     pub metric: String,
-    #[serde(flatten)]
-    pub errors: ErrorSummary,
+    pub samples: usize,
+    pub median_abs_pct_error: f64,
+    pub p90_abs_pct_error: f64,
+    pub bias_pct: f64,
+    pub predicted_median_ms: f64,
+    pub measured_median_ms: f64,
     pub edgesim_commit: String,
     pub device_profile: String,
     pub device_profile_sha256: String,
@@ -91,6 +95,10 @@ pub fn edgesim_commit() -> String {
         }
         _ => "unknown".into(),
     }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
 }
 
 fn ms(n: crate::units::Nanos) -> f64 {
@@ -218,13 +226,19 @@ pub fn write(
             _ => "unknown".into(),
         };
         for (metric, pairs) in [("decode_latency", &decode), ("ttft", &ttft_pairs)] {
+            let errors: ErrorSummary = summarize(pairs);
             rows.push(SummaryRow {
                 policy: r.policy.clone(),
                 label: r.label.clone(),
                 budget_label: r.budget_label.clone(),
                 budget_bytes: r.budget_bytes,
                 metric: metric.into(),
-                errors: summarize(pairs),
+                samples: errors.samples,
+                median_abs_pct_error: round4(errors.median_abs_pct_error),
+                p90_abs_pct_error: round4(errors.p90_abs_pct_error),
+                bias_pct: round4(errors.bias_pct),
+                predicted_median_ms: round4(errors.predicted_median_ms),
+                measured_median_ms: round4(errors.measured_median_ms),
                 edgesim_commit: commit.clone(),
                 device_profile: setup.device_arg.clone(),
                 device_profile_sha256: device_sha.clone(),
