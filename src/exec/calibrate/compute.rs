@@ -2,12 +2,16 @@
 //! pool, activation tables, LUT GEMV/GEMM, completion back to the dispatcher) over a sweep of
 //! shapes and batches per bit width, fitted to the simulator's CPU cost formula.
 //!
-//! The fit is one weighted least-squares problem over all points:
-//! `time = launch + flops / (threads · rate(precision))`, minimising the *relative* error
-//! (each point's equation divided by its measured time), with one `launch` for all precisions
-//! and one `rate` per precision. `flops` is what the plan's Compute op says (`2 · weights ·
-//! batch`). Weights are rotated through copies larger than the caches, as weights just read
-//! from disk are cold.
+//! The fit is the simulator's CPU roofline,
+//! `time = launch + max(flops / (threads · rate(precision)), bytes / bandwidth)`, where
+//! `bandwidth` is the separately measured memory bandwidth the op's threads can draw
+//! (`min(threads · core bandwidth, memory bandwidth)`, as the cost formula takes it) and
+//! `bytes` the weights' bytes. `launch` (one for all precisions) and `rate` (one per precision)
+//! are fitted by least squares of the *relative* error (each point's equation divided by its
+//! measured time): points whose memory term exceeds their compute term at the current
+//! estimate constrain `launch` only, and the classification is iterated to a fixed point.
+//! `flops` is what the plan's Compute op says (`2 · weights · batch`). Weights are rotated
+//! through copies larger than the caches, as weights just read from disk are cold.
 
 use super::{CalibrateOptions, Progress};
 use crate::exec::store::synthetic_tensor;
@@ -32,6 +36,8 @@ pub struct Point {
     pub width: u32,
     pub batch: u32,
     pub flops: f64,
+    /// Bytes of the weights the op streams.
+    pub bytes: f64,
     pub seconds: f64,
 }
 
@@ -42,6 +48,8 @@ pub struct ComputeResult {
     /// (precision, ops/s of one core)
     pub rates: Vec<(Precision, f64)>,
     pub launch_ns: u64,
+    /// The bandwidth of the memory term (bytes/s), measured separately.
+    pub bandwidth: f64,
     /// Largest |relative residual| of the fit over the points.
     pub max_residual: f64,
 }
@@ -53,7 +61,8 @@ impl ComputeResult {
             .iter()
             .find(|r| r.0 == p.precision)
             .map_or(f64::NAN, |r| r.1);
-        self.launch_ns as f64 * 1e-9 + p.flops / (self.threads as f64 * rate)
+        self.launch_ns as f64 * 1e-9
+            + (p.flops / (self.threads as f64 * rate)).max(p.bytes / self.bandwidth)
     }
 
     pub fn describe(&self) -> String {
@@ -72,10 +81,11 @@ impl ComputeResult {
             })
             .collect();
         format!(
-            "the executor's FFN compute op (gate/up/down LUT GEMV or GEMM with their activation tables, dispatched to a {}-thread pool and completed over a channel, as the executor runs it) timed (median) at hidden x width x batch points [{}]; fitted time = launch + flops / ({} threads x rate) by least squares of relative error over all points (largest residual {:.1} %)",
+            "the executor's FFN compute op (gate/up/down LUT GEMV or GEMM with their activation tables, dispatched to a {}-thread pool and completed over a channel, as the executor runs it) timed (median) at hidden x width x batch points [{}]; fitted time = launch + max(flops / ({} threads x rate), weight bytes / {:.1} GB/s measured memory bandwidth) by least squares of relative error over all points (largest residual {:.1} %)",
             self.threads,
             pts.join(", "),
             self.threads,
+            self.bandwidth / 1e9,
             self.max_residual * 100.0
         )
     }
@@ -143,30 +153,77 @@ fn solve(mut m: Vec<Vec<f64>>, mut v: Vec<f64>) -> Option<Vec<f64>> {
     Some(x)
 }
 
-/// Fits `time = a + c_p · flops` minimising relative error; returns (a, c per precision).
-pub fn fit(points: &[Point], precisions: &[Precision]) -> Option<(f64, Vec<f64>)> {
+/// Fits `time = a + c_p · flops` over `points` minimising relative error, where `memory[i]`
+/// marks points whose time is `a + memory term` (they constrain `a` only); returns
+/// (a, c per precision).
+fn fit_once(
+    points: &[Point],
+    memory: &[Option<f64>],
+    precisions: &[Precision],
+) -> Option<(f64, Vec<f64>)> {
     let n = 1 + precisions.len();
     let mut ata = vec![vec![0.0; n]; n];
     let mut atb = vec![0.0; n];
-    for p in points {
+    for (p, m) in points.iter().zip(memory) {
         let j = 1 + precisions.iter().position(|&q| q == p.precision)?;
         let mut row = vec![0.0; n];
         row[0] = 1.0 / p.seconds;
-        row[j] = p.flops / p.seconds;
+        let target = match m {
+            Some(mem) => 1.0 - mem / p.seconds,
+            None => {
+                row[j] = p.flops / p.seconds;
+                1.0
+            }
+        };
         for a in 0..n {
-            atb[a] += row[a];
+            atb[a] += row[a] * target;
             for b in 0..n {
                 ata[a][b] += row[a] * row[b];
             }
+        }
+    }
+    // A precision with only memory-bound points keeps its slope undetermined: pin it to 0.
+    for j in 1..n {
+        if ata[j][j] == 0.0 {
+            ata[j][j] = 1.0;
         }
     }
     let x = solve(ata, atb)?;
     Some((x[0], x[1..].to_vec()))
 }
 
+/// Fits the roofline `time = a + max(c_p · flops, bytes / bandwidth)`; returns
+/// (a, c per precision).
+pub fn fit(points: &[Point], precisions: &[Precision], bandwidth: f64) -> Option<(f64, Vec<f64>)> {
+    let mut memory: Vec<Option<f64>> = vec![None; points.len()];
+    let mut result = fit_once(points, &memory, precisions)?;
+    for _ in 0..20 {
+        let next: Vec<Option<f64>> = points
+            .iter()
+            .map(|p| {
+                let j = precisions
+                    .iter()
+                    .position(|&q| q == p.precision)
+                    .unwrap_or(0);
+                let mem = p.bytes / bandwidth;
+                (mem > result.1[j] * p.flops).then_some(mem)
+            })
+            .collect();
+        if next == memory {
+            break;
+        }
+        memory = next;
+        result = fit_once(points, &memory, precisions)?;
+    }
+    Some(result)
+}
+
+/// Measures the compute points and fits them; `bandwidth` is the memory bandwidth an op on all
+/// cores draws (measured separately).
 pub fn measure(
     options: &CalibrateOptions,
     cores: u32,
+    bandwidth: f64,
     progress: Progress<'_>,
 ) -> Result<ComputeResult, String> {
     let threads = cores.max(1) as usize;
@@ -217,6 +274,7 @@ pub fn measure(
                     width,
                     batch,
                     flops: 2.0 * 3.0 * hidden as f64 * width as f64 * batch as f64,
+                    bytes: payload.len() as f64,
                     seconds,
                 });
                 progress(
@@ -227,7 +285,7 @@ pub fn measure(
             }
         }
     }
-    let (a, c) = fit(&points, &PRECISIONS).ok_or("the compute fit is singular")?;
+    let (a, c) = fit(&points, &PRECISIONS, bandwidth).ok_or("the compute fit is singular")?;
     let launch_ns = (a.max(0.0) * 1e9).round() as u64;
     let rates: Vec<(Precision, f64)> = PRECISIONS
         .iter()
@@ -253,6 +311,7 @@ pub fn measure(
         points,
         rates,
         launch_ns,
+        bandwidth,
         max_residual: 0.0,
     };
     result.max_residual = result
@@ -268,21 +327,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fit_recovers_a_known_line() {
+    fn fit_recovers_a_known_roofline() {
         let mut points = Vec::new();
         for (i, &p) in [Precision::Int8, Precision::Int4].iter().enumerate() {
             for f in [1e6, 4e6, 9e6] {
+                let compute = f * (i as f64 + 1.0) * 1e-11;
                 points.push(Point {
                     precision: p,
                     hidden: 0,
                     width: 0,
                     batch: 1,
                     flops: f,
-                    seconds: 5e-6 + f * (i as f64 + 1.0) * 1e-11,
+                    bytes: 0.0,
+                    seconds: 5e-6 + compute,
                 });
             }
+            // A memory-bound point: 1 MB at 1 GB/s = 1 ms, far more than its compute.
+            points.push(Point {
+                precision: p,
+                hidden: 0,
+                width: 0,
+                batch: 1,
+                flops: 1e6,
+                bytes: 1e6,
+                seconds: 5e-6 + 1e-3,
+            });
         }
-        let (a, c) = fit(&points, &[Precision::Int8, Precision::Int4]).unwrap();
+        let (a, c) = fit(&points, &[Precision::Int8, Precision::Int4], 1e9).unwrap();
         assert!((a - 5e-6).abs() < 1e-12, "{a}");
         assert!(
             (c[0] - 1e-11).abs() < 1e-17 && (c[1] - 2e-11).abs() < 1e-17,

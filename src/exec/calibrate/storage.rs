@@ -161,27 +161,30 @@ pub fn measure(
         } else {
             DEPTHS.to_vec()
         };
-        let total = (sizes.len() * depths.len()) as u64 + 1;
-        let mut points = Vec::new();
+        // Several rounds over all points, so a slow spell of a shared disk hits one sample of
+        // many points rather than every sample of one; each point keeps its median.
+        let rounds = if options.quick { 1 } else { 3 };
+        let total = (sizes.len() * depths.len() * rounds) as u64 + 1;
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); sizes.len() * depths.len()];
         let mut done = 0;
-        for &depth in &depths {
-            for &size in &sizes {
-                file.prepare_run();
-                let (bw, _) = point(
-                    &file,
-                    bytes,
-                    size,
-                    depth,
-                    options.seconds_per_point,
-                    size ^ depth as u64,
-                )?;
-                points.push((size, depth, bw));
-                done += 1;
-                progress(
-                    "storage: read bandwidth by request size and queue depth",
-                    done,
-                    total,
-                );
+        for round in 0..rounds {
+            for (di, &depth) in depths.iter().enumerate() {
+                for (si, &size) in sizes.iter().enumerate() {
+                    file.prepare_run();
+                    let seed = size ^ depth as u64 ^ ((round as u64) << 40);
+                    let (bw, _) = point(&file, bytes, size, depth, options.seconds_per_point, seed)?;
+                    samples[di * sizes.len() + si].push(bw);
+                    done += 1;
+                    progress("storage: read bandwidth by request size and queue depth", done, total);
+                }
+            }
+        }
+        let mut points = Vec::new();
+        for (di, &depth) in depths.iter().enumerate() {
+            for (si, &size) in sizes.iter().enumerate() {
+                let v = &mut samples[di * sizes.len() + si];
+                v.sort_by(f64::total_cmp);
+                points.push((size, depth, v[v.len() / 2]));
             }
         }
         file.prepare_run();
