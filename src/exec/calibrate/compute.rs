@@ -36,6 +36,8 @@ pub struct Point {
     pub width: u32,
     pub batch: u32,
     pub flops: f64,
+    /// Weights of the op's matrices.
+    pub weights: f64,
     /// Bytes of the weights the op streams.
     pub bytes: f64,
     pub seconds: f64,
@@ -48,6 +50,8 @@ pub struct ComputeResult {
     /// (precision, ops/s of one core)
     pub rates: Vec<(Precision, f64)>,
     pub launch_ns: u64,
+    /// Weights per second one core passes over once per op.
+    pub weight_pass_per_s: f64,
     /// The bandwidth of the memory term (bytes/s), measured separately.
     pub bandwidth: f64,
     /// Largest |relative residual| of the fit over the points.
@@ -61,8 +65,10 @@ impl ComputeResult {
             .iter()
             .find(|r| r.0 == p.precision)
             .map_or(f64::NAN, |r| r.1);
+        let t = self.threads as f64;
         self.launch_ns as f64 * 1e-9
-            + (p.flops / (self.threads as f64 * rate)).max(p.bytes / self.bandwidth)
+            + (p.flops / (t * rate) + p.weights / (t * self.weight_pass_per_s))
+                .max(p.bytes / self.bandwidth)
     }
 
     pub fn describe(&self) -> String {
@@ -81,7 +87,7 @@ impl ComputeResult {
             })
             .collect();
         format!(
-            "the executor's FFN compute op (gate/up/down LUT GEMV or GEMM with their activation tables, dispatched to a {}-thread pool and completed over a channel, as the executor runs it) timed (median) at hidden x width x batch points [{}]; fitted time = launch + max(flops / ({} threads x rate), weight bytes / {:.1} GB/s measured memory bandwidth) by least squares of relative error over all points (largest residual {:.1} %)",
+            "the executor's FFN compute op (gate/up/down LUT GEMV or GEMM with their activation tables, dispatched to a {}-thread pool and completed over a channel, as the executor runs it) timed (median) at hidden x width x batch points [{}]; fitted time = launch + max(flops / ({} threads x rate) + weights / ({0} threads x weight pass rate), weight bytes / {:.1} GB/s measured memory bandwidth) by least squares of relative error over all points (largest residual {:.1} %)",
             self.threads,
             pts.join(", "),
             self.threads,
@@ -153,24 +159,25 @@ fn solve(mut m: Vec<Vec<f64>>, mut v: Vec<f64>) -> Option<Vec<f64>> {
     Some(x)
 }
 
-/// Fits `time = a + c_p · flops` over `points` minimising relative error, where `memory[i]`
-/// marks points whose time is `a + memory term` (they constrain `a` only); returns
-/// (a, c per precision).
+/// Fits `time = a + v · weights + c_p · flops` over `points` minimising relative error, where
+/// `memory[i]` marks points whose time is `a + memory term` (they constrain `a` only);
+/// returns (a, v, c per precision).
 fn fit_once(
     points: &[Point],
     memory: &[Option<f64>],
     precisions: &[Precision],
-) -> Option<(f64, Vec<f64>)> {
-    let n = 1 + precisions.len();
+) -> Option<(f64, f64, Vec<f64>)> {
+    let n = 2 + precisions.len();
     let mut ata = vec![vec![0.0; n]; n];
     let mut atb = vec![0.0; n];
     for (p, m) in points.iter().zip(memory) {
-        let j = 1 + precisions.iter().position(|&q| q == p.precision)?;
+        let j = 2 + precisions.iter().position(|&q| q == p.precision)?;
         let mut row = vec![0.0; n];
         row[0] = 1.0 / p.seconds;
         let target = match m {
             Some(mem) => 1.0 - mem / p.seconds,
             None => {
+                row[1] = p.weights / p.seconds;
                 row[j] = p.flops / p.seconds;
                 1.0
             }
@@ -189,12 +196,16 @@ fn fit_once(
         }
     }
     let x = solve(ata, atb)?;
-    Some((x[0], x[1..].to_vec()))
+    Some((x[0], x[1], x[2..].to_vec()))
 }
 
-/// Fits the roofline `time = a + max(c_p · flops, bytes / bandwidth)`; returns
-/// (a, c per precision).
-pub fn fit(points: &[Point], precisions: &[Precision], bandwidth: f64) -> Option<(f64, Vec<f64>)> {
+/// Fits the roofline `time = a + max(v · weights + c_p · flops, bytes / bandwidth)`; returns
+/// (a, v, c per precision).
+pub fn fit(
+    points: &[Point],
+    precisions: &[Precision],
+    bandwidth: f64,
+) -> Option<(f64, f64, Vec<f64>)> {
     let mut memory: Vec<Option<f64>> = vec![None; points.len()];
     let mut result = fit_once(points, &memory, precisions)?;
     for _ in 0..20 {
@@ -206,7 +217,7 @@ pub fn fit(points: &[Point], precisions: &[Precision], bandwidth: f64) -> Option
                     .position(|&q| q == p.precision)
                     .unwrap_or(0);
                 let mem = p.bytes / bandwidth;
-                (mem > result.1[j] * p.flops).then_some(mem)
+                (mem > result.1 * p.weights + result.2[j] * p.flops).then_some(mem)
             })
             .collect();
         if next == memory {
@@ -274,6 +285,7 @@ pub fn measure(
                     width,
                     batch,
                     flops: 2.0 * 3.0 * hidden as f64 * width as f64 * batch as f64,
+                    weights: 3.0 * hidden as f64 * width as f64,
                     bytes: payload.len() as f64,
                     seconds,
                 });
@@ -285,7 +297,7 @@ pub fn measure(
             }
         }
     }
-    let (a, c) = fit(&points, &PRECISIONS, bandwidth).ok_or("the compute fit is singular")?;
+    let (a, v, c) = fit(&points, &PRECISIONS, bandwidth).ok_or("the compute fit is singular")?;
     let launch_ns = (a.max(0.0) * 1e9).round() as u64;
     let rates: Vec<(Precision, f64)> = PRECISIONS
         .iter()
@@ -311,6 +323,11 @@ pub fn measure(
         points,
         rates,
         launch_ns,
+        weight_pass_per_s: if v > 0.0 {
+            1.0 / (v * threads as f64)
+        } else {
+            f64::INFINITY
+        },
         bandwidth,
         max_residual: 0.0,
     };
@@ -329,17 +346,19 @@ mod tests {
     #[test]
     fn fit_recovers_a_known_roofline() {
         let mut points = Vec::new();
+        // time = 5 us + 2e-12 s per weight + c_p per flop; c = 1e-11 (int8), 2e-11 (int4).
         for (i, &p) in [Precision::Int8, Precision::Int4].iter().enumerate() {
-            for f in [1e6, 4e6, 9e6] {
-                let compute = f * (i as f64 + 1.0) * 1e-11;
+            for (w, b) in [(1e5, 1.0), (1e5, 8.0), (4e5, 1.0), (9e5, 4.0)] {
+                let f = 2.0 * w * b;
                 points.push(Point {
                     precision: p,
                     hidden: 0,
                     width: 0,
-                    batch: 1,
+                    batch: b as u32,
                     flops: f,
+                    weights: w,
                     bytes: 0.0,
-                    seconds: 5e-6 + compute,
+                    seconds: 5e-6 + 2e-12 * w + f * (i as f64 + 1.0) * 1e-11,
                 });
             }
             // A memory-bound point: 1 MB at 1 GB/s = 1 ms, far more than its compute.
@@ -349,12 +368,14 @@ mod tests {
                 width: 0,
                 batch: 1,
                 flops: 1e6,
+                weights: 5e5,
                 bytes: 1e6,
                 seconds: 5e-6 + 1e-3,
             });
         }
-        let (a, c) = fit(&points, &[Precision::Int8, Precision::Int4], 1e9).unwrap();
+        let (a, v, c) = fit(&points, &[Precision::Int8, Precision::Int4], 1e9).unwrap();
         assert!((a - 5e-6).abs() < 1e-12, "{a}");
+        assert!((v - 2e-12).abs() < 1e-18, "{v}");
         assert!(
             (c[0] - 1e-11).abs() < 1e-17 && (c[1] - 2e-11).abs() < 1e-17,
             "{c:?}"

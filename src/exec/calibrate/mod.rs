@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | random aligned `O_DIRECT` reads of a scratch file, 4 KiB … 4 MiB requests, at queue depths 1, 2, 4, 8, three interleaved rounds, median per point ([`storage`]) | `storage.channels` (the smallest depth at which 64 KiB reads reach 90 % of the best 64 KiB bandwidth), `storage.read_curve` (bandwidth at that depth per size), `storage.request_latency_ns` (median 4 KiB read at depth 1) |
 //! | streaming sums over a buffer larger than the caches, 1 thread and all threads ([`memory`]) | `cpu[0].core_bandwidth_bytes_per_s`, `memory.bandwidth_bytes_per_s` |
-//! | the executor's own FFN compute path (pool dispatch, tables, LUT GEMV/GEMM) over a sweep of shapes and batches per bit width, on weights rotated through more memory than the caches hold ([`compute`]) | `cpu[0].core_ops_per_s` per precision and `cpu[0].launch_overhead_ns`, from one least-squares fit of the simulator's roofline `time = launch + max(flops / (threads · rate(p)), bytes / bandwidth)` (bandwidth measured as above) of relative error |
+//! | the executor's own FFN compute path (pool dispatch, tables, LUT GEMV/GEMM) over a sweep of shapes and batches per bit width, on weights rotated through more memory than the caches hold ([`compute`]) | `cpu[0].core_ops_per_s` per precision, `cpu[0].weight_pass_per_s` and `cpu[0].launch_overhead_ns`, from one least-squares fit of relative error of the simulator's CPU cost `time = launch + max(flops / (threads · rate(p)) + weights / (threads · weight_pass), bytes / bandwidth)` (bandwidth measured as above) |
 //! | ChaCha20-Poly1305 decryption on one thread | `tee.decrypt_bytes_per_s_per_core` |
 //! | mapping and first touch of anonymous memory; zeroing resident memory | `memory.alloc_bytes_per_s`; `tee.secure_alloc_bytes_per_s` (the executor's secure Alloc zeroes its region) |
 //! | `/proc/meminfo` | `memory.capacity_bytes`, `memory.app_available_bytes` |
@@ -172,6 +172,7 @@ pub fn calibrate(
             core_bandwidth_bytes_per_s: Sourced::new(mem1, how(&format!(
                 "one thread summing a {} MiB buffer of u64 (larger than the caches), bytes / wall time", options.memory_bytes >> 20))),
             launch_overhead_ns: Sourced::new(compute.launch_ns, how(&format!("the intercept of the compute fit: {}", compute.describe()))),
+            weight_pass_per_s: Some(Sourced::new(compute.weight_pass_per_s, how(&format!("the weight term of the compute fit: {}", compute.describe())))),
         }],
         accelerator: None,
         tee: Some(TeeSpec {

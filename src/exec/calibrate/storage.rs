@@ -172,10 +172,15 @@ pub fn measure(
                 for (si, &size) in sizes.iter().enumerate() {
                     file.prepare_run();
                     let seed = size ^ depth as u64 ^ ((round as u64) << 40);
-                    let (bw, _) = point(&file, bytes, size, depth, options.seconds_per_point, seed)?;
+                    let (bw, _) =
+                        point(&file, bytes, size, depth, options.seconds_per_point, seed)?;
                     samples[di * sizes.len() + si].push(bw);
                     done += 1;
-                    progress("storage: read bandwidth by request size and queue depth", done, total);
+                    progress(
+                        "storage: read bandwidth by request size and queue depth",
+                        done,
+                        total,
+                    );
                 }
             }
         }
