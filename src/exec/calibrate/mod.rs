@@ -143,7 +143,7 @@ pub fn calibrate(
             capacity_bytes: Sourced::new(total, how("MemTotal in /proc/meminfo")),
             app_available_bytes: available.map(|a| Sourced::new(a.min(total), how("MemAvailable in /proc/meminfo at calibration time"))),
             bandwidth_bytes_per_s: Sourced::new(mem_all, how(&format!(
-                "{cores} threads each summing its part of a {} MiB buffer of u64 (larger than the caches), bytes / wall time", options.memory_bytes >> 20))),
+                "{cores} threads each summing its part of a {} MiB buffer of u64 with AVX2 loads and software prefetch (larger than the caches), bytes / wall time, best of 3", options.memory_bytes >> 20))),
             cpu_bandwidth_bytes_per_s: None,
             alloc_bytes_per_s: Sourced::new(alloc, how("mmap of anonymous memory with MAP_POPULATE (map and first touch), bytes / time")),
         },
@@ -170,7 +170,7 @@ pub fn calibrate(
                 how(&format!("{} fp16 is absent: the executor has no fp16 kernel.", compute.describe()))),
             dequant_core_ops_per_s: None,
             core_bandwidth_bytes_per_s: Sourced::new(mem1, how(&format!(
-                "one thread summing a {} MiB buffer of u64 (larger than the caches), bytes / wall time", options.memory_bytes >> 20))),
+                "one thread summing a {} MiB buffer of u64 with AVX2 loads and software prefetch (larger than the caches), bytes / wall time, best of 3", options.memory_bytes >> 20))),
             launch_overhead_ns: Sourced::new(compute.launch_ns, how(&format!("the intercept of the compute fit: {}", compute.describe()))),
             weight_pass_per_s: Some(Sourced::new(compute.weight_pass_per_s, how(&format!("the weight term of the compute fit: {}", compute.describe())))),
         }],
