@@ -177,6 +177,10 @@ pub struct Executor {
     emulated: BTreeMap<&'static str, u64>,
 }
 
+/// Where an op runs: its resource, the servers it holds, and its priced duration (used only
+/// by emulated ops).
+type Placed = (Option<ResourceId>, u32, Nanos);
+
 fn bad(m: impl Into<String>) -> BackendError {
     BackendError::BadPlan(m.into())
 }
@@ -335,10 +339,7 @@ impl Executor {
     }
 
     /// Checks a plan against the store and the device before anything runs, and prices it.
-    fn check(
-        &self,
-        plan: &Plan,
-    ) -> Result<(OpId, Vec<(Option<ResourceId>, u32, Nanos)>), BackendError> {
+    fn check(&self, plan: &Plan) -> Result<(OpId, Vec<Placed>), BackendError> {
         if plan.first_id() != self.next_id {
             return Err(bad(format!(
                 "plan starts at op id {}, but the next id this executor expects is {}",
@@ -452,7 +453,7 @@ impl Executor {
         self.pricer.resources()[r as usize].servers
     }
 
-    fn insert(&mut self, plan: &Plan, costs: Vec<(Option<ResourceId>, u32, Nanos)>) {
+    fn insert(&mut self, plan: &Plan, costs: Vec<Placed>) {
         for (node, (resource, servers, priced)) in plan.nodes().iter().zip(costs) {
             let emulated = match node.op {
                 Op::Compute {

@@ -90,7 +90,7 @@ pub fn scale_model(p: &ModelProfile, scale: u32) -> Result<ModelProfile, String>
     };
     out.heads = heads(&p.heads);
     out.kv_heads = heads(&p.kv_heads);
-    if out.heads.value % out.kv_heads.value != 0 {
+    if !out.heads.value.is_multiple_of(out.kv_heads.value) {
         return Err(format!(
             "scaling `{}` by {scale} gives {} heads and {} KV heads, which do not group evenly; try another scale",
             p.name, out.heads.value, out.kv_heads.value

@@ -204,6 +204,9 @@ impl KvLayout {
     }
 }
 
+/// One token's query row, a head index, and that head's output slice.
+type HeadTask<'a> = (&'a [f32], usize, &'a mut [f32]);
+
 /// Attention for `batch` tokens at positions `context..context + batch`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
@@ -270,7 +273,7 @@ pub fn attention(
     };
     let mut outs = vec![vec![0.0f32; q_width]; batch];
     {
-        let mut tasks: Vec<(&[f32], usize, &mut [f32])> = Vec::with_capacity(batch * heads);
+        let mut tasks: Vec<HeadTask> = Vec::with_capacity(batch * heads);
         for (row, out) in qkv.iter().zip(outs.iter_mut()) {
             for (h, o) in out.chunks_mut(hd).enumerate() {
                 tasks.push((row.as_slice(), h, o));
@@ -279,7 +282,7 @@ pub fn attention(
         if threads > 1 && tasks.len() > 1 {
             use rayon::prelude::*;
             let per = tasks.len().div_ceil(threads);
-            let mut chunks: Vec<Vec<(&[f32], usize, &mut [f32])>> = Vec::new();
+            let mut chunks: Vec<Vec<HeadTask>> = Vec::new();
             while !tasks.is_empty() {
                 let rest = tasks.split_off(per.min(tasks.len()));
                 chunks.push(std::mem::replace(&mut tasks, rest));

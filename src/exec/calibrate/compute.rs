@@ -98,6 +98,7 @@ impl ComputeResult {
 }
 
 /// Median wall time of one FFN op dispatched to `pool`, over rotating copies of its weights.
+#[allow(clippy::too_many_arguments)]
 fn time_ffn(
     pool: &rayon::ThreadPool,
     copies: &[Arc<Vec<u8>>],
@@ -145,8 +146,9 @@ fn solve(mut m: Vec<Vec<f64>>, mut v: Vec<f64>) -> Option<Vec<f64>> {
         v.swap(col, pivot);
         for row in col + 1..n {
             let f = m[row][col] / m[col][col];
-            for k in col..n {
-                m[row][k] -= f * m[col][k];
+            let (upper, lower) = m.split_at_mut(row);
+            for (x, &y) in lower[0][col..n].iter_mut().zip(&upper[col][col..n]) {
+                *x -= f * y;
             }
             v[row] -= f * v[col];
         }
@@ -190,9 +192,9 @@ fn fit_once(
         }
     }
     // A precision with only memory-bound points keeps its slope undetermined: pin it to 0.
-    for j in 1..n {
-        if ata[j][j] == 0.0 {
-            ata[j][j] = 1.0;
+    for (j, row) in ata.iter_mut().enumerate().skip(1) {
+        if row[j] == 0.0 {
+            row[j] = 1.0;
         }
     }
     let x = solve(ata, atb)?;

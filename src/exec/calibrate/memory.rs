@@ -53,7 +53,11 @@ fn sum_u64_portable(words: &[u64]) -> u64 {
         acc[2] = acc[2].wrapping_add(c[2]);
         acc[3] = acc[3].wrapping_add(c[3]);
     }
-    let rest = words.chunks_exact(4).remainder().iter().fold(0u64, |a, &b| a.wrapping_add(b));
+    let rest = words
+        .chunks_exact(4)
+        .remainder()
+        .iter()
+        .fold(0u64, |a, &b| a.wrapping_add(b));
     acc.iter().fold(rest, |a, &b| a.wrapping_add(b))
 }
 

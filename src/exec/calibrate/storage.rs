@@ -89,7 +89,7 @@ fn point(
             .map(|t| {
                 s.spawn(move || {
                     let mut buf = PageBuf::new(size as usize)?;
-                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (t as u64 + 1) * 0x9e37_79b9);
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((t as u64 + 1) * 0x9e37_79b9));
                     let mut bytes = 0u64;
                     let mut lat = Vec::new();
                     loop {

@@ -130,13 +130,13 @@ pub fn tensor_matrices(
     let mut offset = 0;
     let mut out = Vec::with_capacity(shapes.len());
     for (name, rows, cols) in shapes {
-        if cols as usize % GROUP.get() != 0 {
+        if !(cols as usize).is_multiple_of(GROUP.get()) {
             return Err(format!(
                 "{tensor}: matrix `{name}` has {cols} columns, not a multiple of the {}-weight group (scale the model so its dimensions are multiples of 64)",
                 GROUP.get()
             ));
         }
-        let format = if rows as usize % TILE_ROWS == 0 {
+        let format = if (rows as usize).is_multiple_of(TILE_ROWS) {
             MatrixFormat::Lut
         } else {
             MatrixFormat::Rowwise

@@ -92,7 +92,7 @@ pub fn synthetic_tensor(
             name: name.to_string(),
             rows,
             cols,
-            format: if rows as usize % crate::kernels::TILE_ROWS == 0 {
+            format: if (rows as usize).is_multiple_of(crate::kernels::TILE_ROWS) {
                 MatrixFormat::Lut
             } else {
                 MatrixFormat::Rowwise
@@ -106,6 +106,9 @@ pub fn synthetic_tensor(
     }
     Ok((payload, specs))
 }
+
+/// A tensor's payload and its matrices.
+type Encoded = (Vec<u8>, Vec<MatrixSpec>);
 
 /// One tensor at one precision: its payload and matrices.
 fn encode_tensor(
@@ -173,7 +176,7 @@ pub fn prepare(
     let mut offset = 0u64;
     // Batches bound memory; within a batch tensors are generated in parallel, written in order.
     for batch in jobs.chunks(32) {
-        let encoded: Vec<Result<(Vec<u8>, Vec<MatrixSpec>), String>> = batch
+        let encoded: Vec<Result<Encoded, String>> = batch
             .par_iter()
             .map(|&(t, p)| encode_tensor(&m, t, p, options.seed))
             .collect();

@@ -48,7 +48,7 @@ pub fn gemv(bytes: &[u8], bits: WeightBits, x: &[f32], y: &mut [f32]) -> Result<
     let groups = cols / GROUP.get();
     let per_group = group_bytes(b);
     let needed = y.len() * groups * per_group;
-    if bytes.len() < needed || cols % GROUP.get() != 0 {
+    if bytes.len() < needed || !cols.is_multiple_of(GROUP.get()) {
         return Err(format!(
             "row-wise matrix: {} bytes for {} rows x {cols} columns, needs {needed}",
             bytes.len(),
