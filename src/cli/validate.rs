@@ -35,6 +35,10 @@ pub struct ValidateArgs {
     /// Replay at most this many passes of the trace per run.
     #[arg(long, value_name = "N")]
     pub max_passes: Option<usize>,
+    /// Measured runs per policy and budget, taken in turn across all runs; each pass's
+    /// measured latency is their median.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub repeat: usize,
     /// Key of an encrypted store (not needed for the fixed test key).
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
@@ -50,6 +54,7 @@ pub fn run(a: ValidateArgs) -> Result<(), CliError> {
         policies: a.policies,
         budgets: Vec::new(),
         max_passes: a.max_passes,
+        repeat: a.repeat,
         out: a.out,
         command,
     };

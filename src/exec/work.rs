@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | expert / dense FFN, `batch` tokens | tables of `batch` activation vectors; gate and up by the LUT kernels (`gemv` at batch 1, `gemm` above); `silu(gate)·up` (or `relu(up)` for a plain FFN); tables of that; down |
 //! | attention, `batch` tokens after `context` | tables of the inputs; the `qkv` projection; K and V of the new tokens written to the layer's KV buffer (fp16); for every token and head, scores against all `context + batch` cached keys, softmax, weighted sum of the cached values; tables of that; the `o` projection. The norms' weights are read but not applied |
-//! | router | the row-wise dequantize-and-multiply loop (8 rows do not fill a 32-row tile) for each token |
+//! | router | the row-wise stored matrix (8 rows do not fill a 32-row tile) dequantized once, then multiplied in f32 for each token |
 //! | LM head / tied embedding | one `gemv` |
 //!
 //! Activations are not a real model's (the weights are synthetic): each op's inputs are taken
@@ -94,13 +94,7 @@ fn apply(
                 .ok_or_else(|| {
                     format!("matrix `{}` lies outside the tensor's buffer", spec.name)
                 })?;
-            xs.iter()
-                .map(|x| {
-                    let mut y = vec![0.0f32; rows];
-                    rowwise::gemv(bytes, bits, x, &mut y)?;
-                    Ok(y)
-                })
-                .collect()
+            rowwise::gemm(bytes, bits, rows, xs)
         }
     }
 }

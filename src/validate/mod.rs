@@ -144,10 +144,13 @@ pub struct RunPair {
     pub exec: ExecStats,
     /// `VmHWM` of the process after the run (the peak over the whole process so far).
     pub peak_rss_bytes: Option<u64>,
-    /// `/proc/loadavg`'s 1-minute load before and after the measured run.
+    /// `/proc/loadavg`'s 1-minute load before the first and after the last measured run.
     pub load_before: Option<f64>,
     pub load_after: Option<f64>,
+    /// Wall time of all measured runs.
     pub measured_seconds: f64,
+    /// Every measured run: its wall time and load.
+    pub repetitions: Vec<Repetition>,
 }
 
 /// Reads the 1-minute load average.
@@ -223,18 +226,34 @@ fn run_on<B: Backend>(
     ))
 }
 
-/// Runs one spec on the simulator and on the executor.
-pub fn run_pair(
-    setup: &Setup,
-    spec: &RunSpec,
-    max_passes: Option<usize>,
-) -> Result<RunPair, String> {
+/// One measured run's timing context.
+#[derive(Clone, Debug, Serialize)]
+pub struct Repetition {
+    pub seconds: f64,
+    pub load_before: Option<f64>,
+    pub load_after: Option<f64>,
+}
+
+/// One run on the executor.
+struct Measured {
+    data: RunData,
+    stats: ExecStats,
+    rep: Repetition,
+}
+
+fn predict(setup: &Setup, spec: &RunSpec, max_passes: Option<usize>) -> Result<RunData, String> {
     let p = &setup.prepared;
     let what = format!("policy `{}` at budget {}", spec.label, spec.budget_label);
     let sim = Simulator::new(&p.device, spec.budget_bytes).map_err(|e| format!("{what}: {e}"))?;
-    let (predicted, _) = run_on(p, spec, sim, max_passes, |s| {
+    Ok(run_on(p, spec, sim, max_passes, |s| {
         s.drain().map_err(|e| e.to_string())
-    })?;
+    })?
+    .0)
+}
+
+fn measure(setup: &Setup, spec: &RunSpec, max_passes: Option<usize>) -> Result<Measured, String> {
+    let p = &setup.prepared;
+    let what = format!("policy `{}` at budget {}", spec.label, spec.budget_label);
     let exec = Executor::new(
         &p.device,
         setup.store.clone(),
@@ -246,12 +265,54 @@ pub fn run_pair(
     .map_err(|e| format!("{what}: {e}"))?;
     let load_before = load_average();
     let started = std::time::Instant::now();
-    let (measured, exec) = run_on(p, spec, exec, max_passes, |e| {
+    let (data, exec) = run_on(p, spec, exec, max_passes, |e| {
         e.drain().map_err(|e| e.to_string())
     })?;
-    let measured_seconds = started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
     let stats = exec.stats();
     drop(exec);
+    Ok(Measured {
+        data,
+        stats,
+        rep: Repetition {
+            seconds,
+            load_before,
+            load_after: load_average(),
+        },
+    })
+}
+
+/// Combines repeated measurements of one spec: each pass's latency is the median over the
+/// repetitions; the breakdown and statistics are those of the repetition whose total time is
+/// the median.
+fn combine(mut reps: Vec<Measured>) -> Result<(RunData, ExecStats, Vec<Repetition>), String> {
+    let n = reps.first().map_or(0, |r| r.data.outcome.passes.len());
+    if reps.iter().any(|r| r.data.outcome.passes.len() != n) {
+        return Err("repetitions ran different numbers of passes".into());
+    }
+    let info: Vec<Repetition> = reps.iter().map(|r| r.rep.clone()).collect();
+    let mut medians = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut v: Vec<crate::units::Nanos> = reps
+            .iter()
+            .map(|r| r.data.outcome.passes[i].latency)
+            .collect();
+        v.sort_unstable();
+        medians.push(v[v.len() / 2]);
+    }
+    let mut order: Vec<usize> = (0..reps.len()).collect();
+    order.sort_by(|&a, &b| reps[a].rep.seconds.total_cmp(&reps[b].rep.seconds));
+    let mid = reps.swap_remove(order[order.len() / 2]);
+    let mut data = mid.data;
+    for (p, m) in data.outcome.passes.iter_mut().zip(medians) {
+        p.latency = m;
+    }
+    Ok((data, mid.stats, info))
+}
+
+fn pair(spec: &RunSpec, predicted: RunData, measured: Vec<Measured>) -> Result<RunPair, String> {
+    let what = format!("policy `{}` at budget {}", spec.label, spec.budget_label);
+    let (measured, stats, repetitions) = combine(measured).map_err(|e| format!("{what}: {e}"))?;
     if predicted.outcome.passes.len() != measured.outcome.passes.len() {
         return Err(format!(
             "{what}: the simulator ran {} passes and the executor {}",
@@ -259,6 +320,7 @@ pub fn run_pair(
             measured.outcome.passes.len()
         ));
     }
+    let first = repetitions.first().cloned();
     Ok(RunPair {
         spec: spec.clone(),
         policy: spec.policy.clone(),
@@ -269,10 +331,22 @@ pub fn run_pair(
         measured,
         exec: stats,
         peak_rss_bytes: crate::exec::io::peak_rss_bytes(),
-        load_before,
-        load_after: load_average(),
-        measured_seconds,
+        load_before: first.as_ref().and_then(|r| r.load_before),
+        load_after: repetitions.last().and_then(|r| r.load_after),
+        measured_seconds: repetitions.iter().map(|r| r.seconds).sum(),
+        repetitions,
     })
+}
+
+/// Runs one spec on the simulator and once on the executor.
+pub fn run_pair(
+    setup: &Setup,
+    spec: &RunSpec,
+    max_passes: Option<usize>,
+) -> Result<RunPair, String> {
+    let predicted = predict(setup, spec, max_passes)?;
+    let measured = measure(setup, spec, max_passes)?;
+    pair(spec, predicted, vec![measured])
 }
 
 /// What `validate` is asked to do.
@@ -287,6 +361,10 @@ pub struct ValidateOptions {
     pub budgets: Vec<crate::scenario::BudgetSpec>,
     /// Replay at most this many passes of the trace per run.
     pub max_passes: Option<usize>,
+    /// Measured runs per policy and budget (each pass's latency is their median); the
+    /// repetitions go round all runs, so a slow spell of a shared machine hits one sample of
+    /// several runs rather than every sample of one.
+    pub repeat: usize,
     pub out: PathBuf,
     /// The command line, echoed into the bundle.
     pub command: String,
@@ -306,10 +384,25 @@ pub fn validate(
         &options.policies,
         &options.budgets,
     )?;
-    let total = setup.prepared.runs.len();
+    let runs = &setup.prepared.runs;
+    let total = runs.len();
+    let predicted = runs
+        .iter()
+        .map(|spec| predict(&setup, spec, options.max_passes))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut measured: Vec<Vec<Measured>> = runs.iter().map(|_| Vec::new()).collect();
+    for _ in 0..options.repeat.max(1) {
+        for (i, spec) in runs.iter().enumerate() {
+            measured[i].push(measure(&setup, spec, options.max_passes)?);
+        }
+    }
     let mut pairs = Vec::with_capacity(total);
-    for (i, spec) in setup.prepared.runs.iter().enumerate() {
-        let pair = run_pair(&setup, spec, options.max_passes)?;
+    for (i, (spec, (p, m))) in runs
+        .iter()
+        .zip(predicted.into_iter().zip(measured))
+        .enumerate()
+    {
+        let pair = pair(spec, p, m)?;
         progress(i + 1, total, &pair);
         pairs.push(pair);
     }

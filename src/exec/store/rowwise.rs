@@ -3,8 +3,9 @@
 //! (`8 · bits` bytes), then the fp16 scale and the fp16 centre, little-endian. Dequantization
 //! is the kernels' rule `w = s · (q − h) + c`, `h = (2^bits − 1) / 2`.
 //!
-//! These matrices are tiny (a Mixtral router is 8 rows), so a plain dequantize-and-multiply
-//! loop computes them; see [`gemv`].
+//! These matrices are tiny (a Mixtral router is 8 rows), so they are computed by dequantizing
+//! them once per op ([`dequantize`]) and multiplying in f32 ([`gemm`]); [`gemv`] is the
+//! straightforward loop the tests check both against.
 
 use crate::kernels::f16::f16_to_f32;
 use crate::kernels::{QuantizedMatrix, WeightBits};
@@ -93,6 +94,71 @@ pub fn gemv(bytes: &[u8], bits: WeightBits, x: &[f32], y: &mut [f32]) -> Result<
     Ok(())
 }
 
+/// The `rows x cols` matrix stored in `bytes`, dequantized to f32, row-major.
+pub fn dequantize(
+    bytes: &[u8],
+    bits: WeightBits,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<f32>, String> {
+    let b = bits.bits();
+    let groups = cols / GROUP.get();
+    let per_group = group_bytes(b);
+    let needed = rows * groups * per_group;
+    if bytes.len() < needed || cols % GROUP.get() != 0 {
+        return Err(format!(
+            "row-wise matrix: {} bytes for {rows} rows x {cols} columns, needs {needed}",
+            bytes.len()
+        ));
+    }
+    let h = bits.code_midpoint();
+    let mask = (1u64 << b) - 1;
+    let mut out = Vec::with_capacity(rows * cols);
+    for block in bytes[..needed].chunks_exact(per_group) {
+        let codes = &block[..per_group - 4];
+        let s = f16_to_f32(u16::from_le_bytes([
+            block[per_group - 4],
+            block[per_group - 3],
+        ]));
+        let c = f16_to_f32(u16::from_le_bytes([
+            block[per_group - 2],
+            block[per_group - 1],
+        ]));
+        let (mut acc, mut filled, mut next) = (0u64, 0usize, 0usize);
+        for _ in 0..GROUP.get() {
+            while filled < b {
+                acc |= (codes[next] as u64) << filled;
+                next += 1;
+                filled += 8;
+            }
+            out.push(s * ((acc & mask) as f32 - h) + c);
+            acc >>= b;
+            filled -= b;
+        }
+    }
+    Ok(out)
+}
+
+/// `y_n = W · x_n` for every vector of `xs`: the matrix is dequantized once, then multiplied in
+/// f32.
+pub fn gemm(
+    bytes: &[u8],
+    bits: WeightBits,
+    rows: usize,
+    xs: &[&[f32]],
+) -> Result<Vec<Vec<f32>>, String> {
+    let cols = xs.first().map_or(0, |x| x.len());
+    let w = dequantize(bytes, bits, rows, cols)?;
+    Ok(xs
+        .iter()
+        .map(|x| {
+            w.chunks_exact(cols)
+                .map(|row| row.iter().zip(x.iter()).map(|(a, b)| a * b).sum())
+                .collect()
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,7 +190,10 @@ mod tests {
             let mut y = vec![0.0; rows];
             gemv(&bytes, bits, &x, &mut y).unwrap();
             let deq = q.dequantize();
+            let via_gemm = gemm(&bytes, bits, rows, &[&x]).unwrap();
+            assert_eq!(dequantize(&bytes, bits, rows, cols).unwrap(), deq);
             for r in 0..rows {
+                assert!((via_gemm[0][r] - y[r]).abs() < 1e-3 * (1.0 + y[r].abs()));
                 let want: f32 = (0..cols).map(|k| deq[r * cols + k] * x[k]).sum();
                 assert!(
                     (y[r] - want).abs() < 1e-3 * (1.0 + want.abs()),
