@@ -105,7 +105,7 @@ pub fn dequantize(
     let groups = cols / GROUP.get();
     let per_group = group_bytes(b);
     let needed = rows * groups * per_group;
-    if bytes.len() < needed || cols % GROUP.get() != 0 {
+    if bytes.len() < needed || !cols.is_multiple_of(GROUP.get()) {
         return Err(format!(
             "row-wise matrix: {} bytes for {rows} rows x {cols} columns, needs {needed}",
             bytes.len()
