@@ -86,6 +86,10 @@ pub fn run(a: CalibrateArgs) -> Result<(), CliError> {
         "  channels {} , request latency {} ns",
         c.storage.channels, c.storage.latency_ns
     );
+    match c.compute.weight_pass_per_s {
+        Some(w) => println!("  weight pass {:.1} G weights/s per core", w / 1e9),
+        None => println!("  no weight pass term (the points do not support one)"),
+    }
     for (p, r) in &c.compute.rates {
         println!("  {p}: {:.2} Gops/s per core", r / 1e9);
     }

@@ -50,8 +50,9 @@ pub struct ComputeResult {
     /// (precision, ops/s of one core)
     pub rates: Vec<(Precision, f64)>,
     pub launch_ns: u64,
-    /// Weights per second one core passes over once per op.
-    pub weight_pass_per_s: f64,
+    /// Weights per second one core passes over once per op (`None` when the points do not
+    /// support a weight term).
+    pub weight_pass_per_s: Option<f64>,
     /// The bandwidth of the memory term (bytes/s), measured separately.
     pub bandwidth: f64,
     /// Largest |relative residual| of the fit over the points.
@@ -67,7 +68,7 @@ impl ComputeResult {
             .map_or(f64::NAN, |r| r.1);
         let t = self.threads as f64;
         self.launch_ns as f64 * 1e-9
-            + (p.flops / (t * rate) + p.weights / (t * self.weight_pass_per_s))
+            + (p.flops / (t * rate) + self.weight_pass_per_s.map_or(0.0, |u| p.weights / (t * u)))
                 .max(p.bytes / self.bandwidth)
     }
 
@@ -248,7 +249,7 @@ pub fn measure(
     // sizes of the models the executor runs on small hosts; batches 1 (decode) to 16
     // (prefill chunks spread over experts).
     let hiddens: Vec<u32> = if options.quick {
-        vec![256]
+        vec![128, 256]
     } else {
         vec![256, 448, 896]
     };
@@ -302,7 +303,23 @@ pub fn measure(
             }
         }
     }
-    let (a, v, c) = fit(&points, &PRECISIONS, bandwidth).ok_or("the compute fit is singular")?;
+    // The weight term needs shapes of different sizes to be told apart from the launch
+    // cost; where the points cannot support a positive one, the plain roofline is fitted.
+    let (a, v, c) = match fit(&points, &PRECISIONS, bandwidth) {
+        Some((a, v, c)) if v > 0.0 && c.iter().all(|&x| x > 0.0) => (a, v, c),
+        _ => {
+            let plain: Vec<Point> = points
+                .iter()
+                .map(|p| Point {
+                    weights: 0.0,
+                    ..p.clone()
+                })
+                .collect();
+            let (a, _, c) =
+                fit(&plain, &PRECISIONS, bandwidth).ok_or("the compute fit is singular")?;
+            (a, 0.0, c)
+        }
+    };
     let launch_ns = (a.max(0.0) * 1e9).round() as u64;
     let rates: Vec<(Precision, f64)> = PRECISIONS
         .iter()
@@ -328,11 +345,7 @@ pub fn measure(
         points,
         rates,
         launch_ns,
-        weight_pass_per_s: if v > 0.0 {
-            1.0 / (v * threads as f64)
-        } else {
-            f64::INFINITY
-        },
+        weight_pass_per_s: (v > 0.0).then(|| 1.0 / (v * threads as f64)),
         bandwidth,
         max_residual: 0.0,
     };

@@ -172,7 +172,7 @@ pub fn calibrate(
             core_bandwidth_bytes_per_s: Sourced::new(mem1, how(&format!(
                 "one thread summing a {} MiB buffer of u64 with AVX2 loads and software prefetch (larger than the caches), bytes / wall time, best of 3", options.memory_bytes >> 20))),
             launch_overhead_ns: Sourced::new(compute.launch_ns, how(&format!("the intercept of the compute fit: {}", compute.describe()))),
-            weight_pass_per_s: Some(Sourced::new(compute.weight_pass_per_s, how(&format!("the weight term of the compute fit: {}", compute.describe())))),
+            weight_pass_per_s: compute.weight_pass_per_s.map(|w| Sourced::new(w, how(&format!("the weight term of the compute fit: {}", compute.describe())))),
         }],
         accelerator: None,
         tee: Some(TeeSpec {
