@@ -118,6 +118,7 @@ pub fn calibrate(
     let how = |what: &str| format!("measured by `edgesim calibrate` ({mode}) on {when}: {what}");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
 
+    let load_start = crate::validate::load_average();
     let storage = storage::measure(options, progress)?;
     let mem1 = memory::stream_bandwidth(options.memory_bytes, 1);
     let mem_all = memory::stream_bandwidth(options.memory_bytes, cores as usize);
@@ -134,7 +135,9 @@ pub fn calibrate(
     let profile = DeviceProfile {
         name: "host".into(),
         description: format!(
-            "This machine as `edgesim calibrate` measured it on {when} ({mode}): {}, {cores} cores, {} GiB of memory; weights read from the block device under {}. Used to validate the simulator against the executor (edgesim validate); not a phone or board.",
+            "This machine as `edgesim calibrate` measured it on {when} ({mode}, 1-minute load average {} at the start, {} at the end: the machine is shared, and other processes' work slows what is measured): {}, {cores} cores, {} GiB of memory; weights read from the block device under {}. Used to validate the simulator against the executor (edgesim validate); not a phone or board.",
+            load_start.map_or("unknown".into(), |l| format!("{l:.2}")),
+            crate::validate::load_average().map_or("unknown".into(), |l| format!("{l:.2}")),
             cpu_model(),
             total >> 30,
             options.scratch_dir.display()
