@@ -6,7 +6,7 @@
 //!
 //! | measurement | field |
 //! | --- | --- |
-//! | random aligned `O_DIRECT` reads of a scratch file, 4 KiB … 4 MiB requests, at queue depths 1, 2, 4, 8, five interleaved rounds, median per point ([`storage`]) | `storage.channels` (the smallest depth at which 64 KiB reads reach 90 % of the best 64 KiB bandwidth), `storage.read_curve` (bandwidth at that depth per size), `storage.request_latency_ns` (median 4 KiB read at depth 1) |
+//! | random aligned `O_DIRECT` reads of a scratch file, 4 KiB … 4 MiB requests, at queue depths 1, 2, 4, 8, three interleaved rounds, median per point ([`storage`]) | `storage.channels` (the smallest depth at which 64 KiB reads reach 90 % of the best 64 KiB bandwidth), `storage.read_curve` (bandwidth at that depth per size), `storage.request_latency_ns` (median 4 KiB read at depth 1) |
 //! | streaming sums over a buffer larger than the caches, 1 thread and all threads ([`memory`]) | `cpu[0].core_bandwidth_bytes_per_s`, `memory.bandwidth_bytes_per_s` |
 //! | the executor's own FFN compute path (pool dispatch, tables, LUT GEMV/GEMM) over a sweep of shapes and batches per bit width, on weights rotated through more memory than the caches hold ([`compute`]) | `cpu[0].core_ops_per_s` per precision, `cpu[0].weight_pass_per_s` and `cpu[0].launch_overhead_ns`, from one least-squares fit of relative error of the simulator's CPU cost `time = launch + max(flops / (threads · rate(p)) + weights / (threads · weight_pass), bytes / bandwidth)` (bandwidth measured as above) |
 //! | ChaCha20-Poly1305 decryption on one thread | `tee.decrypt_bytes_per_s_per_core` |
@@ -51,7 +51,7 @@ impl CalibrateOptions {
         CalibrateOptions {
             scratch_dir,
             scratch_bytes: 4 << 30,
-            seconds_per_point: 0.4,
+            seconds_per_point: 0.5,
             compute_repetitions: 15,
             memory_bytes: 1 << 30,
             quick: false,
@@ -160,7 +160,7 @@ pub fn calibrate(
             read_curve: Sourced::new(
                 storage.curve().into_iter().map(|(request_bytes, bytes_per_s)| CurvePoint { request_bytes, bytes_per_s }).collect(),
                 how(&format!(
-                    "aggregate bandwidth of random aligned O_DIRECT reads of each size at queue depth {} (one thread per request in flight, pread; median of 5 interleaved rounds in full mode) over a {} MiB scratch file written with random data and removed afterwards",
+                    "aggregate bandwidth of random aligned O_DIRECT reads of each size at queue depth {} (one thread per request in flight, pread; median of 3 interleaved rounds in full mode) over a {} MiB scratch file written with random data and removed afterwards",
                     storage.channels, options.scratch_bytes >> 20))),
         },
         host_link: None,

@@ -163,7 +163,7 @@ pub fn measure(
         };
         // Several rounds over all points, so a slow spell of a shared disk hits one sample of
         // many points rather than every sample of one; each point keeps its median.
-        let rounds = if options.quick { 1 } else { 5 };
+        let rounds = if options.quick { 1 } else { 3 };
         let total = (sizes.len() * depths.len() * rounds) as u64 + 1;
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); sizes.len() * depths.len()];
         let mut done = 0;
