@@ -84,10 +84,7 @@ fn exec(store: &Arc<WeightStore>, budget: u64) -> Executor {
     Executor::new(
         &host_like(),
         store.clone(),
-        &ExecutorOptions {
-            budget_bytes: budget,
-            seed: 1,
-        },
+        &ExecutorOptions::new(budget, 1),
     )
     .unwrap()
 }
@@ -323,15 +320,7 @@ fn accelerator_ops_are_emulated_and_reported() {
     let (_dir, store) = store(None);
     let mut device = host_like();
     device.accelerator = edgesim::hw::testing::test_device().accelerator;
-    let mut e = Executor::new(
-        &device,
-        store.clone(),
-        &ExecutorOptions {
-            budget_bytes: 64 << 20,
-            seed: 1,
-        },
-    )
-    .unwrap();
+    let mut e = Executor::new(&device, store.clone(), &ExecutorOptions::new(64 << 20, 1)).unwrap();
     let mut p = PlanBuilder::new(0);
     let c = p.push(
         Op::matmul(
@@ -398,4 +387,32 @@ fn encrypted_weights_are_decrypted_for_real_and_compute_refuses_ciphertext() {
     p.set_output(c);
     let err = e.run(&p.finish().unwrap()).unwrap_err().to_string();
     assert!(err.contains("still encrypted"), "{err}");
+}
+
+#[test]
+fn the_buffered_fallback_reads_the_same_weights_and_says_so() {
+    let (_dir, store) = store(None);
+    let t = TensorRef::expert(1, 2);
+    let bytes = store.entry(t, Precision::Int4).unwrap().1.bytes;
+    for direct in [true, false] {
+        let options = ExecutorOptions {
+            direct_io: direct,
+            ..ExecutorOptions::new(64 << 20, 1)
+        };
+        let mut e = Executor::new(&host_like(), store.clone(), &options).unwrap();
+        let mut p = PlanBuilder::new(0);
+        let a = p.push(alloc(t, bytes), &[]);
+        let r = p.push(read(&store, t, Precision::Int4), &[a]);
+        let c = p.push(expert_compute(t, Precision::Int4), &[r]);
+        p.set_output(c);
+        e.run(&p.finish().unwrap()).unwrap();
+        let stats = e.stats();
+        assert_eq!(stats.reads, 1);
+        assert_eq!(stats.plan_bytes_read, bytes);
+        let mode = stats.io_mode.unwrap();
+        if !direct {
+            assert_eq!(mode, edgesim::exec::io::IoMode::BufferedDropCache);
+            assert!(mode.describe().contains("posix_fadvise"));
+        }
+    }
 }

@@ -43,6 +43,21 @@ pub struct ExecutorOptions {
     pub budget_bytes: u64,
     /// Seed of the activation vectors compute ops take as input.
     pub seed: u64,
+    /// Read with `O_DIRECT` where the file system allows it (the default); `false` reads
+    /// buffered with the file dropped from the page cache before each plan, the fallback for
+    /// file systems that refuse `O_DIRECT`.
+    pub direct_io: bool,
+}
+
+impl ExecutorOptions {
+    /// Direct I/O, the given budget and seed.
+    pub fn new(budget_bytes: u64, seed: u64) -> Self {
+        ExecutorOptions {
+            budget_bytes,
+            seed,
+            direct_io: true,
+        }
+    }
 }
 
 /// What a run used and how, for reports.
@@ -204,7 +219,12 @@ impl Executor {
         let pricer = Pricer::new(device).map_err(|e| {
             BackendError::Unsupported(format!("device profile `{}`: {e}", device.name))
         })?;
-        let file = DirectFile::open(&store.data_path()).map_err(BackendError::Io)?;
+        let file = if options.direct_io {
+            DirectFile::open(&store.data_path())
+        } else {
+            DirectFile::open_buffered(&store.data_path())
+        }
+        .map_err(BackendError::Io)?;
         let resources = pricer.resources().to_vec();
         let index_of = |name: &str| {
             resources

@@ -136,6 +136,12 @@ impl DirectFile {
                 });
             }
         }
+        DirectFile::open_buffered(path)
+    }
+
+    /// Opens `path` for buffered reads ([`IoMode::BufferedDropCache`]), as on a file system
+    /// that refuses `O_DIRECT`.
+    pub fn open_buffered(path: &Path) -> Result<DirectFile, String> {
         let file = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
         Ok(DirectFile {
             file,

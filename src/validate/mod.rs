@@ -257,10 +257,7 @@ fn measure(setup: &Setup, spec: &RunSpec, max_passes: Option<usize>) -> Result<M
     let exec = Executor::new(
         &p.device,
         setup.store.clone(),
-        &ExecutorOptions {
-            budget_bytes: spec.budget_bytes,
-            seed: p.experiment.seed,
-        },
+        &ExecutorOptions::new(spec.budget_bytes, p.experiment.seed),
     )
     .map_err(|e| format!("{what}: {e}"))?;
     let load_before = load_average();
