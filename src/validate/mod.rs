@@ -2,9 +2,9 @@
 //! trace, policy and budget, side by side.
 //!
 //! For every policy of an experiment at every budget, [`validate`] replays the trace twice
-//! with freshly built policies: on the [`Simulator`](crate::sim::Simulator) with the device
+//! with freshly built policies: on the [`crate::sim::Simulator`] with the device
 //! profile (normally the calibrated `scenarios/devices/host.json`), and on the
-//! [`Executor`](crate::exec::Executor) with the weight store. The plans are the same (a policy
+//! [`crate::exec::Executor`] with the weight store. The plans are the same (a policy
 //! never learns which backend runs it), so pass `i` of one run is pass `i` of the other, and
 //! the per-pass latencies can be compared one by one. Runs go one after another, never in
 //! parallel, so measurements do not disturb each other.
