@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod cli;
 pub mod compare;
+pub mod exec;
 pub mod hw;
 pub mod kernels;
 pub mod llm;
@@ -22,3 +23,4 @@ pub mod sim;
 pub mod sourced;
 pub mod trace;
 pub mod units;
+pub mod validate;

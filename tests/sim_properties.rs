@@ -76,6 +76,7 @@ fn random_device(rng: &mut ChaCha8Rng) -> DeviceProfile {
             dequant_core_ops_per_s: None,
             core_bandwidth_bytes_per_s: fixture(rng.gen_range(1e9..20e9)),
             launch_overhead_ns: fixture(rng.gen_range(0..10_000)),
+            weight_pass_per_s: None,
         })
         .collect();
     d.accelerator = if rng.gen_bool(0.6) {

@@ -3,11 +3,14 @@
 //! `main` is `run(parse())`; every failure becomes a [`CliError`] whose message names the
 //! file, record or field at fault, and the process exits with code 2.
 
+mod calibrate;
 mod compare;
 mod error;
+mod exec;
 mod generate;
 mod model;
 mod trace;
+mod validate;
 
 pub use error::CliError;
 
@@ -41,6 +44,12 @@ pub enum Command {
     Model(model::ModelArgs),
     /// Generate text with a real model.
     Generate(generate::GenerateArgs),
+    /// The real executor: write a weight store (`exec prepare`), run a policy (`exec run`).
+    Exec(exec::ExecArgs),
+    /// Measure this machine and write its device profile.
+    Calibrate(calibrate::CalibrateArgs),
+    /// Put the simulator's predictions beside the executor's measurements.
+    Validate(validate::ValidateArgs),
 }
 
 /// Runs the parsed command line.
@@ -51,6 +60,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Trace(args) => trace::run(args),
         Command::Model(args) => model::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Exec(args) => exec::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
+        Command::Validate(args) => validate::run(args),
     }
 }
 

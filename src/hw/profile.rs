@@ -124,6 +124,14 @@ pub struct CpuCluster {
     pub core_bandwidth_bytes_per_s: Sourced<f64>,
     /// Fixed cost of starting a kernel (thread wake-up, table setup).
     pub launch_overhead_ns: Sourced<u64>,
+    /// Weights per second one core passes over once per op, whatever the batch: the part of
+    /// a LUT kernel's time that goes with the weights (streaming them cold from memory,
+    /// unpacking, per-group scaling) rather than with each activation vector's table
+    /// lookups (`core_ops_per_s`). Where measured (edgesim calibrate), a CPU op takes
+    /// `launch + max(flops / (threads · rate) + weights / (threads · this), bytes / bandwidth)`;
+    /// absent, the weight pass is taken to be free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_pass_per_s: Option<Sourced<f64>>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -242,6 +250,9 @@ impl DeviceProfile {
                 format!("cpu[{i}].core_bandwidth_bytes_per_s"),
                 c.core_bandwidth_bytes_per_s.value,
             );
+            if let Some(w) = &c.weight_pass_per_s {
+                positive(format!("cpu[{i}].weight_pass_per_s"), w.value);
+            }
             for (j, r) in c.core_ops_per_s.value.iter().enumerate() {
                 positive(
                     format!("cpu[{i}].core_ops_per_s[{j}].ops_per_s"),

@@ -82,6 +82,7 @@ pub fn test_device() -> DeviceProfile {
                 dequant_core_ops_per_s: None,
                 core_bandwidth_bytes_per_s: fixture(15e9),
                 launch_overhead_ns: fixture(3_000),
+                weight_pass_per_s: None,
             },
             CpuCluster {
                 name: "little".into(),
@@ -90,6 +91,7 @@ pub fn test_device() -> DeviceProfile {
                 dequant_core_ops_per_s: None,
                 core_bandwidth_bytes_per_s: fixture(5e9),
                 launch_overhead_ns: fixture(5_000),
+                weight_pass_per_s: None,
             },
         ],
         accelerator: Some(AcceleratorSpec {

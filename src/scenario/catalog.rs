@@ -5,6 +5,7 @@
 
 /// (name, JSON text) of every bundled device profile, sorted by name.
 pub(crate) const DEVICES: &[(&str, &str)] = &[
+    ("host", include_str!("../../scenarios/devices/host.json")),
     (
         "jetson-agx-orin",
         include_str!("../../scenarios/devices/jetson-agx-orin.json"),

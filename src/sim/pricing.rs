@@ -6,7 +6,7 @@
 //! | --- | --- | --- | --- |
 //! | Read, offload tier flash | `flash` | channels the read spreads over | [`FlashModel::read`](crate::hw::cost::FlashModel::read) |
 //! | Read, offload tier host memory | `link` | 1 | [`LinkModel::transfer`](crate::hw::cost::LinkModel::transfer) |
-//! | Compute on `Cpu { cluster, threads }` | `cpu.<name>` | threads | CPU roofline |
+//! | Compute on `Cpu { cluster, threads }` | `cpu.<name>` | threads | CPU roofline (with the weight pass over `rows · cols` weights where the profile measures one) |
 //! | Compute on `Accel` | `accel` | 1 | accelerator roofline |
 //! | Decrypt | `cpu.<name>` of its cluster | threads | bytes / (threads · per-core rate) |
 //! | Alloc, secure | `cpu.<name>` of cluster 0 | 1 | bytes / secure alloc rate |
@@ -139,15 +139,18 @@ impl Pricer {
                 precision,
                 flops,
                 bytes,
+                rows,
+                cols,
                 ..
             } => match unit {
                 Unit::Cpu { cluster, threads } => {
                     let cluster = cluster as usize;
                     let threads = threads as u32;
+                    let weights = rows as u64 * cols as u64;
                     let duration = self
                         .costs
                         .cpu(cluster)?
-                        .compute(threads, precision, flops, bytes)?;
+                        .compute_weights(threads, precision, flops, bytes, weights)?;
                     Ok(OpCost {
                         latency: Nanos::ZERO,
                         resource: Some(self.cpu_resources[cluster]),

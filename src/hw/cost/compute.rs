@@ -7,6 +7,10 @@
 //! - CPU: the op occupies `threads` cores of one cluster. Arithmetic scales with the threads;
 //!   bandwidth scales with them too until the shared DRAM bandwidth caps it:
 //!   `launch + max(flops / (threads · core_rate(p)), bytes / min(threads · core_bw, dram_bw))`.
+//!   Where the profile measures a weight pass rate (`weight_pass_per_s`, edgesim calibrate),
+//!   the arithmetic term also pays `weights / (threads · weight_pass)` once per op: a LUT
+//!   kernel's cost has a part that goes with the weights whatever the batch and a part that
+//!   goes with each activation vector.
 //! - Accelerator: one server (an NPU core, or the whole GPU):
 //!   `dispatch + max(flops / rate(p), bytes / accel_bw)`.
 //!
@@ -40,6 +44,7 @@ pub struct CpuModel {
     core_bandwidth_bytes_per_s: f64,
     memory_bandwidth_bytes_per_s: f64,
     launch_overhead_ns: u64,
+    weight_pass_per_s: Option<f64>,
 }
 
 impl CpuModel {
@@ -71,6 +76,13 @@ impl CpuModel {
             core_bandwidth_bytes_per_s: cluster.core_bandwidth_bytes_per_s.value,
             memory_bandwidth_bytes_per_s,
             launch_overhead_ns: cluster.launch_overhead_ns.value,
+            weight_pass_per_s: match &cluster.weight_pass_per_s {
+                Some(w) => {
+                    check_positive(&format!("cpu[{index}].weight_pass_per_s"), w.value)?;
+                    Some(w.value)
+                }
+                None => None,
+            },
         })
     }
 
@@ -120,9 +132,29 @@ impl CpuModel {
         flops: u64,
         bytes: u64,
     ) -> Result<Nanos, CostError> {
+        self.compute_weights(threads, precision, flops, bytes, 0)
+    }
+
+    /// [`CpuModel::compute`] for an op over `weights` weights, which also pays the weight
+    /// pass when the profile measures one.
+    pub fn compute_weights(
+        &self,
+        threads: u32,
+        precision: Precision,
+        flops: u64,
+        bytes: u64,
+        weights: u64,
+    ) -> Result<Nanos, CostError> {
         self.check_threads(threads)?;
         let rate = threads as f64 * self.core_rate(precision)?;
-        let arithmetic = work_time(flops as f64, rate);
+        let arithmetic = match self.weight_pass_per_s {
+            // Exactly the plain roofline's arithmetic (same rounding) without a weight pass.
+            None => work_time(flops as f64, rate),
+            Some(w) => work_time(
+                flops as f64 / rate + weights as f64 / (threads as f64 * w),
+                1.0,
+            ),
+        };
         let memory = transfer_time(bytes, self.bandwidth_bytes_per_s(threads));
         Ok(Nanos(self.launch_overhead_ns) + arithmetic.max(memory))
     }
@@ -211,6 +243,7 @@ mod tests {
             dequant_core_ops_per_s: None,
             core_bandwidth_bytes_per_s: Sourced::new(10e9, "test"),
             launch_overhead_ns: Sourced::new(2_000, "test"),
+            weight_pass_per_s: None,
         };
         CpuModel::new(0, &c, 30e9).unwrap()
     }
@@ -241,6 +274,35 @@ mod tests {
             cpu.compute(2, Precision::Int4, 1_000_000, 10_000_000)
                 .unwrap(),
             Nanos(2_000 + 500_000)
+        );
+    }
+
+    #[test]
+    fn a_measured_weight_pass_adds_to_the_arithmetic() {
+        let mut c = CpuCluster {
+            name: "big".into(),
+            cores: Sourced::new(4, "test"),
+            core_ops_per_s: Sourced::new(vec![rate(Precision::Int4, 10e9)], "test"),
+            dequant_core_ops_per_s: None,
+            core_bandwidth_bytes_per_s: Sourced::new(10e9, "test"),
+            launch_overhead_ns: Sourced::new(2_000, "test"),
+            weight_pass_per_s: Some(Sourced::new(1e9, "test")),
+        };
+        let cpu = CpuModel::new(0, &c, 30e9).unwrap();
+        // 2 threads: 20 Mflop at 20 Gop/s = 1 ms, plus 2 M weights at 2 G weights/s = 1 ms.
+        assert_eq!(
+            cpu.compute_weights(2, Precision::Int4, 20_000_000, 1, 2_000_000)
+                .unwrap(),
+            Nanos(2_000 + 2_000_000)
+        );
+        // Without a measured pass the op is the plain roofline.
+        c.weight_pass_per_s = None;
+        let plain = CpuModel::new(0, &c, 30e9).unwrap();
+        assert_eq!(
+            plain
+                .compute_weights(2, Precision::Int4, 20_000_000, 1, 2_000_000)
+                .unwrap(),
+            plain.compute(2, Precision::Int4, 20_000_000, 1).unwrap()
         );
     }
 
@@ -338,6 +400,7 @@ mod tests {
             dequant_core_ops_per_s: None,
             core_bandwidth_bytes_per_s: Sourced::new(1e9, "test"),
             launch_overhead_ns: Sourced::new(0, "test"),
+            weight_pass_per_s: None,
         };
         let e = CpuModel::new(2, &c, 1e9).unwrap_err();
         assert!(e.to_string().contains("cpu[2].core_ops_per_s[0]"), "{e}");

@@ -1,0 +1,119 @@
+//! `edgesim calibrate`: measure this machine and write its device profile.
+
+use super::CliError;
+use crate::exec::calibrate::{calibrate, CalibrateOptions};
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+#[derive(Args, Debug)]
+pub struct CalibrateArgs {
+    /// Where to write the profile.
+    #[arg(
+        long,
+        short = 'o',
+        default_value = "scenarios/devices/host.json",
+        value_name = "FILE"
+    )]
+    pub out: PathBuf,
+    /// Folder for the scratch file: on the disk the weight store will be read from.
+    #[arg(long, default_value = "target/edgesim-calibrate", value_name = "DIR")]
+    pub scratch_dir: PathBuf,
+    /// Scratch file size in MiB [default: 4096; --quick: 64].
+    #[arg(long, value_name = "MIB")]
+    pub scratch_mib: Option<u64>,
+    /// A short, noisy calibration for tests (the profile says so).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+pub fn run(a: CalibrateArgs) -> Result<(), CliError> {
+    let mut options = if a.quick {
+        CalibrateOptions::quick(a.scratch_dir.clone())
+    } else {
+        CalibrateOptions::full(a.scratch_dir.clone())
+    };
+    if let Some(m) = a.scratch_mib {
+        options.scratch_bytes = m << 20;
+    }
+    eprintln!(
+        "edgesim calibrate: measuring this machine ({}); load average {}",
+        if a.quick {
+            "quick"
+        } else {
+            "full, a few minutes"
+        },
+        crate::validate::load_average().map_or("unknown".into(), |l| format!("{l:.2}"))
+    );
+    let bars: Mutex<Option<(String, indicatif::ProgressBar)>> = Mutex::new(None);
+    let progress = |step: &str, done: u64, total: u64| {
+        let mut guard = bars.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.as_ref().is_none_or(|(s, _)| s != step) {
+            if let Some((_, b)) = guard.take() {
+                b.finish();
+            }
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("  {msg:60} {bar:30} {percent:>3}%")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b.set_message(step.to_string());
+            *guard = Some((step.to_string(), b));
+        }
+        if let Some((_, b)) = guard.as_ref() {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    };
+    let c = calibrate(&options, &progress).map_err(CliError::new)?;
+    if let Some((_, b)) = bars.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        b.finish();
+    }
+    let mut text =
+        serde_json::to_vec_pretty(&c.profile).map_err(|e| CliError::new(e.to_string()))?;
+    text.push(b'\n');
+    if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&a.out, text)
+        .map_err(|e| CliError::new(format!("{}: cannot write: {e}", a.out.display())))?;
+    println!(
+        "storage ({}): {}",
+        c.storage.io_mode.describe(),
+        c.storage.table()
+    );
+    println!(
+        "  channels {} , request latency {} ns",
+        c.storage.channels, c.storage.latency_ns
+    );
+    match c.compute.weight_pass_per_s {
+        Some(w) => println!("  weight pass {:.1} G weights/s per core", w / 1e9),
+        None => println!("  no weight pass term (the points do not support one)"),
+    }
+    for (p, r) in &c.compute.rates {
+        println!("  {p}: {:.2} Gops/s per core", r / 1e9);
+    }
+    println!(
+        "  launch overhead {} ns; fit residual up to {:.1} %",
+        c.compute.launch_ns,
+        c.compute.max_residual * 100.0
+    );
+    for pt in &c.compute.points {
+        println!(
+            "    {} {}x{} batch {}: {:.1} us measured, {:.1} us fitted",
+            pt.precision,
+            pt.hidden,
+            pt.width,
+            pt.batch,
+            pt.seconds * 1e6,
+            c.compute.predict(pt) * 1e6
+        );
+    }
+    println!(
+        "memory: {:.1} GB/s one core, {:.1} GB/s all cores",
+        c.profile.cpu[0].core_bandwidth_bytes_per_s.value / 1e9,
+        c.profile.memory.bandwidth_bytes_per_s.value / 1e9
+    );
+    println!("profile written to {}", a.out.display());
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! The store's index (`index.json`): what the data file holds, where, and how to check it.
+
+use super::layout::MatrixSpec;
+use crate::model::{ModelProfile, Precision};
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT_NAME: &str = "edgesim-weight-store";
+pub const FORMAT_VERSION: u32 = 1;
+pub const INDEX_FILE: &str = "index.json";
+pub const DATA_FILE: &str = "weights.bin";
+/// The stored model's profile (scaled), for experiments to name by path.
+pub const MODEL_FILE: &str = "model.json";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreIndex {
+    pub format: String,
+    pub version: u32,
+    /// The bundled model (or profile path) the store was made from.
+    pub source_model: String,
+    /// Factor the matrix dimensions were divided by (1: the real size).
+    pub scale: u32,
+    /// The model the weights have: the source profile scaled by `scale`.
+    pub model: ModelProfile,
+    /// Seed of the weight generator (ChaCha8Rng).
+    pub seed: u64,
+    /// How the weights were made.
+    pub weights: String,
+    pub group: u32,
+    pub precisions: Vec<Precision>,
+    pub data_file: String,
+    pub data_bytes: u64,
+    /// Every entry starts at a multiple of this, and reads are issued in multiples of it.
+    pub alignment: u64,
+    #[serde(default)]
+    pub encryption: Option<EncryptionInfo>,
+    pub entries: Vec<StoreEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionInfo {
+    pub cipher: String,
+    pub chunk_bytes: u64,
+    /// Where the key came from when the store was written (a stand-in for a TEE-held key).
+    pub key_origin: String,
+    /// SHA-256 of the key, hex.
+    pub key_sha256: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreEntry {
+    /// The tensor, as `TensorRef` displays it (`L3.E5`, `L0.attn`, `embedding`).
+    pub tensor: String,
+    pub precision: Precision,
+    /// Offset in the data file (a multiple of `alignment`).
+    pub offset: u64,
+    /// Payload bytes: exactly the model geometry's bytes for the tensor at this precision.
+    pub bytes: u64,
+    /// Bytes on disk: the payload, plus the tags when encrypted.
+    pub stored_bytes: u64,
+    /// CRC-32 (IEEE) of the stored bytes.
+    pub crc32: u32,
+    pub matrices: Vec<MatrixSpec>,
+}

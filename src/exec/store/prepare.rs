@@ -1,0 +1,260 @@
+//! Writing a weight store: seeded weights for every stored tensor at every precision,
+//! quantized and packed for the LUT kernels, 4 KiB aligned, with an index.
+
+use super::crypt::{self, StoreKey, CHUNK_BYTES};
+use super::index::{
+    EncryptionInfo, StoreEntry, StoreIndex, DATA_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE,
+    MODEL_FILE,
+};
+use super::layout::{self, MatrixFormat, MatrixSpec, ALIGN, GROUP};
+use super::rowwise;
+use crate::kernels::{PackedMatrix, QuantScheme};
+use crate::model::{ModelGeometry, ModelProfile, Precision, TensorRef};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What to write.
+#[derive(Clone, Debug)]
+pub struct PrepareOptions {
+    /// The model's name as given (bundled name or profile path), recorded in the index.
+    pub source_model: String,
+    pub scale: u32,
+    pub precisions: Vec<Precision>,
+    pub seed: u64,
+    /// Encrypt every tensor with this key.
+    pub key: Option<StoreKey>,
+}
+
+/// What was written.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub dir: PathBuf,
+    pub tensors: usize,
+    pub entries: usize,
+    pub data_bytes: u64,
+}
+
+/// Seed of one matrix: the store seed mixed with the tensor and matrix names (FNV-1a), so every
+/// matrix has its own stream whatever order tensors are generated in.
+fn matrix_seed(seed: u64, tensor: &TensorRef, matrix: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in tensor
+        .to_string()
+        .bytes()
+        .chain([b'/'])
+        .chain(matrix.bytes())
+    {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Uniform weights in ±1/sqrt(cols): the scale of an initialised linear layer.
+fn generate(seed: u64, rows: u32, cols: u32) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let a = 1.0 / (cols as f32).sqrt();
+    (0..rows as usize * cols as usize)
+        .map(|_| rng.gen_range(-a..a))
+        .collect()
+}
+
+/// The payload of one matrix.
+fn encode_matrix(
+    spec: &MatrixSpec,
+    weights: &[f32],
+    precision: Precision,
+) -> Result<Vec<u8>, String> {
+    let bits = layout::weight_bits(precision)?;
+    let q = QuantScheme::MinMax { bits, group: GROUP }
+        .quantize(weights, spec.rows as usize, spec.cols as usize)
+        .map_err(|e| format!("matrix `{}`: {e}", spec.name))?;
+    Ok(match spec.format {
+        MatrixFormat::Lut => PackedMatrix::pack(&q).payload().to_vec(),
+        MatrixFormat::Rowwise => rowwise::encode(&q),
+    })
+}
+
+/// Seeded matrices of the given `(name, rows, cols)` shapes at `precision`, laid out back to
+/// back as a store tensor would be (for benchmarks and tests).
+pub fn synthetic_tensor(
+    shapes: &[(&str, u32, u32)],
+    precision: Precision,
+    seed: u64,
+) -> Result<(Vec<u8>, Vec<MatrixSpec>), String> {
+    let mut payload = Vec::new();
+    let mut specs = Vec::new();
+    for (i, &(name, rows, cols)) in shapes.iter().enumerate() {
+        let spec = MatrixSpec {
+            name: name.to_string(),
+            rows,
+            cols,
+            format: if (rows as usize).is_multiple_of(crate::kernels::TILE_ROWS) {
+                MatrixFormat::Lut
+            } else {
+                MatrixFormat::Rowwise
+            },
+            offset: payload.len() as u64,
+            bytes: layout::matrix_bytes(rows, cols, precision),
+        };
+        let w = generate(seed.wrapping_add(i as u64), rows, cols);
+        payload.extend_from_slice(&encode_matrix(&spec, &w, precision)?);
+        specs.push(spec);
+    }
+    Ok((payload, specs))
+}
+
+/// A tensor's payload and its matrices.
+type Encoded = (Vec<u8>, Vec<MatrixSpec>);
+
+/// One tensor at one precision: its payload and matrices.
+fn encode_tensor(
+    m: &ModelGeometry,
+    tensor: TensorRef,
+    precision: Precision,
+    seed: u64,
+) -> Result<(Vec<u8>, Vec<MatrixSpec>), String> {
+    let specs = layout::tensor_matrices(m, tensor, precision)?;
+    let mut payload = Vec::with_capacity(specs.iter().map(|s| s.bytes as usize).sum());
+    for s in &specs {
+        let w = generate(matrix_seed(seed, &tensor, &s.name), s.rows, s.cols);
+        let bytes = encode_matrix(s, &w, precision)?;
+        if bytes.len() as u64 != s.bytes {
+            return Err(format!(
+                "{tensor} `{}` at {precision}: encoded {} bytes, expected {}",
+                s.name,
+                bytes.len(),
+                s.bytes
+            ));
+        }
+        payload.extend_from_slice(&bytes);
+    }
+    Ok((payload, specs))
+}
+
+/// Writes the store for `profile` (already scaled) into `dir`, replacing a store there.
+/// `progress` is called with (entries written, entries in all).
+pub fn prepare(
+    profile: &ModelProfile,
+    dir: &Path,
+    options: &PrepareOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Prepared, String> {
+    let m = ModelGeometry::from_profile(profile)
+        .map_err(|e| format!("model `{}`: {e}", profile.name))?;
+    if options.precisions.is_empty() {
+        return Err("give at least one precision to store".into());
+    }
+    for &p in &options.precisions {
+        layout::weight_bits(p)?;
+    }
+    let tensors = layout::stored_tensors(&m);
+    // Fail on an unstorable shape before writing anything.
+    for &t in &tensors {
+        for &p in &options.precisions {
+            layout::tensor_matrices(&m, t, p)?;
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("{}: cannot create the store folder: {e}", dir.display()))?;
+    let data_path = dir.join(DATA_FILE);
+    let staging = dir.join(format!(".{DATA_FILE}.partial"));
+    let file = std::fs::File::create(&staging)
+        .map_err(|e| format!("{}: cannot create: {e}", staging.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(8 << 20, file);
+    let io = |e: std::io::Error| format!("{}: cannot write: {e}", staging.display());
+
+    let jobs: Vec<(TensorRef, Precision)> = tensors
+        .iter()
+        .flat_map(|&t| options.precisions.iter().map(move |&p| (t, p)))
+        .collect();
+    let total = jobs.len();
+    let mut entries = Vec::with_capacity(total);
+    let mut offset = 0u64;
+    // Batches bound memory; within a batch tensors are generated in parallel, written in order.
+    for batch in jobs.chunks(32) {
+        let encoded: Vec<Result<Encoded, String>> = batch
+            .par_iter()
+            .map(|&(t, p)| encode_tensor(&m, t, p, options.seed))
+            .collect();
+        for (&(tensor, precision), result) in batch.iter().zip(encoded) {
+            let (payload, matrices) = result?;
+            let label = tensor.to_string();
+            let index = entries.len() as u32;
+            let stored = match &options.key {
+                Some(key) => crypt::seal(
+                    key,
+                    index,
+                    &crypt::associated_data(&label, precision.name()),
+                    &payload,
+                ),
+                None => payload.clone(),
+            };
+            out.write_all(&stored).map_err(io)?;
+            let padded = layout::align_up(stored.len() as u64);
+            out.write_all(&vec![0u8; (padded - stored.len() as u64) as usize])
+                .map_err(io)?;
+            entries.push(StoreEntry {
+                tensor: label,
+                precision,
+                offset,
+                bytes: payload.len() as u64,
+                stored_bytes: stored.len() as u64,
+                crc32: crc32fast::hash(&stored),
+                matrices,
+            });
+            offset += padded;
+            progress(entries.len(), total);
+        }
+    }
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    let index = StoreIndex {
+        format: FORMAT_NAME.into(),
+        version: FORMAT_VERSION,
+        source_model: options.source_model.clone(),
+        scale: options.scale,
+        model: profile.clone(),
+        seed: options.seed,
+        weights: format!(
+            "synthetic: uniform in ±1/sqrt(columns) from ChaCha8Rng seeded per matrix from seed {}, quantized min/max per group of {} (edgesim::kernels::QuantScheme::MinMax)",
+            options.seed,
+            GROUP.get()
+        ),
+        group: GROUP.get() as u32,
+        precisions: options.precisions.clone(),
+        data_file: DATA_FILE.into(),
+        data_bytes: offset,
+        alignment: ALIGN,
+        encryption: options.key.as_ref().map(|k| EncryptionInfo {
+            cipher: "chacha20poly1305".into(),
+            chunk_bytes: CHUNK_BYTES as u64,
+            key_origin: k.origin.clone(),
+            key_sha256: k.fingerprint(),
+        }),
+        entries,
+    };
+    let mut text =
+        serde_json::to_vec_pretty(&index).map_err(|e| format!("cannot format the index: {e}"))?;
+    text.push(b'\n');
+    std::fs::rename(&staging, &data_path)
+        .map_err(|e| format!("{}: cannot move into place: {e}", data_path.display()))?;
+    std::fs::write(dir.join(INDEX_FILE), text)
+        .map_err(|e| format!("{}: cannot write: {e}", dir.join(INDEX_FILE).display()))?;
+    // The (scaled) model profile on its own, so experiments can name it by path.
+    let mut model =
+        serde_json::to_vec_pretty(profile).map_err(|e| format!("cannot format the model: {e}"))?;
+    model.push(b'\n');
+    std::fs::write(dir.join(MODEL_FILE), model)
+        .map_err(|e| format!("{}: cannot write: {e}", dir.join(MODEL_FILE).display()))?;
+    Ok(Prepared {
+        dir: dir.to_path_buf(),
+        tensors: tensors.len(),
+        entries: index.entries.len(),
+        data_bytes: offset,
+    })
+}
