@@ -5,9 +5,9 @@
 
 mod compare;
 mod error;
-mod trace;
 mod generate;
 mod model;
+mod trace;
 
 pub use error::CliError;
 

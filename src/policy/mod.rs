@@ -8,17 +8,25 @@
 //! every instant of the plan it emits: it frees (Evict) before it allocates (Alloc), and the
 //! Alloc depends on the Evict. The simulator checks this as it runs the plan.
 
+mod caching;
 mod context;
+pub mod eviction;
 pub mod expert_cache;
+pub mod expert_policy;
+pub mod future;
 pub mod layer_ops;
-mod lru;
 pub mod moe_pass;
 mod on_demand;
 pub mod placement;
+pub mod prediction;
 pub mod resident;
+pub mod single_cache;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use context::{Counters, MemoryUse, PolicyContext, PolicyError};
-pub use lru::Lru;
+pub use eviction::Eviction;
+pub use future::FutureAccesses;
 pub use on_demand::OnDemand;
 
 use crate::plan::PlanBuilder;
@@ -40,6 +48,17 @@ pub trait Policy {
     fn memory(&self) -> MemoryUse;
 
     fn counters(&self) -> &Counters;
+
+    /// Whether the policy plans with the trace's future accesses (Belady's optimal eviction).
+    /// Such a policy is an offline bound, not something a device could run. The driver reads
+    /// the trace beforehand and calls [`Policy::give_future`] once, before the first pass; no
+    /// other policy is ever given the future.
+    fn needs_future(&self) -> bool {
+        false
+    }
+
+    /// Hands over the trace's future accesses (see [`Policy::needs_future`]).
+    fn give_future(&mut self, _future: std::sync::Arc<FutureAccesses>) {}
 }
 
 /// Every policy edgesim knows, with a one-line description (for `--help` and errors).
@@ -52,13 +71,25 @@ pub const POLICIES: &[(&str, &str)] = &[
         "lru",
         "expert cache in the budget left after the resident set, least recently used evicted",
     ),
+    (
+        "lfu",
+        "expert cache, least frequently used evicted (counts over the run; ties to LRU)",
+    ),
+    ("fifo", "expert cache, the entry loaded longest ago evicted"),
+    (
+        "belady",
+        "expert cache with Belady's optimal eviction from the trace's future: the bound for any demand-loaded cache at the same budget",
+    ),
 ];
 
 /// Builds the policy called `name`.
 pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
     match name {
         "on-demand" => Ok(Box::new(OnDemand::new(ctx)?)),
-        "lru" => Ok(Box::new(Lru::new(ctx)?)),
+        "lru" => Ok(Box::new(caching::build("lru", Eviction::Lru, ctx)?)),
+        "lfu" => Ok(Box::new(caching::build("lfu", Eviction::Lfu, ctx)?)),
+        "fifo" => Ok(Box::new(caching::build("fifo", Eviction::Fifo, ctx)?)),
+        "belady" => Ok(Box::new(caching::build("belady", Eviction::Belady, ctx)?)),
         _ => Err(PolicyError::BadParameter(format!(
             "unknown policy `{name}`; known policies: {}",
             POLICIES.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
