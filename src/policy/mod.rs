@@ -14,9 +14,15 @@ pub mod eviction;
 pub mod expert_cache;
 pub mod expert_policy;
 pub mod future;
+pub mod hobbit;
+pub mod host_compute;
 pub mod layer_ops;
+pub mod llama_cpp_mmap;
+pub mod mixtral_offloading;
+pub mod moe_infinity;
 pub mod moe_pass;
 mod on_demand;
+pub mod page_cache;
 pub mod placement;
 pub mod prediction;
 pub mod resident;
@@ -77,6 +83,30 @@ pub const POLICIES: &[(&str, &str)] = &[
     ),
     ("fifo", "expert cache, the entry loaded longest ago evicted"),
     (
+        "hobbit",
+        "HOBBIT: mixed-precision misses (T1/T2), adaptive prefetch of predicted experts, multidimensional high/low caches",
+    ),
+    (
+        "mixtral-offloading",
+        "LRU expert cache plus speculative loading of the next layer's guessed experts (Eliseev & Mazur)",
+    ),
+    (
+        "moe-infinity",
+        "activation-aware prefetch and caching guided by per-request expert activation matrices (MoE-Infinity)",
+    ),
+    (
+        "llama-cpp-mmap",
+        "llama.cpp reading experts through mmap: page-granular LRU page cache, faults in readahead windows, no prefetch",
+    ),
+    (
+        "fiddler",
+        "static experts on the accelerator; any other expert computed on the CPU from host memory when that is faster than copying it (Fiddler)",
+    ),
+    (
+        "llama-cpp-offload",
+        "llama.cpp with whole layers' experts on the GPU and the rest computed on the CPU from host memory",
+    ),
+    (
         "belady",
         "expert cache with Belady's optimal eviction from the trace's future: the bound for any demand-loaded cache at the same budget",
     ),
@@ -90,6 +120,18 @@ pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyEr
         "lfu" => Ok(Box::new(caching::build("lfu", Eviction::Lfu, ctx)?)),
         "fifo" => Ok(Box::new(caching::build("fifo", Eviction::Fifo, ctx)?)),
         "belady" => Ok(Box::new(caching::build("belady", Eviction::Belady, ctx)?)),
+        "hobbit" => Ok(Box::new(hobbit::build(ctx)?)),
+        "mixtral-offloading" => Ok(Box::new(mixtral_offloading::build(ctx)?)),
+        "moe-infinity" => Ok(Box::new(moe_infinity::build(ctx)?)),
+        "llama-cpp-mmap" => Ok(Box::new(llama_cpp_mmap::build(ctx)?)),
+        "fiddler" => Ok(Box::new(host_compute::build(
+            host_compute::Mode::Fiddler,
+            ctx,
+        )?)),
+        "llama-cpp-offload" => Ok(Box::new(host_compute::build(
+            host_compute::Mode::LlamaCpp,
+            ctx,
+        )?)),
         _ => Err(PolicyError::BadParameter(format!(
             "unknown policy `{name}`; known policies: {}",
             POLICIES.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")

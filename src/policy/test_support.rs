@@ -9,16 +9,23 @@ use std::sync::Arc;
 
 /// Two MoE layers of four experts, top-2.
 pub fn tiny() -> ModelGeometry {
-    let json = r#"{
+    tiny_with(2, 4)
+}
+
+/// `layers` MoE layers of `experts` experts, top-2.
+pub fn tiny_with(layers: u32, experts: u32) -> ModelGeometry {
+    let json = format!(
+        r#"{{
         "name": "tiny-moe", "description": "test model",
-        "layers": {"value": 2, "source": "test"}, "hidden": {"value": 64, "source": "test"},
-        "ffn": {"value": 128, "source": "test"}, "heads": {"value": 4, "source": "test"},
-        "kv_heads": {"value": 2, "source": "test"}, "vocab": {"value": 100, "source": "test"},
-        "ffn_kind": "gated", "tied_embeddings": false, "native_bits": {"value": 16.0, "source": "test"},
-        "moe": {"experts": {"value": 4, "source": "test"}, "top_k": {"value": 2, "source": "test"},
-                "router": "softmax_topk"}
-    }"#;
-    let p: ModelProfile = serde_json::from_str(json).unwrap();
+        "layers": {{"value": {layers}, "source": "test"}}, "hidden": {{"value": 64, "source": "test"}},
+        "ffn": {{"value": 128, "source": "test"}}, "heads": {{"value": 4, "source": "test"}},
+        "kv_heads": {{"value": 2, "source": "test"}}, "vocab": {{"value": 100, "source": "test"}},
+        "ffn_kind": "gated", "tied_embeddings": false, "native_bits": {{"value": 16.0, "source": "test"}},
+        "moe": {{"experts": {{"value": {experts}, "source": "test"}}, "top_k": {{"value": 2, "source": "test"}},
+                "router": "softmax_topk"}}
+    }}"#
+    );
+    let p: ModelProfile = serde_json::from_str(&json).unwrap();
     ModelGeometry::from_profile(&p).unwrap()
 }
 
@@ -30,7 +37,17 @@ pub fn context(
     host: bool,
     params: serde_json::Value,
 ) -> PolicyContext {
-    let model = tiny();
+    context_for(tiny(), cache_experts, offload, host, params)
+}
+
+/// [`context`] for another model.
+pub fn context_for(
+    model: ModelGeometry,
+    cache_experts: f64,
+    offload: Precision,
+    host: bool,
+    params: serde_json::Value,
+) -> PolicyContext {
     let resident = crate::scenario::Footprint::of(&model, Precision::Int8, offload, 16);
     let expert = model.bytes(0, crate::model::TensorKind::Expert(0), offload);
     PolicyContext {
