@@ -158,14 +158,13 @@ impl HostCompute {
                     // No CPU kernel at this precision: copying is the only way.
                     return Ok(true);
                 };
-                let gpu = self.costs.link().map_err(err)?.transfer(bytes)
-                    + self
-                        .costs
-                        .accel()
-                        .map_err(err)?
-                        .compute(self.precision, flops, bytes)
-                        .map_err(err)?;
-                Ok(gpu < cpu)
+                let Ok(gpu) = self.costs.accel().map_err(err)?.compute(self.precision, flops, bytes)
+                else {
+                    // No accelerator kernel at this precision: the CPU is the only way.
+                    return Ok(false);
+                };
+                let copy = self.costs.link().map_err(err)?.transfer(bytes) + gpu;
+                Ok(copy < cpu)
             }
         }
     }
