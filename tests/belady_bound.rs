@@ -85,7 +85,8 @@ fn passes(m: &ModelGeometry, seed: u64) -> Vec<ForwardPass> {
             prev = t.experts.clone();
             tokens.push(t);
         }
-        let (pre, dec): (Vec<_>, Vec<_>) = tokens.into_iter().partition(|t| t.phase == Phase::Prefill);
+        let (pre, dec): (Vec<_>, Vec<_>) =
+            tokens.into_iter().partition(|t| t.phase == Phase::Prefill);
         out.push(ForwardPass {
             sequence: seq,
             phase: Phase::Prefill,
@@ -102,7 +103,13 @@ fn passes(m: &ModelGeometry, seed: u64) -> Vec<ForwardPass> {
     out
 }
 
-fn hits(m: &ModelGeometry, name: &str, params: serde_json::Value, entries: u64, passes: &[ForwardPass]) -> (u64, u64) {
+fn hits(
+    m: &ModelGeometry,
+    name: &str,
+    params: serde_json::Value,
+    entries: u64,
+    passes: &[ForwardPass],
+) -> (u64, u64) {
     let fp = Footprint::of(m, Precision::Int8, Precision::Int4, 64);
     let expert = m.bytes(0, TensorKind::Expert(0), Precision::Int4);
     // Per-tensor rounding of the resident set costs a few bytes over the footprint: half an

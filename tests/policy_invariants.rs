@@ -17,10 +17,10 @@
 
 use edgesim::backend::{Backend, OpTiming};
 use edgesim::hw::testing::{test_device, test_device_host_memory};
-use edgesim::model::{ModelGeometry, ModelProfile, Precision, TensorKind, TensorRef};
-use edgesim::plan::{Op, OpId, Plan, PlanBuilder};
 use edgesim::hw::OffloadTier;
+use edgesim::model::{ModelGeometry, ModelProfile, Precision, TensorKind, TensorRef};
 use edgesim::plan::Unit;
+use edgesim::plan::{Op, OpId, Plan, PlanBuilder};
 use edgesim::policy::{self, FutureAccesses, PolicyContext, PolicyError, POLICIES};
 use edgesim::scenario::Footprint;
 use edgesim::sim::Simulator;
@@ -346,7 +346,10 @@ fn variants() -> Vec<(&'static str, serde_json::Value)> {
         v.push(("hobbit", params));
     }
     v.push(("lfu", serde_json::json!({"reset_per_sequence": true})));
-    v.push(("llama-cpp-mmap", serde_json::json!({"unit": "cpu", "faults_in_flight": 1})));
+    v.push((
+        "llama-cpp-mmap",
+        serde_json::json!({"unit": "cpu", "faults_in_flight": 1}),
+    ));
     v
 }
 

@@ -158,7 +158,11 @@ impl HostCompute {
                     // No CPU kernel at this precision: copying is the only way.
                     return Ok(true);
                 };
-                let Ok(gpu) = self.costs.accel().map_err(err)?.compute(self.precision, flops, bytes)
+                let Ok(gpu) =
+                    self.costs
+                        .accel()
+                        .map_err(err)?
+                        .compute(self.precision, flops, bytes)
                 else {
                     // No accelerator kernel at this precision: the CPU is the only way.
                     return Ok(false);
