@@ -41,10 +41,32 @@ pub const BUNDLED_TRACES: &[(&str, &[u8])] = &[(
 )];
 
 /// Experiments shipped inside the binary.
-pub const BUNDLED_EXPERIMENTS: &[(&str, &str)] = &[(
-    "default",
-    include_str!("../scenarios/experiments/default.json"),
-)];
+pub const BUNDLED_EXPERIMENTS: &[(&str, &str)] = &[
+    (
+        "default",
+        include_str!("../scenarios/experiments/default.json"),
+    ),
+    (
+        "hobbit-orin",
+        include_str!("../scenarios/experiments/hobbit-orin.json"),
+    ),
+    (
+        "hobbit-4090",
+        include_str!("../scenarios/experiments/hobbit-4090.json"),
+    ),
+    (
+        "hobbit-4090-cpu",
+        include_str!("../scenarios/experiments/hobbit-4090-cpu.json"),
+    ),
+    (
+        "hobbit-orin-phi",
+        include_str!("../scenarios/experiments/hobbit-orin-phi.json"),
+    ),
+    (
+        "hobbit-4090-phi",
+        include_str!("../scenarios/experiments/hobbit-4090-phi.json"),
+    ),
+];
 
 /// Where a trace comes from.
 #[derive(Clone, Debug)]

@@ -342,10 +342,15 @@ fn variants() -> Vec<(&'static str, serde_json::Value)> {
         serde_json::json!({"cache_policy": "belady", "prefetch_precision": "low"}),
         serde_json::json!({"low_copy_for_high": "use", "keep_cache_across_sequences": false}),
         serde_json::json!({"prefetch_block_bytes": 4096, "demand_first": false, "prefetch_layers": 3}),
+        serde_json::json!({"cpu_misses": true, "prefetch_precision": "rank"}),
     ] {
         v.push(("hobbit", params));
     }
     v.push(("lfu", serde_json::json!({"reset_per_sequence": true})));
+    v.push((
+        "mixtral-offloading",
+        serde_json::json!({"per_layer": false}),
+    ));
     v.push((
         "llama-cpp-mmap",
         serde_json::json!({"unit": "cpu", "faults_in_flight": 1}),

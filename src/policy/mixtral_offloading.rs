@@ -4,16 +4,19 @@
 //! next layer's gate is applied to the current hidden state and its top-k guesses are loaded
 //! if not cached.
 //!
-//! Modelled as: one LRU cache at the offload precision over all layers (the paper keeps k
-//! experts per layer; one shared LRU keeps this policy comparable with `lru`, so the
-//! difference between the two is the speculative loads alone); at each MoE layer, after its
-//! router, one extra gate product predicts the next layer and the missing guesses are loaded
-//! (pinned until that layer has run, dropped when the cache cannot make room without evicting
-//! pinned experts). Loads are served first-come first-served (one copy stream).
+//! Modelled as: an LRU cache at the offload precision with the paper's per-layer structure
+//! ("an LRU cache of k experts per layer", §3.1): the cache's entries are shared out evenly
+//! over the MoE layers, and a layer at its share evicts its own least recently used expert; a
+//! layer below its share (budgets smaller than one entry per layer) takes the least recently
+//! used expert of a layer above its share. At each MoE layer, after its router, one extra gate
+//! product predicts the next layer and the missing guesses are loaded (pinned until that layer
+//! has run, dropped when the cache cannot make room without evicting pinned experts). Loads
+//! are served first-come first-served (one copy stream).
 //!
-//! Parameters: `{"prefetch": bool (default true), "predictions": "auto"|"trace"|"seeded",
-//! "prediction_accuracy": [f64] (default [0.96], HOBBIT Fig. 7b's next-layer accuracy of the
-//! same kind of gate-based guess)}`.
+//! Parameters: `{"prefetch": bool (default true), "per_layer": bool (default true; false: one
+//! LRU over all layers, i.e. `lru` plus speculative loads), "predictions":
+//! "auto"|"trace"|"seeded", "prediction_accuracy": [f64] (default [0.96], HOBBIT Fig. 7b's
+//! next-layer accuracy of the same kind of gate-based guess)}`.
 
 use super::context::{Counters, PolicyContext, PolicyError};
 use super::eviction::{Eviction, UseRecord};
@@ -32,6 +35,7 @@ use std::sync::Arc;
 #[serde(deny_unknown_fields, default)]
 struct Params {
     prefetch: bool,
+    per_layer: bool,
     predictions: PredictionSource,
     prediction_accuracy: Vec<f64>,
 }
@@ -40,6 +44,7 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             prefetch: true,
+            per_layer: true,
             predictions: PredictionSource::Auto,
             prediction_accuracy: vec![0.96],
         }
@@ -49,6 +54,8 @@ impl Default for Params {
 pub struct MixtralOffloading {
     cache: SingleCache,
     prefetch: bool,
+    /// Entries each MoE layer may hold before it evicts its own (None: one shared LRU).
+    quota: Option<Vec<u32>>,
     predictor: ExpertPredictor,
     guesses: Vec<Guess>,
     model: Arc<ModelGeometry>,
@@ -65,9 +72,17 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<MixtralOffloading>, Poli
         .model
         .bytes(ctx.model.dense_layers, TensorKind::Expert(0), precision);
     let capacity = cache_capacity(&ctx, expert, "the resident set plus one expert")?;
+    let layers = ctx.model.moe_layers();
+    let entries = (capacity / expert) as u32;
+    let quota = p.per_layer.then(|| {
+        (0..layers)
+            .map(|l| entries / layers + u32::from(l < entries % layers))
+            .collect()
+    });
     let state = MixtralOffloading {
         cache: SingleCache::new(ctx.model.clone(), capacity, precision),
         prefetch: p.prefetch,
+        quota,
         predictor: ExpertPredictor::new(
             &ctx.model,
             p.predictions,
@@ -83,8 +98,39 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<MixtralOffloading>, Poli
     Ok(ExpertPolicy::new(NAME, ctx, precision, state))
 }
 
-fn lru(_: &TensorRef, r: Option<&UseRecord>) -> (f64, f64) {
-    Eviction::Lru.score(r, || u64::MAX)
+impl MixtralOffloading {
+    /// Victim score for an insertion at `layer`: with per-layer shares, a layer at its share
+    /// evicts its own least recently used entry, otherwise the least recently used entry of a
+    /// layer above its share goes first; then plain LRU.
+    fn score_for(&self, layer: u32) -> impl Fn(&TensorRef, Option<&UseRecord>) -> (f64, f64) {
+        let dense = self.model.dense_layers;
+        let mut held = vec![0u32; self.model.moe_layers() as usize];
+        for (k, _) in self.cache.cache.entries() {
+            held[(k.layer as u32 - dense) as usize] += 1;
+        }
+        let quota = self.quota.clone();
+        let inserting = (layer - dense) as usize;
+        move |k: &TensorRef, r: Option<&UseRecord>| {
+            let lru = Eviction::Lru.score(r, || u64::MAX).0;
+            let Some(q) = &quota else {
+                return (0.0, lru);
+            };
+            let m = (k.layer as u32 - dense) as usize;
+            let class = if held[inserting] >= q[inserting] {
+                // At its share: its own entries first.
+                if m == inserting {
+                    0.0
+                } else {
+                    1.0
+                }
+            } else if held[m] > q[m] {
+                0.0
+            } else {
+                1.0
+            };
+            (class, lru)
+        }
+    }
 }
 
 impl ExpertSupplier for MixtralOffloading {
@@ -112,10 +158,11 @@ impl ExpertSupplier for MixtralOffloading {
         let mut guesses = std::mem::take(&mut self.guesses);
         self.predictor
             .predict(cx.pass, cx.moe_index, 1, &mut guesses)?;
+        let score = self.score_for(cx.layer + 1);
         for g in &guesses {
             let key = expert_key(cx.layer + 1, g.expert);
             self.cache
-                .prefetch(cx, key, &[gate], &lru, ReadOptions::default())?;
+                .prefetch(cx, key, &[gate], &score, ReadOptions::default())?;
         }
         self.guesses = guesses;
         Ok(())
@@ -127,7 +174,8 @@ impl ExpertSupplier for MixtralOffloading {
         _index: usize,
         d: &ExpertDemand,
     ) -> Result<Supply, PolicyError> {
-        self.cache.supply(cx, d, &lru, ReadOptions::default())
+        let score = self.score_for(cx.layer);
+        self.cache.supply(cx, d, &score, ReadOptions::default())
     }
 
     fn computed(&mut self, cx: &mut LayerCx<'_>, expert: u16, op: OpId) {
@@ -192,5 +240,58 @@ mod tests {
         .unwrap();
         plan(&mut off, &decode(0, 0, &[&w(0, 1), &w(2, 3), &w(4, 5)]), 0);
         assert_eq!(off.counters().misses, 6);
+    }
+
+    #[test]
+    fn each_layer_keeps_its_share_of_the_cache() {
+        // 5 entries over 3 layers: shares 2, 2, 1; every token uses (0,1), (2,3), (4,5), a
+        // cycle of 6 that a shared LRU of 5 thrashes on. Worked by hand:
+        // t0: 6 misses; layer 2 at its share evicts its own 4 for 5.
+        // t1: layers 0 and 1 hit; layer 2 misses 4 (its own 5 is pinned, so the least recent
+        //     entry anywhere goes: layer 0's 0), then hits 5: 5 hits, 1 miss.
+        // t2, t3: layer 0 misses 0 (under its share, it takes layer 2's least recent: 4) and
+        //     hits 1; layer 1 hits twice; layer 2 misses 4 (evicting layer 0's 0) and hits 5:
+        //     4 hits, 2 misses each.
+        let m = tiny_with(3, 8);
+        let w = |a: u16, b: u16| [(a, 0.6f32), (b, 0.4f32)];
+        let mut p = build(context_for(
+            m,
+            5.0,
+            Precision::Int8,
+            false,
+            json!({"prefetch": false}),
+        ))
+        .unwrap();
+        let mut next = 0;
+        for pos in 0..4 {
+            next = plan(
+                &mut p,
+                &decode(0, pos, &[&w(0, 1), &w(2, 3), &w(4, 5)]),
+                next,
+            )
+            .end_id();
+        }
+        assert_eq!((p.counters().hits, p.counters().misses), (13, 11));
+        // One shared LRU of 5 entries on the same cycle: each miss evicts the least recent
+        // entry that is not the layer's other (pinned) demand, which leaves exactly that
+        // pinned demand to hit: 3 hits per token after the first.
+        let mut g = build(context_for(
+            tiny_with(3, 8),
+            5.0,
+            Precision::Int8,
+            false,
+            json!({"prefetch": false, "per_layer": false}),
+        ))
+        .unwrap();
+        let mut next = 0;
+        for pos in 0..4 {
+            next = plan(
+                &mut g,
+                &decode(0, pos, &[&w(0, 1), &w(2, 3), &w(4, 5)]),
+                next,
+            )
+            .end_id();
+        }
+        assert_eq!(g.counters().hits, 9);
     }
 }

@@ -37,11 +37,15 @@ pub enum PredictionSource {
 pub const HOBBIT_PREDICTOR_ACCURACY: [f64; 3] = [0.96, 0.90, 0.90];
 
 /// One guessed expert of a later layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Guess {
     pub expert: u16,
     /// Best (lowest) rank it has among the guesses of any token of the pass (0 = top-1).
     pub rank: u8,
+    /// HOBBIT's unimportance of the guess (the gate weight ranked above it), taking the
+    /// target layer's gate weights at the guessed ranks as the predicted gate's weights (the
+    /// gate inputs of nearby layers are nearly equal, H Fig. 7a); smallest over tokens.
+    pub unimportance: f32,
 }
 
 pub struct ExpertPredictor {
@@ -120,12 +124,20 @@ impl ExpertPredictor {
                 }
                 None => self.seeded_guess(t.experts_at(target, self.k), distance),
             }
+            let weights = t.scores_at(target, self.k);
+            let mut before = 0.0f32;
             for (rank, &e) in self.token_guess.iter().enumerate() {
+                let s = before;
+                before += weights.get(rank).copied().unwrap_or(0.0);
                 match out.iter_mut().find(|g| g.expert == e) {
-                    Some(g) => g.rank = g.rank.min(rank as u8),
+                    Some(g) => {
+                        g.rank = g.rank.min(rank as u8);
+                        g.unimportance = g.unimportance.min(s);
+                    }
                     None => out.push(Guess {
                         expert: e,
                         rank: rank as u8,
+                        unimportance: s,
                     }),
                 }
             }
@@ -190,7 +202,18 @@ mod tests {
         p.predict(&pass, 0, 1, &mut out).unwrap();
         assert_eq!(
             out,
-            vec![Guess { expert: 3, rank: 0 }, Guess { expert: 2, rank: 1 }]
+            vec![
+                Guess {
+                    expert: 3,
+                    rank: 0,
+                    unimportance: 0.0
+                },
+                Guess {
+                    expert: 2,
+                    rank: 1,
+                    unimportance: 0.5
+                }
+            ]
         );
         p.predict(&pass, 1, 1, &mut out).unwrap();
         assert!(out.is_empty());

@@ -14,7 +14,8 @@
 //!   at every sequence start.
 //!
 //! The questions the paper leaves open are parameters with documented defaults
-//! ([`params::HobbitParams`]).
+//! ([`params::HobbitParams`]). `cpu_misses` switches to HOBBIT's CPU-GPU cooperative mode
+//! (decode misses computed by the host CPU), for hosts whose experts sit in CPU memory.
 //!
 //! A demand is served by the high copy when cached, else by the low copy when cached and the
 //! rule does not want high precision (or [`params::LowCopyUse::Use`]); otherwise a skipped
@@ -65,6 +66,8 @@ pub struct HobbitState {
     passes: u64,
     counters: Counters,
     low_over_high_bytes: f64,
+    /// The CPU unit of cooperative mode, when on.
+    cpu: Option<crate::plan::Unit>,
 }
 
 /// Builds `hobbit` from its context; parameters in `ctx.params` (see [`HobbitParams`]).
@@ -84,6 +87,13 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<HobbitState>, PolicyErro
     } else {
         (high_bytes, "the resident set plus one expert")
     };
+    if p.cpu_misses && ctx.device.offload_tier != crate::hw::OffloadTier::HostMemory {
+        return Err(PolicyError::Unsupported(format!(
+            "policy `hobbit` with `cpu_misses` computes missed experts on the CPU from host \
+             memory, but device `{}` offloads experts to flash",
+            ctx.device.name
+        )));
+    }
     let cache = cache_capacity(&ctx, min, what)?;
     let lo_bytes = if p.dynamic_loading {
         ((p.low_cache_share * cache as f64) as u64).clamp(low_bytes, cache - high_bytes)
@@ -115,6 +125,7 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<HobbitState>, PolicyErro
         passes: 0,
         counters: Counters::default(),
         low_over_high_bytes: low_bytes as f64 / high_bytes as f64,
+        cpu: p.cpu_misses.then(|| Placement::new(&ctx.device).cpu()),
         p,
     };
     Ok(ExpertPolicy::new("hobbit", ctx, high, state))
@@ -253,7 +264,10 @@ impl HobbitState {
             for g in &guesses {
                 let key = expert_key(layer, g.expert);
                 self.predict_pins.insert(key);
-                let want = self.prefetch_choice(g.rank);
+                let want = self.prefetch_choice(g);
+                if want == LoadChoice::Skip {
+                    continue;
+                }
                 if !self.has(&key, want) {
                     missing.push((key, want));
                 }
@@ -269,14 +283,15 @@ impl HobbitState {
         Ok(())
     }
 
-    fn prefetch_choice(&self, rank: u8) -> LoadChoice {
+    fn prefetch_choice(&self, g: &Guess) -> LoadChoice {
         if !self.p.dynamic_loading {
             return LoadChoice::High;
         }
         match self.p.prefetch_precision {
+            PrefetchPrecision::Rule => choose(g.rank, g.unimportance, self.p.t1, self.p.t2),
             PrefetchPrecision::High => LoadChoice::High,
             PrefetchPrecision::Low => LoadChoice::Low,
-            PrefetchPrecision::Rank if rank == 0 => LoadChoice::High,
+            PrefetchPrecision::Rank if g.rank == 0 => LoadChoice::High,
             PrefetchPrecision::Rank => LoadChoice::Low,
         }
     }
@@ -387,6 +402,15 @@ impl ExpertSupplier for HobbitState {
         self.counters.misses += 1;
         let in_hi = choice == LoadChoice::High;
         let precision = if in_hi { self.high } else { self.low };
+        if let (Some(cpu), crate::trace::Phase::Decode) = (self.cpu, cx.pass.phase) {
+            // Cooperative mode: the host computes it from its own memory; nothing is loaded.
+            self.records.used(key, d.tokens, in_hi);
+            return Ok(Supply::Compute {
+                precision,
+                ready: None,
+                unit: Some(cpu),
+            });
+        }
         let bytes = self
             .model
             .bytes(cx.layer, TensorKind::Expert(d.expert), precision);

@@ -54,16 +54,24 @@ pub struct HobbitParams {
     pub low_copy_for_high: LowCopyUse,
     /// Q5: keep cached experts when a new sequence starts (only the records are said to reset).
     pub keep_cache_across_sequences: bool,
+    /// HOBBIT's CPU-GPU cooperative mode (H §4, §5.4): in decode, a cache-miss expert is
+    /// computed by the host CPU from host memory at the precision the rule chose, instead of
+    /// being copied to the GPU; prefill uses only the GPU. Only on devices whose experts live
+    /// in host memory.
+    pub cpu_misses: bool,
 }
 
 /// Q2: which precision a prefetch loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrefetchPrecision {
-    /// A predicted top-1 expert at high precision (the rule always loads it high), the others
-    /// at low precision: predicted gate weights are not available, and among Mixtral's second
-    /// experts the rule picks low most often (60%, against 34% high and 6% skip; hobbit.md
-    /// §1.2). Low-precision prefetches also cut the misprediction penalty (H Fig. 9).
+    /// The T1/T2 rule applied to the predicted gate weights (hobbit.md Q2's reading of "we
+    /// preload versions of the experts with different precision levels"); a guess the rule
+    /// would skip is not prefetched. The predicted weights are the target layer's weights at
+    /// the guessed ranks ([`Guess::unimportance`](crate::policy::prediction::Guess)).
+    Rule,
+    /// A predicted top-1 expert at high precision, every other guess at low precision (no
+    /// weights needed).
     Rank,
     High,
     Low,
@@ -130,7 +138,7 @@ impl Default for HobbitParams {
             prefetch_layers: 2,
             predictions: PredictionSource::Auto,
             prediction_accuracy: HOBBIT_PREDICTOR_ACCURACY.to_vec(),
-            prefetch_precision: PrefetchPrecision::Rank,
+            prefetch_precision: PrefetchPrecision::Rule,
             demand_first: true,
             prefetch_block_bytes: 0,
             cache_policy: CachePolicy::Multidimensional,
@@ -138,6 +146,7 @@ impl Default for HobbitParams {
             low_cache_share: DEFAULT_LOW_CACHE_SHARE,
             low_copy_for_high: LowCopyUse::Reload,
             keep_cache_across_sequences: true,
+            cpu_misses: false,
         }
     }
 }

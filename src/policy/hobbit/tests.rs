@@ -231,3 +231,95 @@ fn records_reset_when_a_sequence_starts() {
     // The new sequence's first pass counted once: uses 1, not 2.
     assert_eq!(h.state.records.by_expert[&TensorRef::expert(0, 0)].uses, 1);
 }
+
+#[test]
+fn cooperative_mode_computes_decode_misses_on_the_host_cpu() {
+    let m = tiny();
+    let ctx = context_for(
+        m.clone(),
+        20.0,
+        Precision::Fp16,
+        true,
+        json!({"prefetch": false, "cpu_misses": true}),
+    );
+    let mut h = build(ctx).unwrap();
+    let p = plan(
+        &mut h,
+        &decode(0, 0, &[&[(0, 0.7), (1, 0.3)], &[(2, 0.95), (3, 0.05)]]),
+        0,
+    );
+    // Nothing is copied; the three computed experts run on the CPU at the rule's precision.
+    assert!(reads(&p).is_empty());
+    let on_cpu: Vec<(TensorRef, Precision)> = p
+        .nodes()
+        .iter()
+        .filter_map(|n| match n.op {
+            Op::Compute {
+                tensor,
+                precision,
+                unit: crate::plan::Unit::Cpu { .. },
+                ..
+            } if matches!(tensor.kind, TensorKind::Expert(_)) => Some((tensor, precision)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        on_cpu,
+        vec![
+            (TensorRef::expert(0, 0), Precision::Fp16),
+            (TensorRef::expert(0, 1), Precision::Int4),
+            (TensorRef::expert(1, 2), Precision::Fp16),
+        ]
+    );
+    // On a flash device the mode is refused.
+    let err = build(context_for(
+        m,
+        20.0,
+        Precision::Fp16,
+        false,
+        json!({"cpu_misses": true}),
+    ))
+    .err()
+    .unwrap();
+    assert!(matches!(err, PolicyError::Unsupported(_)), "{err}");
+}
+
+#[test]
+fn prefetch_precision_follows_the_rule_on_predicted_weights() {
+    let m = tiny_with(3, 8);
+    let params =
+        json!({"prefetch_layers": 1, "predictions": "seeded", "prediction_accuracy": [1.0]});
+    let mut h = hobbit(m, 40.0, params);
+    // Layer 1's weights: second expert at 0.3 (s = 0.7, low). Layer 2's: second at 0.05
+    // (s = 0.95, skipped: not prefetched).
+    let p = plan(
+        &mut h,
+        &decode(
+            0,
+            0,
+            &[
+                &[(0, 0.6), (1, 0.4)],
+                &[(2, 0.7), (3, 0.3)],
+                &[(4, 0.95), (5, 0.05)],
+            ],
+        ),
+        0,
+    );
+    let r: Vec<(TensorRef, Precision)> = reads(&p).iter().map(|x| (x.0, x.1)).collect();
+    assert!(
+        r.contains(&(TensorRef::expert(1, 2), Precision::Int8)),
+        "{r:?}"
+    );
+    assert!(
+        r.contains(&(TensorRef::expert(1, 3), Precision::Int2)),
+        "{r:?}"
+    );
+    assert!(
+        r.contains(&(TensorRef::expert(2, 4), Precision::Int8)),
+        "{r:?}"
+    );
+    assert!(!r.iter().any(|x| x.0 == TensorRef::expert(2, 5)), "{r:?}");
+    // All of layers 1 and 2's computed experts were prefetched: only layer 0 missed.
+    assert_eq!(h.counters().misses, 2);
+    assert_eq!(h.counters().skipped, 1);
+}
