@@ -1,8 +1,10 @@
 //! Comparing policies: an experiment's workloads × budgets × policies, each replayed on the
 //! simulator, gathered into one report folder.
 //!
-//! Runs are independent and spread over threads with rayon; each opens its own trace reader
-//! (or generator), so memory stays flat whatever the trace's length. Rows come out in the
+//! Runs are independent and spread over threads with rayon; each opens its own trace reader,
+//! so memory stays flat whatever a trace file's length. Generated workloads are generated once
+//! per comparison and held in memory (their size is set in the experiment: a few MB for
+//! HOBBIT's setups). Rows come out in the
 //! experiment's order (workload-major, then budget, then policy) whatever the threads did, so
 //! reports are byte-identical for the same inputs.
 //!
@@ -73,31 +75,44 @@ pub const BUNDLED_EXPERIMENTS: &[(&str, &str)] = &[
 pub enum TraceInput {
     Bundled(&'static str, &'static [u8]),
     File(PathBuf),
-    /// Generated at run time for `model` by the seeded expert-trace generator.
+    /// Generated at run time for the experiment's model by the seeded expert-trace generator,
+    /// once per comparison, and held in memory (`name` says how it was generated).
     Generated {
-        model: Arc<ModelGeometry>,
-        spec: GenerateSpec,
+        name: String,
+        header: Box<TraceHeader>,
+        records: Arc<Vec<trace::TokenRecord>>,
     },
 }
 
-/// An open trace: a file's records, or a generator's.
+/// An open trace: a file's records, or generated ones held in memory.
 pub enum TokenStream {
     Reader(TraceReader<Box<dyn Read + Send>>),
-    Generator(Box<ExpertTraceGenerator>),
+    Memory {
+        header: Box<TraceHeader>,
+        records: Arc<Vec<trace::TokenRecord>>,
+        next: usize,
+    },
 }
 
 impl TokenSource for TokenStream {
     fn header(&self) -> &TraceHeader {
         match self {
             TokenStream::Reader(r) => r.header(),
-            TokenStream::Generator(g) => g.header(),
+            TokenStream::Memory { header, .. } => header,
         }
     }
 
     fn next_into(&mut self, rec: &mut trace::TokenRecord) -> Result<bool, trace::TraceError> {
         match self {
             TokenStream::Reader(r) => r.next_into(rec),
-            TokenStream::Generator(g) => g.next_into(rec),
+            TokenStream::Memory { records, next, .. } => match records.get(*next) {
+                Some(r) => {
+                    rec.clone_from(r);
+                    *next += 1;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
         }
     }
 }
@@ -132,10 +147,7 @@ impl TraceInput {
         match self {
             TraceInput::Bundled(n, _) => format!("bundled:{n}"),
             TraceInput::File(p) => p.display().to_string(),
-            TraceInput::Generated { model, spec } => format!(
-                "generated:{} seed {} {}x[{},{}]",
-                model.name, spec.seed, spec.sequences, spec.prefill, spec.decode
-            ),
+            TraceInput::Generated { name, .. } => name.clone(),
         }
     }
 
@@ -159,15 +171,40 @@ impl TraceInput {
                 )
                 .map(TokenStream::Reader)
             }
-            TraceInput::Generated { model, spec } => {
-                let tokens = u64::from(spec.sequences) * u64::from(spec.prefill + spec.decode);
-                let mut cfg = ExpertGenConfig::new(model, spec.seed, tokens);
-                cfg.sequences = spec.sequences;
-                cfg.prefill_per_sequence = spec.prefill;
-                cfg.prediction_accuracy = spec.predict_accuracy.clone();
-                ExpertTraceGenerator::new(model, &cfg).map(|g| TokenStream::Generator(Box::new(g)))
-            }
+            TraceInput::Generated {
+                header, records, ..
+            } => Ok(TokenStream::Memory {
+                header: header.clone(),
+                records: records.clone(),
+                next: 0,
+            }),
         }
+    }
+}
+
+impl TraceInput {
+    /// Generates the workload `spec` for `model` (the same records as `edgesim trace gen`
+    /// with the matching flags) and keeps them in memory for every run to replay.
+    pub fn generate(model: &ModelGeometry, spec: &GenerateSpec) -> Result<Self, trace::TraceError> {
+        let tokens = u64::from(spec.sequences) * u64::from(spec.prefill + spec.decode);
+        let mut cfg = ExpertGenConfig::new(model, spec.seed, tokens);
+        cfg.sequences = spec.sequences;
+        cfg.prefill_per_sequence = spec.prefill;
+        cfg.prediction_accuracy = spec.predict_accuracy.clone();
+        let mut generator = ExpertTraceGenerator::new(model, &cfg)?;
+        let mut records = Vec::with_capacity(tokens as usize);
+        let mut rec = trace::TokenRecord::default();
+        while generator.next_into(&mut rec)? {
+            records.push(rec.clone());
+        }
+        Ok(TraceInput::Generated {
+            name: format!(
+                "generated:{} seed {} {}x[{},{}]",
+                model.name, spec.seed, spec.sequences, spec.prefill, spec.decode
+            ),
+            header: Box::new(generator.header().clone()),
+            records: Arc::new(records),
+        })
     }
 }
 
@@ -262,10 +299,8 @@ pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, 
     for w in &experiment.workloads {
         let input = match (&w.trace, &w.generate) {
             (Some(t), _) => TraceInput::resolve(t, base)?,
-            (None, Some(g)) => TraceInput::Generated {
-                model: model.clone(),
-                spec: g.clone(),
-            },
+            (None, Some(g)) => TraceInput::generate(&model, g)
+                .map_err(|e| format!("workload `{}`: {e}", w.label))?,
             (None, None) => {
                 return Err(format!("workload `{}` has no trace", w.label));
             }

@@ -223,7 +223,7 @@ impl<'a> Analysis<'a> {
         let mut header = String::from("| baseline |");
         let mut rule = String::from("| --- |");
         for w in self.workloads {
-            let _ = write!(header, " {} |", md_cell(w));
+            let _ = write!(header, " {} |", md_cell(&workload_name(w)));
             rule.push_str(" ---: |");
         }
         header.push_str(" geometric mean |");

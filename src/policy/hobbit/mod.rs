@@ -26,6 +26,7 @@
 pub mod loader;
 pub mod params;
 pub mod priority;
+pub mod search;
 
 use self::loader::{choose, LoadChoice};
 use self::params::{CachePolicy, HobbitParams, LowCopyUse, PrefetchPrecision};
