@@ -28,7 +28,7 @@ const PAIRS: &[(Precision, Precision, &str)] = &[
     (Precision::Fp16, Precision::Fp16, "rtx-4090-host"),
 ];
 const FRACTIONS: &[f64] = &[0.1, 0.25, 0.4];
-const SHARES: &[f64] = &[0.05, 0.1, 0.15, 0.2, 0.3];
+const SHARES: &[f64] = &[0.0, 0.02, 0.05, 0.1, 0.2];
 const STEPS: u32 = 10;
 
 fn passes(model: &ModelGeometry, seed: u64) -> Vec<ForwardPass> {

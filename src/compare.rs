@@ -86,7 +86,7 @@ pub enum TraceInput {
 
 /// An open trace: a file's records, or generated ones held in memory.
 pub enum TokenStream {
-    Reader(TraceReader<Box<dyn Read + Send>>),
+    Reader(Box<TraceReader<Box<dyn Read + Send>>>),
     Memory {
         header: Box<TraceHeader>,
         records: Arc<Vec<trace::TokenRecord>>,
@@ -160,7 +160,7 @@ impl TraceInput {
                     Box::new(Cursor::new(*bytes)) as Box<dyn Read + Send>,
                     &path,
                 )
-                .map(TokenStream::Reader)
+                .map(|r| TokenStream::Reader(Box::new(r)))
             }
             TraceInput::File(p) => {
                 let f = std::fs::File::open(p)
@@ -169,7 +169,7 @@ impl TraceInput {
                     Box::new(std::io::BufReader::with_capacity(1 << 16, f)) as Box<dyn Read + Send>,
                     p,
                 )
-                .map(TokenStream::Reader)
+                .map(|r| TokenStream::Reader(Box::new(r)))
             }
             TraceInput::Generated {
                 header, records, ..

@@ -301,10 +301,11 @@ fn check_prefetch_pins(name: &str, plans: &BTreeMap<OpId, Op>) -> Result<(), Str
                 }
                 layer = Some(tensor.layer);
             }
-            Op::Read { tensor, .. } if matches!(tensor.kind, TensorKind::Expert(_)) => {
-                if layer.is_some_and(|l| tensor.layer > l) {
-                    pinned.push((tensor, id));
-                }
+            Op::Read { tensor, .. }
+                if matches!(tensor.kind, TensorKind::Expert(_))
+                    && layer.is_some_and(|l| tensor.layer > l) =>
+            {
+                pinned.push((tensor, id));
             }
             Op::Evict { tensor, .. } => {
                 if let Some((_, read)) = pinned.iter().find(|(t, _)| *t == tensor) {

@@ -243,7 +243,11 @@ mod tests {
             }
             // The other expert of the same layer and token must not be evicted before its use:
             // the planner pins it. Accesses come in pairs per (token, layer).
-            let partner_pending = if i % 2 == 0 { Some(acc[i + 1]) } else { None };
+            let partner_pending = if i.is_multiple_of(2) {
+                Some(acc[i + 1])
+            } else {
+                None
+            };
             let mut best = 0;
             for v in 0..cache.len() {
                 if Some(cache[v]) == partner_pending {

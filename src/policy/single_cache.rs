@@ -171,7 +171,7 @@ impl SingleCache {
             s.cache
                 .entries()
                 .filter(|(k, _)| {
-                    !s.demand_pins.contains(k) && !(pins_prefetch && s.prefetch_pins.contains(k))
+                    !(s.demand_pins.contains(k) || (pins_prefetch && s.prefetch_pins.contains(k)))
                 })
                 .map(|(_, e)| e.bytes)
                 .sum()

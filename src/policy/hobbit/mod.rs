@@ -198,8 +198,8 @@ impl HobbitState {
             cache
                 .entries()
                 .filter(|(k, _)| {
-                    !self.demand_pins.contains(k)
-                        && !(hold_predicted && self.predict_pins.contains(k))
+                    !(self.demand_pins.contains(k)
+                        || (hold_predicted && self.predict_pins.contains(k)))
                 })
                 .map(|(_, e)| e.bytes)
                 .sum()
