@@ -401,8 +401,8 @@ impl ExpertSupplier for HobbitState {
             return Ok(Supply::Skip);
         }
         self.counters.misses += 1;
-        let in_hi = choice == LoadChoice::High;
-        let precision = if in_hi { self.high } else { self.low };
+        let mut in_hi = choice == LoadChoice::High;
+        let mut precision = if in_hi { self.high } else { self.low };
         if let (Some(cpu), crate::trace::Phase::Decode) = (self.cpu, cx.pass.phase) {
             // Cooperative mode: the host computes it from its own memory; nothing is loaded.
             self.records.used(key, d.tokens, in_hi);
@@ -412,10 +412,20 @@ impl ExpertSupplier for HobbitState {
                 unit: Some(cpu),
             });
         }
-        let bytes = self
+        let mut bytes = self
             .model
             .bytes(cx.layer, TensorKind::Expert(d.expert), precision);
-        if !self.make_room(in_hi, &key, bytes, false, cx.builder)? {
+        if !in_hi && !self.make_room(false, &key, bytes, false, cx.builder)? {
+            // The low-precision cache is held by this layer's own pending demands (prefetched
+            // low copies not computed yet): load the high copy instead, trading bytes for
+            // quality rather than failing.
+            in_hi = true;
+            precision = self.high;
+            bytes = self
+                .model
+                .bytes(cx.layer, TensorKind::Expert(d.expert), precision);
+        }
+        if in_hi && !self.make_room(true, &key, bytes, false, cx.builder)? {
             let cache = if in_hi { &self.hi } else { &self.lo };
             return Err(PolicyError::BudgetTooSmall {
                 required: cache.used_bytes() + bytes,
