@@ -96,8 +96,16 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<HobbitState>, PolicyErro
         )));
     }
     let cache = cache_capacity(&ctx, min, what)?;
+    // The low cache holds at least the low copies one decode step can pin at once (the
+    // current layer's and each prefetched layer's non-top experts) when the cache is large
+    // enough, and never less than one low-precision expert.
+    let pinned_low = if p.prefetch { p.prefetch_layers + 1 } else { 1 } as u64
+        * (ctx.model.top_k as u64).saturating_sub(1).max(1);
     let lo_bytes = if p.dynamic_loading {
-        ((p.low_cache_share * cache as f64) as u64).clamp(low_bytes, cache - high_bytes)
+        ((p.low_cache_share * cache as f64) as u64)
+            .max(pinned_low * low_bytes)
+            .min(cache - high_bytes)
+            .max(low_bytes)
     } else {
         0
     };
@@ -415,17 +423,26 @@ impl ExpertSupplier for HobbitState {
         let mut bytes = self
             .model
             .bytes(cx.layer, TensorKind::Expert(d.expert), precision);
-        if !in_hi && !self.make_room(false, &key, bytes, false, cx.builder)? {
-            // The low-precision cache is held by this layer's own pending demands (prefetched
-            // low copies not computed yet): load the high copy instead, trading bytes for
-            // quality rather than failing.
-            in_hi = true;
-            precision = self.high;
-            bytes = self
-                .model
-                .bytes(cx.layer, TensorKind::Expert(d.expert), precision);
+
+        // Where the copy goes: its own cache without touching predicted (pinned) experts; for
+        // a low copy whose cache is held by pins, the high cache instead (more bytes, better
+        // quality); only then evicting predicted experts, low cache first.
+        let mut placed = false;
+        let attempts: &[(bool, bool)] = if in_hi {
+            &[(true, true), (true, false)]
+        } else {
+            &[(false, true), (true, true), (false, false), (true, false)]
+        };
+        for &(hi, strict) in attempts {
+            let p = if hi { self.high } else { self.low };
+            let b = self.model.bytes(cx.layer, TensorKind::Expert(d.expert), p);
+            if self.make_room(hi, &key, b, strict, cx.builder)? {
+                (in_hi, precision, bytes) = (hi, p, b);
+                placed = true;
+                break;
+            }
         }
-        if in_hi && !self.make_room(true, &key, bytes, false, cx.builder)? {
+        if !placed {
             let cache = if in_hi { &self.hi } else { &self.lo };
             return Err(PolicyError::BudgetTooSmall {
                 required: cache.used_bytes() + bytes,

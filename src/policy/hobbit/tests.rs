@@ -327,41 +327,40 @@ fn prefetch_precision_follows_the_rule_on_predicted_weights() {
 
 #[test]
 fn a_low_cache_held_by_pending_demands_falls_back_to_a_high_load() {
-    // The low cache holds one low expert. Token 0 of a two-token pass predicts (wrongly, as
-    // recorded in the trace) expert 3 as layer 1's second expert, so 3 is prefetched low; the
-    // pass's layer-1 demands are 4, 2 (token 0's real second) and 3 (token 1's second), in that
-    // order. Expert 2 wants low, but the only low slot holds 3, pinned until it is computed:
-    // expert 2 is loaded high instead of failing.
+    // With one layer of prefetch the low cache holds (1 + 1) x (2 - 1) = 2 low experts. The
+    // trace records (wrong) guesses for layer 1 that make 3 and 5 be prefetched low, filling
+    // the low cache; the pass's layer-1 demands are 4, 2, 3, 5 in that order. Expert 2 wants
+    // low, but both low slots hold this layer's pending demands: 2 is loaded high instead of
+    // failing or evicting them.
     let m = tiny_with(2, 8);
     let params = json!({"prefetch_layers": 1, "predictions": "auto", "prediction_accuracy": [1.0], "low_cache_share": 0.0});
     let mut h = hobbit(m, 10.0, params);
-    let mut t0 = decode(0, 0, &[&[(0, 0.6), (1, 0.4)], &[(4, 0.7), (2, 0.3)]])
-        .tokens
-        .remove(0);
-    t0.predicted = vec![
-        4,
-        3,
-        crate::trace::NO_PREDICTION,
-        crate::trace::NO_PREDICTION,
-    ];
-    let mut t1 = decode(0, 1, &[&[(0, 0.6), (1, 0.4)], &[(4, 0.7), (3, 0.3)]])
-        .tokens
-        .remove(0);
-    t1.predicted = vec![
-        4,
-        3,
-        crate::trace::NO_PREDICTION,
-        crate::trace::NO_PREDICTION,
-    ];
+    let none = crate::trace::NO_PREDICTION;
+    let token = |pos: u32, second: u16, guess: u16| {
+        let mut t = decode(0, pos, &[&[(0, 0.6), (1, 0.4)], &[(4, 0.7), (second, 0.3)]])
+            .tokens
+            .remove(0);
+        t.predicted = vec![4, guess, none, none];
+        t
+    };
     let pass = ForwardPass {
         sequence: 0,
         phase: crate::trace::Phase::Prefill,
-        tokens: vec![t0, t1],
+        tokens: vec![token(0, 2, 3), token(1, 3, 5), token(2, 5, 5)],
     };
+    let (_, lo) = h.state.capacities();
+    assert_eq!(
+        lo,
+        2 * tiny_with(2, 8).bytes(0, TensorKind::Expert(0), Precision::Int2)
+    );
     let p = plan(&mut h, &pass, 0);
     let r: Vec<(TensorRef, Precision)> = reads(&p).iter().map(|x| (x.0, x.1)).collect();
     assert!(
         r.contains(&(TensorRef::expert(1, 3), Precision::Int2)),
+        "{r:?}"
+    );
+    assert!(
+        r.contains(&(TensorRef::expert(1, 5), Precision::Int2)),
         "{r:?}"
     );
     assert!(
