@@ -97,13 +97,14 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<HobbitState>, PolicyErro
     }
     let cache = cache_capacity(&ctx, min, what)?;
     // The low cache holds at least the low copies one decode step can pin at once (the
-    // current layer's and each prefetched layer's non-top experts) when the cache is large
-    // enough, and never less than one low-precision expert.
-    let pinned_low = if p.prefetch { p.prefetch_layers + 1 } else { 1 } as u64
-        * (ctx.model.top_k as u64).saturating_sub(1).max(1);
+    // current layer's and each prefetched layer's non-top experts), as long as the high cache
+    // keeps room for a layer's top-k high experts; never less than one low-precision expert,
+    // and the high cache never less than one high-precision expert.
+    let k = ctx.model.top_k as u64;
+    let pinned_low = if p.prefetch { p.prefetch_layers + 1 } else { 1 } as u64 * (k - 1).max(1);
     let lo_bytes = if p.dynamic_loading {
         ((p.low_cache_share * cache as f64) as u64)
-            .max(pinned_low * low_bytes)
+            .max((pinned_low * low_bytes).min(cache.saturating_sub(k * high_bytes)))
             .min(cache - high_bytes)
             .max(low_bytes)
     } else {
@@ -428,8 +429,10 @@ impl ExpertSupplier for HobbitState {
         // a low copy whose cache is held by pins, the high cache instead (more bytes, better
         // quality); only then evicting predicted experts, low cache first.
         let mut placed = false;
+        // A high copy whose cache is all pinned (the smallest budgets) is degraded to low as the
+        // last resort, rather than failing.
         let attempts: &[(bool, bool)] = if in_hi {
-            &[(true, true), (true, false)]
+            &[(true, true), (true, false), (false, true), (false, false)]
         } else {
             &[(false, true), (true, true), (false, false), (true, false)]
         };

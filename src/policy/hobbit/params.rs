@@ -123,8 +123,8 @@ pub enum LowCopyUse {
 /// average. The miss penalty fell steadily as the low-precision cache shrank (0.918 of LRU's
 /// at share 0.2, 0.867 at 0 for these weights): a high copy serves high and low demands alike,
 /// a low copy only the rarer low ones, so bytes are better spent on high copies. At share 0
-/// the low cache holds the floor of one low-precision expert. Table and method:
-/// `docs/hobbit-weight-search.md`.
+/// the low cache keeps its floor (the low copies one decode step can pin, see `build`).
+/// Table and method: `docs/hobbit-weight-search.md`.
 pub const DEFAULT_WEIGHTS: CacheWeights = CacheWeights {
     lru: 0.9,
     lfu: 0.0,
