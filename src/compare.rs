@@ -1,20 +1,31 @@
-//! Comparing policies: an experiment's budgets × policies, each replayed on the simulator,
-//! gathered into one report folder.
+//! Comparing policies: an experiment's workloads × budgets × policies, each replayed on the
+//! simulator, gathered into one report folder.
 //!
 //! Runs are independent and spread over threads with rayon; each opens its own trace reader,
-//! so memory stays flat whatever the trace's length. Rows come out in the experiment's order
-//! (budget-major, then policy) whatever the threads did, so reports are byte-identical for the
-//! same inputs.
+//! so memory stays flat whatever a trace file's length. Generated workloads are generated once
+//! per comparison and held in memory (their size is set in the experiment: a few MB for
+//! HOBBIT's setups). Rows come out in the
+//! experiment's order (workload-major, then budget, then policy) whatever the threads did, so
+//! reports are byte-identical for the same inputs.
+//!
+//! Offline policies (Belady) are given the trace's future: the run reads its workload's
+//! trace once more beforehand and builds a [`FutureAccesses`] from the very passes it will
+//! replay. No other policy is given it.
 
 use crate::backend::Backend;
 use crate::hw::DeviceProfile;
 use crate::model::ModelGeometry;
+use crate::policy::FutureAccesses;
 use crate::replay::{replay, ReplayOptions, ReplayOutcome};
 use crate::report::{plots, timeline, ReportDir, ResultRow, RunIdentity, RunSummary};
 use crate::scenario::experiment::policy_context;
+use crate::scenario::GenerateSpec;
 use crate::scenario::{self, Experiment, Footprint};
 use crate::sim::Simulator;
-use crate::trace::{self, PassGrouper, TokenSource, TraceHeader, TraceKind, TraceReader};
+use crate::trace::gen::{ExpertGenConfig, ExpertTraceGenerator};
+use crate::trace::{
+    self, ForwardPass, PassGrouper, TokenSource, TraceHeader, TraceKind, TraceReader,
+};
 use crate::units::human_bytes;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -32,16 +43,78 @@ pub const BUNDLED_TRACES: &[(&str, &[u8])] = &[(
 )];
 
 /// Experiments shipped inside the binary.
-pub const BUNDLED_EXPERIMENTS: &[(&str, &str)] = &[(
-    "default",
-    include_str!("../scenarios/experiments/default.json"),
-)];
+pub const BUNDLED_EXPERIMENTS: &[(&str, &str)] = &[
+    (
+        "default",
+        include_str!("../scenarios/experiments/default.json"),
+    ),
+    (
+        "hobbit-orin",
+        include_str!("../scenarios/experiments/hobbit-orin.json"),
+    ),
+    (
+        "hobbit-4090",
+        include_str!("../scenarios/experiments/hobbit-4090.json"),
+    ),
+    (
+        "hobbit-4090-cpu",
+        include_str!("../scenarios/experiments/hobbit-4090-cpu.json"),
+    ),
+    (
+        "hobbit-orin-phi",
+        include_str!("../scenarios/experiments/hobbit-orin-phi.json"),
+    ),
+    (
+        "hobbit-4090-phi",
+        include_str!("../scenarios/experiments/hobbit-4090-phi.json"),
+    ),
+];
 
 /// Where a trace comes from.
 #[derive(Clone, Debug)]
 pub enum TraceInput {
     Bundled(&'static str, &'static [u8]),
     File(PathBuf),
+    /// Generated at run time for the experiment's model by the seeded expert-trace generator,
+    /// once per comparison, and held in memory (`name` says how it was generated).
+    Generated {
+        name: String,
+        header: Box<TraceHeader>,
+        records: Arc<Vec<trace::TokenRecord>>,
+    },
+}
+
+/// An open trace: a file's records, or generated ones held in memory.
+pub enum TokenStream {
+    Reader(Box<TraceReader<Box<dyn Read + Send>>>),
+    Memory {
+        header: Box<TraceHeader>,
+        records: Arc<Vec<trace::TokenRecord>>,
+        next: usize,
+    },
+}
+
+impl TokenSource for TokenStream {
+    fn header(&self) -> &TraceHeader {
+        match self {
+            TokenStream::Reader(r) => r.header(),
+            TokenStream::Memory { header, .. } => header,
+        }
+    }
+
+    fn next_into(&mut self, rec: &mut trace::TokenRecord) -> Result<bool, trace::TraceError> {
+        match self {
+            TokenStream::Reader(r) => r.next_into(rec),
+            TokenStream::Memory { records, next, .. } => match records.get(*next) {
+                Some(r) => {
+                    rec.clone_from(r);
+                    *next += 1;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+        }
+    }
 }
 
 impl TraceInput {
@@ -74,11 +147,12 @@ impl TraceInput {
         match self {
             TraceInput::Bundled(n, _) => format!("bundled:{n}"),
             TraceInput::File(p) => p.display().to_string(),
+            TraceInput::Generated { name, .. } => name.clone(),
         }
     }
 
     /// Opens a fresh reader (each run reads the trace on its own).
-    pub fn open(&self) -> Result<TraceReader<Box<dyn Read + Send>>, trace::TraceError> {
+    pub fn open(&self) -> Result<TokenStream, trace::TraceError> {
         match self {
             TraceInput::Bundled(n, bytes) => {
                 let path = PathBuf::from(format!("traces/{n}.est (bundled)"));
@@ -86,6 +160,7 @@ impl TraceInput {
                     Box::new(Cursor::new(*bytes)) as Box<dyn Read + Send>,
                     &path,
                 )
+                .map(|r| TokenStream::Reader(Box::new(r)))
             }
             TraceInput::File(p) => {
                 let f = std::fs::File::open(p)
@@ -94,8 +169,42 @@ impl TraceInput {
                     Box::new(std::io::BufReader::with_capacity(1 << 16, f)) as Box<dyn Read + Send>,
                     p,
                 )
+                .map(|r| TokenStream::Reader(Box::new(r)))
             }
+            TraceInput::Generated {
+                header, records, ..
+            } => Ok(TokenStream::Memory {
+                header: header.clone(),
+                records: records.clone(),
+                next: 0,
+            }),
         }
+    }
+}
+
+impl TraceInput {
+    /// Generates the workload `spec` for `model` (the same records as `edgesim trace gen`
+    /// with the matching flags) and keeps them in memory for every run to replay.
+    pub fn generate(model: &ModelGeometry, spec: &GenerateSpec) -> Result<Self, trace::TraceError> {
+        let tokens = u64::from(spec.sequences) * u64::from(spec.prefill + spec.decode);
+        let mut cfg = ExpertGenConfig::new(model, spec.seed, tokens);
+        cfg.sequences = spec.sequences;
+        cfg.prefill_per_sequence = spec.prefill;
+        cfg.prediction_accuracy = spec.predict_accuracy.clone();
+        let mut generator = ExpertTraceGenerator::new(model, &cfg)?;
+        let mut records = Vec::with_capacity(tokens as usize);
+        let mut rec = trace::TokenRecord::default();
+        while generator.next_into(&mut rec)? {
+            records.push(rec.clone());
+        }
+        Ok(TraceInput::Generated {
+            name: format!(
+                "generated:{} seed {} {}x[{},{}]",
+                model.name, spec.seed, spec.sequences, spec.prefill, spec.decode
+            ),
+            header: Box::new(generator.header().clone()),
+            records: Arc::new(records),
+        })
     }
 }
 
@@ -143,10 +252,12 @@ fn parse_json<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<
     })
 }
 
-/// One run of a comparison: a policy at a budget.
+/// One run of a comparison: a policy at a budget on a workload.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
     pub index: usize,
+    /// Index into [`Prepared::workloads`].
+    pub workload: usize,
     pub policy: String,
     pub label: String,
     pub params: serde_json::Value,
@@ -154,16 +265,37 @@ pub struct RunSpec {
     pub budget_bytes: u64,
 }
 
+/// One workload of a prepared experiment.
+pub struct PreparedWorkload {
+    /// Empty for an experiment with a single `trace`.
+    pub label: String,
+    pub trace: TraceInput,
+    pub header: TraceHeader,
+}
+
 /// Everything resolved from an experiment before any run starts.
 pub struct Prepared {
     pub experiment: Experiment,
     pub device: Arc<DeviceProfile>,
     pub model: Arc<ModelGeometry>,
-    pub trace: TraceInput,
-    pub header: TraceHeader,
+    pub workloads: Vec<PreparedWorkload>,
     pub max_context: u32,
     pub footprint: Footprint,
     pub runs: Vec<RunSpec>,
+}
+
+impl Prepared {
+    /// The experiment's only workload: the executor and validation replay one trace.
+    pub fn single_workload(&self) -> Result<&PreparedWorkload, String> {
+        match self.workloads.as_slice() {
+            [w] => Ok(w),
+            ws => Err(format!(
+                "experiment `{}` has {} workloads; validation and `exec run` replay exactly one trace (use an experiment with a single `trace`)",
+                self.experiment.name,
+                ws.len()
+            )),
+        }
+    }
 }
 
 /// Loads profiles, checks the trace against the model, resolves budgets and lists the runs.
@@ -173,14 +305,40 @@ pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, 
     let profile = scenario::load_model(&experiment.model).map_err(|e| e.to_string())?;
     let model = ModelGeometry::from_profile(&profile)
         .map_err(|e| format!("model `{}`: {e}", experiment.model))?;
-    let trace = TraceInput::resolve(&experiment.trace, base)?;
-    let reader = trace.open().map_err(|e| e.to_string())?;
-    let header = reader.header().clone();
-    check_trace_fits_model(&header, &model, &trace.name())?;
-    let max_context = match experiment.max_context {
-        Some(c) => c,
-        None => longest_sequence(reader).map_err(|e| e.to_string())?,
-    };
+    let model = Arc::new(model);
+    let mut inputs: Vec<(String, TraceInput)> = Vec::new();
+    if let Some(t) = &experiment.trace {
+        inputs.push((String::new(), TraceInput::resolve(t, base)?));
+    }
+    for w in &experiment.workloads {
+        let input = match (&w.trace, &w.generate) {
+            (Some(t), _) => TraceInput::resolve(t, base)?,
+            (None, Some(g)) => TraceInput::generate(&model, g)
+                .map_err(|e| format!("workload `{}`: {e}", w.label))?,
+            (None, None) => {
+                return Err(format!("workload `{}` has no trace", w.label));
+            }
+        };
+        inputs.push((w.label.clone(), input));
+    }
+    let mut workloads = Vec::new();
+    let mut longest = 1;
+    for (label, trace) in inputs {
+        let reader = trace
+            .open()
+            .map_err(|e| format!("workload `{label}`: {e}"))?;
+        let header = reader.header().clone();
+        check_trace_fits_model(&header, &model, &trace.name())?;
+        if experiment.max_context.is_none() {
+            longest = longest.max(longest_sequence(reader).map_err(|e| e.to_string())?);
+        }
+        workloads.push(PreparedWorkload {
+            label,
+            trace,
+            header,
+        });
+    }
+    let max_context = experiment.max_context.unwrap_or(longest);
     let footprint = Footprint::of(
         &model,
         experiment.resident_precision,
@@ -188,7 +346,7 @@ pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, 
         max_context,
     );
     let usable = device.usable_memory_bytes();
-    let mut runs = Vec::new();
+    let mut budgets = Vec::new();
     for (bi, b) in experiment.budgets.iter().enumerate() {
         let (bytes, label) = b.resolve(footprint, &format!("budgets[{bi}]"))?;
         if bytes > usable {
@@ -199,22 +357,28 @@ pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, 
                 human_bytes(usable)
             ));
         }
-        for p in &experiment.policies {
-            runs.push(RunSpec {
-                index: runs.len(),
-                policy: p.name.clone(),
-                label: p.label().to_string(),
-                params: p.params.clone(),
-                budget_label: label.clone(),
-                budget_bytes: bytes,
-            });
+        budgets.push((bytes, label));
+    }
+    let mut runs = Vec::new();
+    for wi in 0..workloads.len() {
+        for (bytes, label) in &budgets {
+            for p in &experiment.policies {
+                runs.push(RunSpec {
+                    index: runs.len(),
+                    workload: wi,
+                    policy: p.name.clone(),
+                    label: p.label().to_string(),
+                    params: p.params.clone(),
+                    budget_label: label.clone(),
+                    budget_bytes: *bytes,
+                });
+            }
         }
     }
     Ok(Prepared {
         device: Arc::new(device),
-        model: Arc::new(model),
-        trace,
-        header,
+        model,
+        workloads,
         max_context,
         footprint,
         runs,
@@ -275,15 +439,27 @@ pub fn run_one(p: &Prepared, spec: &RunSpec, options: &ReplayOptions) -> Result<
         p.max_context,
         spec.params.clone(),
     );
-    let what = format!("policy `{}` at budget {}", spec.label, spec.budget_label);
+    let workload = &p.workloads[spec.workload];
+    let what = if workload.label.is_empty() {
+        format!("policy `{}` at budget {}", spec.label, spec.budget_label)
+    } else {
+        format!(
+            "policy `{}` at budget {} on workload {}",
+            spec.label, spec.budget_label, workload.label
+        )
+    };
     let mut policy = crate::policy::build(&spec.policy, ctx).map_err(|e| format!("{what}: {e}"))?;
     let mut sim =
         Simulator::new(&p.device, spec.budget_bytes).map_err(|e| format!("{what}: {e}"))?;
-    let reader = p.trace.open().map_err(|e| e.to_string())?;
     let chunk = p
         .experiment
         .max_prefill_chunk
         .unwrap_or(DEFAULT_MAX_PREFILL_CHUNK);
+    if policy.needs_future() {
+        let future = future_of(p, &workload.trace, chunk).map_err(|e| format!("{what}: {e}"))?;
+        policy.give_future(Arc::new(future));
+    }
+    let reader = workload.trace.open().map_err(|e| e.to_string())?;
     let mut grouper = PassGrouper::new(reader, chunk as usize);
     let outcome = replay(
         policy.as_mut(),
@@ -302,6 +478,22 @@ pub fn run_one(p: &Prepared, spec: &RunSpec, options: &ReplayOptions) -> Result<
     })
 }
 
+/// Reads `trace` once, grouped exactly as the replay will group it, into the index of future
+/// accesses that offline policies plan with.
+fn future_of(p: &Prepared, trace: &TraceInput, chunk: u32) -> Result<FutureAccesses, String> {
+    let reader = trace.open().map_err(|e| e.to_string())?;
+    let mut grouper = PassGrouper::new(reader, chunk as usize);
+    let mut future = FutureAccesses::new(&p.model);
+    let mut pass = ForwardPass::default();
+    while grouper
+        .next_pass_into(&mut pass)
+        .map_err(|e| e.to_string())?
+    {
+        future.push_pass(&pass);
+    }
+    Ok(future)
+}
+
 /// What the report's `results.json` holds besides the rows.
 #[derive(Serialize)]
 struct ReportJson<'a> {
@@ -309,13 +501,19 @@ struct ReportJson<'a> {
     experiment: &'a Experiment,
     device: &'a DeviceProfile,
     model: &'a str,
-    trace: String,
-    trace_header: &'a TraceHeader,
+    workloads: Vec<WorkloadJson<'a>>,
     max_context: u32,
     resident_bytes: u64,
     offloadable_bytes: u64,
     shard: Option<String>,
     rows: &'a [ResultRow],
+}
+
+#[derive(Serialize)]
+struct WorkloadJson<'a> {
+    label: &'a str,
+    trace: String,
+    trace_header: &'a TraceHeader,
 }
 
 /// Options of a comparison beyond the experiment itself.
@@ -374,7 +572,8 @@ pub fn compare(
                     experiment: p.experiment.name.clone(),
                     device: p.device.name.clone(),
                     model: p.model.name.clone(),
-                    trace: p.trace.name(),
+                    trace: p.workloads[r.spec.workload].trace.name(),
+                    workload: p.workloads[r.spec.workload].label.clone(),
                     policy: r.spec.policy.clone(),
                     label: r.spec.label.clone(),
                     budget_label: r.spec.budget_label.clone(),
@@ -398,8 +597,15 @@ pub fn compare(
         experiment: &p.experiment,
         device: &p.device,
         model: &p.model.name,
-        trace: p.trace.name(),
-        trace_header: &p.header,
+        workloads: p
+            .workloads
+            .iter()
+            .map(|w| WorkloadJson {
+                label: &w.label,
+                trace: w.trace.name(),
+                trace_header: &w.header,
+            })
+            .collect(),
         max_context: p.max_context,
         resident_bytes: p.footprint.resident_bytes,
         offloadable_bytes: p.footprint.offloadable_bytes,
@@ -410,15 +616,65 @@ pub fn compare(
         serde_json::to_vec_pretty(&json).map_err(|e| format!("cannot format results.json: {e}"))?;
     text.push(b'\n');
     dir.write("results.json", &text).map_err(io)?;
-    plots::comparison_plots(&dir.path(""), &p.experiment.name, &rows)?;
+    for (wi, w) in p.workloads.iter().enumerate() {
+        let of_workload: Vec<ResultRow> = rows
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.spec.workload == wi)
+            .map(|(row, _)| row.clone())
+            .collect();
+        if w.label.is_empty() {
+            plots::comparison_plots(&dir.path(""), &p.experiment.name, &of_workload)?;
+        } else {
+            let sub = format!("workload-{}", sanitize(&w.label));
+            std::fs::create_dir_all(dir.path(&sub)).map_err(io)?;
+            plots::comparison_plots(
+                &dir.path(&sub),
+                &format!("{} {}", p.experiment.name, w.label),
+                &of_workload,
+            )?;
+        }
+    }
+    if let Some(analysis) = &p.experiment.analysis {
+        let workloads: Vec<String> = p.workloads.iter().map(|w| w.label.clone()).collect();
+        let budgets: Vec<String> = p
+            .runs
+            .iter()
+            .filter(|r| r.workload == 0)
+            .map(|r| r.budget_label.clone())
+            .fold(Vec::new(), |mut v, b| {
+                if !v.contains(&b) {
+                    v.push(b);
+                }
+                v
+            });
+        crate::report::analysis::write(
+            &dir.path(""),
+            &p.experiment.name,
+            analysis,
+            &workloads,
+            &budgets,
+            &rows,
+        )?;
+    }
     if options.timeline_ops > 0 {
         for r in &results {
             let events = timeline::chrome_trace(&r.outcome.timeline, &r.resources);
-            let name = format!(
-                "timeline-{}-{}.json",
-                sanitize(&r.spec.label),
-                sanitize(&r.spec.budget_label)
-            );
+            let workload = &p.workloads[r.spec.workload].label;
+            let name = if workload.is_empty() {
+                format!(
+                    "timeline-{}-{}.json",
+                    sanitize(&r.spec.label),
+                    sanitize(&r.spec.budget_label)
+                )
+            } else {
+                format!(
+                    "timeline-{}-{}-{}.json",
+                    sanitize(workload),
+                    sanitize(&r.spec.label),
+                    sanitize(&r.spec.budget_label)
+                )
+            };
             let text =
                 serde_json::to_vec(&events).map_err(|e| format!("cannot format {name}: {e}"))?;
             dir.write(&name, &text).map_err(io)?;

@@ -2,16 +2,26 @@
 //! plans on the simulator:
 //! - the memory it holds never exceeds its budget (the simulator fails the run otherwise, and
 //!   the replay loop checks the policy's own accounting after each pass);
-//! - an expert's weights are in memory before its compute starts: every expert compute starts
-//!   after a read of that expert ended (in this or an earlier pass), and after no eviction of
-//!   it that came later;
-//! - simulated time never goes backwards from pass to pass.
+//! - an expert's weights are in memory at the precision it is computed at before its compute
+//!   starts: every expert compute starts after a read of that expert at that precision ended
+//!   (in this or an earlier pass), and after no eviction of that copy that came later; the one
+//!   exception is an expert computed on the CPU straight from host memory (Fiddler-style), on
+//!   a device whose experts live in host memory;
+//! - simulated time never goes backwards from pass to pass;
+//! - pinned experts are not evicted: a prefetched expert survives at least until the next
+//!   layer starts (checked at budgets where pins never need breaking).
+//!
+//! Policies a device does not support (`fiddler` on flash, `llama-cpp-mmap` on host memory)
+//! are run on the other test device. `belady` and `hobbit` with Belady's cache order are given
+//! the future of the same passes, as `compare` does.
 
 use edgesim::backend::{Backend, OpTiming};
 use edgesim::hw::testing::{test_device, test_device_host_memory};
+use edgesim::hw::OffloadTier;
 use edgesim::model::{ModelGeometry, ModelProfile, Precision, TensorKind, TensorRef};
+use edgesim::plan::Unit;
 use edgesim::plan::{Op, OpId, Plan, PlanBuilder};
-use edgesim::policy::{self, PolicyContext, POLICIES};
+use edgesim::policy::{self, FutureAccesses, PolicyContext, PolicyError, POLICIES};
 use edgesim::scenario::Footprint;
 use edgesim::sim::Simulator;
 use edgesim::trace::{ForwardPass, Phase, TokenRecord};
@@ -100,19 +110,64 @@ fn context(device: edgesim::hw::DeviceProfile, budget: u64) -> PolicyContext {
     }
 }
 
+/// Builds `name`, on `device` if it supports the policy, else on the other test device;
+/// returns the policy and the device it runs on. Policies that need the future get it.
+fn build_on(
+    name: &str,
+    params: serde_json::Value,
+    host: bool,
+    budget: u64,
+    passes: &[ForwardPass],
+) -> Result<(Box<dyn policy::Policy>, edgesim::hw::DeviceProfile), String> {
+    let devices = if host {
+        [test_device_host_memory(), test_device()]
+    } else {
+        [test_device(), test_device_host_memory()]
+    };
+    for device in devices {
+        let mut ctx = context(device.clone(), budget);
+        ctx.params = params.clone();
+        match policy::build(name, ctx) {
+            Ok(mut p) => {
+                if p.needs_future() {
+                    p.give_future(Arc::new(FutureAccesses::from_passes(&small_moe(), passes)));
+                }
+                return Ok((p, device));
+            }
+            Err(PolicyError::Unsupported(_)) => continue,
+            Err(e) => return Err(format!("{name}: {e}")),
+        }
+    }
+    Err(format!("{name}: supported on neither test device"))
+}
+
+/// The precision whose whole copy of `tensor` takes `bytes`, if any.
+fn precision_of(model: &ModelGeometry, tensor: TensorRef, bytes: u64) -> Option<Precision> {
+    Precision::ALL
+        .into_iter()
+        .find(|&p| model.bytes(tensor.layer as u32, tensor.kind, p) == bytes)
+}
+
 /// Runs `passes` and checks the invariants; returns a description of the first violation.
+/// With `check_pins`, also checks that prefetched experts survive until the next layer.
 fn check_policy(
     name: &str,
-    device: edgesim::hw::DeviceProfile,
+    params: serde_json::Value,
+    host: bool,
     fraction: f64,
     passes: &[ForwardPass],
+    check_pins: bool,
 ) -> Result<(), String> {
     let model = small_moe();
     let fp = Footprint::of(&model, Precision::Int8, Precision::Int4, 64);
     let one_expert = model.bytes(1, TensorKind::Expert(0), Precision::Int4);
-    let budget = fp.resident_bytes + one_expert + (fraction * fp.offloadable_bytes as f64) as u64;
+    // Two experts beyond the resident set: what the most demanding policy (hobbit: one high-
+    // and one low-precision expert) needs to make progress.
+    let budget =
+        fp.resident_bytes + 2 * one_expert + (fraction * fp.offloadable_bytes as f64) as u64;
+    let (mut pol, device) = build_on(name, params, host, budget, passes)?;
+    let host_experts = device.offload_tier == OffloadTier::HostMemory;
     let mut sim = Simulator::new(&device, budget).map_err(|e| e.to_string())?;
-    let mut pol = policy::build(name, context(device, budget)).map_err(|e| e.to_string())?;
 
     let mut plans: BTreeMap<OpId, Op> = BTreeMap::new();
     let mut deps: BTreeMap<OpId, Vec<OpId>> = BTreeMap::new();
@@ -164,30 +219,50 @@ fn check_policy(
             sim.memory_peak_bytes()
         ));
     }
-    // Residency: for each expert compute, the latest read of that expert issued before it
-    // ended before the compute started, and no evict of the expert ended in between.
-    let mut last_read: BTreeMap<TensorRef, OpId> = BTreeMap::new();
-    let mut last_evict: BTreeMap<TensorRef, OpId> = BTreeMap::new();
+    // Residency: for each expert compute at precision p, the latest read of that expert at p
+    // issued before it ended before the compute started, and no evict of that copy came
+    // after that read. An evict's copy is the precision whose whole copy has its size (page
+    // runs of `llama-cpp-mmap` are smaller: they belong to the copy read last).
+    let mut last_read: BTreeMap<(TensorRef, Precision), OpId> = BTreeMap::new();
+    let mut last_read_precision: BTreeMap<TensorRef, Precision> = BTreeMap::new();
+    let mut last_evict: BTreeMap<(TensorRef, Precision), OpId> = BTreeMap::new();
     for (&id, op) in &plans {
         match *op {
-            Op::Read { tensor, .. } if matches!(tensor.kind, TensorKind::Expert(_)) => {
-                last_read.insert(tensor, id);
+            Op::Read {
+                tensor, precision, ..
+            } if matches!(tensor.kind, TensorKind::Expert(_)) => {
+                last_read.insert((tensor, precision), id);
+                last_read_precision.insert(tensor, precision);
             }
-            Op::Evict { tensor, .. } => {
-                last_evict.insert(tensor, id);
+            Op::Evict { tensor, bytes, .. } if matches!(tensor.kind, TensorKind::Expert(_)) => {
+                let p = precision_of(&model, tensor, bytes)
+                    .or_else(|| last_read_precision.get(&tensor).copied())
+                    .ok_or_else(|| format!("{name}: {tensor} evicted (op {id}) but never read"))?;
+                last_evict.insert((tensor, p), id);
             }
-            Op::Compute { tensor, .. } if matches!(tensor.kind, TensorKind::Expert(_)) => {
+            Op::Compute {
+                tensor,
+                precision,
+                unit,
+                ..
+            } if matches!(tensor.kind, TensorKind::Expert(_)) => {
                 let start = timings[&id].start;
-                let read = last_read
-                    .get(&tensor)
-                    .ok_or_else(|| format!("{name}: {tensor} computed (op {id}) but never read"))?;
+                let Some(read) = last_read.get(&(tensor, precision)) else {
+                    if host_experts && matches!(unit, Unit::Cpu { .. }) {
+                        // Computed on the CPU from host memory, where the expert lives.
+                        continue;
+                    }
+                    return Err(format!(
+                        "{name}: {tensor} computed at {precision} (op {id}) but never read at it"
+                    ));
+                };
                 if timings[read].end > start {
                     return Err(format!(
                         "{name}: {tensor} computed at {start} before its read ended"
                     ));
                 }
-                if let Some(ev) = last_evict.get(&tensor) {
-                    if ev > read {
+                if let Some(ev) = last_evict.get(&(tensor, precision)) {
+                    if ev > read && !(host_experts && matches!(unit, Unit::Cpu { .. })) {
                         return Err(format!(
                             "{name}: {tensor} computed (op {id}) after its eviction {ev}"
                         ));
@@ -206,7 +281,82 @@ fn check_policy(
             }
         }
     }
+    if check_pins {
+        check_prefetch_pins(name, &plans)?;
+    }
     Ok(())
+}
+
+/// A read of an expert of a later layer than the layer being planned (the latest mixer op
+/// before it) is a prefetch; the expert must not be evicted before the next layer's mixer.
+fn check_prefetch_pins(name: &str, plans: &BTreeMap<OpId, Op>) -> Result<(), String> {
+    let mut layer: Option<u16> = None;
+    // Prefetched tensors whose pin holds until the next mixer op.
+    let mut pinned: Vec<(TensorRef, OpId)> = Vec::new();
+    for (&id, op) in plans {
+        match *op {
+            Op::Compute { tensor, .. } if tensor.kind == TensorKind::Attention => {
+                if layer.is_some_and(|l| tensor.layer != l) {
+                    pinned.clear();
+                }
+                layer = Some(tensor.layer);
+            }
+            Op::Read { tensor, .. }
+                if matches!(tensor.kind, TensorKind::Expert(_))
+                    && layer.is_some_and(|l| tensor.layer > l) =>
+            {
+                pinned.push((tensor, id));
+            }
+            Op::Evict { tensor, .. } => {
+                if let Some((_, read)) = pinned.iter().find(|(t, _)| *t == tensor) {
+                    return Err(format!(
+                        "{name}: {tensor} prefetched (op {read}) and evicted (op {id}) before the next layer"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Decode-only passes (one token each): pins stay a few experts per layer.
+fn decode_passes(passes: &[ForwardPass]) -> Vec<ForwardPass> {
+    passes
+        .iter()
+        .filter(|p| p.phase == Phase::Decode)
+        .cloned()
+        .collect()
+}
+
+/// Variants that switch each technique of the policies that have switches, so the
+/// invariants cover them too.
+fn variants() -> Vec<(&'static str, serde_json::Value)> {
+    let mut v: Vec<(&str, serde_json::Value)> = POLICIES
+        .iter()
+        .map(|&(n, _)| (n, serde_json::Value::Null))
+        .collect();
+    for params in [
+        serde_json::json!({"dynamic_loading": false}),
+        serde_json::json!({"prefetch": false}),
+        serde_json::json!({"cache_policy": "lcu"}),
+        serde_json::json!({"cache_policy": "belady", "prefetch_precision": "low"}),
+        serde_json::json!({"low_copy_for_high": "use", "keep_cache_across_sequences": false}),
+        serde_json::json!({"prefetch_block_bytes": 4096, "demand_first": false, "prefetch_layers": 3}),
+        serde_json::json!({"cpu_misses": true, "prefetch_precision": "rank"}),
+    ] {
+        v.push(("hobbit", params));
+    }
+    v.push(("lfu", serde_json::json!({"reset_per_sequence": true})));
+    v.push((
+        "mixtral-offloading",
+        serde_json::json!({"per_layer": false}),
+    ));
+    v.push((
+        "llama-cpp-mmap",
+        serde_json::json!({"unit": "cpu", "faults_in_flight": 1}),
+    ));
+    v
 }
 
 proptest! {
@@ -216,10 +366,20 @@ proptest! {
     fn every_policy_keeps_its_budget_and_residency(seed in any::<u64>(), fraction in 0.0f64..1.0, host in any::<bool>()) {
         let model = small_moe();
         let passes = random_passes(&model, seed, 3, 6);
-        for &(name, _) in POLICIES {
-            let device = if host { test_device_host_memory() } else { test_device() };
-            if let Err(e) = check_policy(name, device, fraction, &passes) {
-                prop_assert!(false, "{}", e);
+        for (name, params) in variants() {
+            if let Err(e) = check_policy(name, params.clone(), host, fraction, &passes, false) {
+                prop_assert!(false, "{} {}: {}", name, params, e);
+            }
+        }
+    }
+
+    #[test]
+    fn prefetched_experts_stay_until_the_next_layer(seed in any::<u64>(), fraction in 0.5f64..1.0, host in any::<bool>()) {
+        let model = small_moe();
+        let passes = decode_passes(&random_passes(&model, seed, 2, 8));
+        for (name, params) in variants() {
+            if let Err(e) = check_policy(name, params.clone(), host, fraction, &passes, true) {
+                prop_assert!(false, "{} {}: {}", name, params, e);
             }
         }
     }
@@ -230,10 +390,63 @@ fn a_budget_below_the_resident_set_names_what_is_needed() {
     let model = small_moe();
     let fp = Footprint::of(&model, Precision::Int8, Precision::Int4, 64);
     for &(name, _) in POLICIES {
-        let err = policy::build(name, context(test_device(), fp.resident_bytes / 2))
-            .err()
-            .unwrap_or_else(|| panic!("{name} accepted a budget below its resident set"))
-            .to_string();
-        assert!(err.contains("must stay resident"), "{name}: {err}");
+        let err = [test_device(), test_device_host_memory()]
+            .into_iter()
+            .map(|d| policy::build(name, context(d, fp.resident_bytes / 2)))
+            .find_map(|r| match r {
+                Err(PolicyError::Unsupported(_)) => None,
+                Err(e) => Some(e.to_string()),
+                Ok(_) => Some(String::new()),
+            })
+            .unwrap_or_else(|| panic!("{name} is supported on neither test device"));
+        assert!(err.contains("must stay resident"), "{name}: {err:?}");
     }
+}
+
+/// The pin check is not vacuous: a plan that evicts a prefetched expert before the next
+/// layer is caught.
+#[test]
+fn the_pin_check_catches_an_early_eviction() {
+    let mixer = |l: u32| Op::Compute {
+        tensor: TensorRef::new(l, TensorKind::Attention),
+        unit: Unit::Accel,
+        precision: Precision::Int8,
+        rows: 1,
+        cols: 1,
+        batch: 1,
+        flops: 1,
+        bytes: 1,
+    };
+    let e = TensorRef::expert(2, 3);
+    let mut plans = BTreeMap::new();
+    plans.insert(0, mixer(1));
+    plans.insert(
+        1,
+        Op::Read {
+            tensor: e,
+            precision: Precision::Int4,
+            bytes: 10,
+            request_bytes: 10,
+        },
+    );
+    plans.insert(
+        2,
+        Op::Evict {
+            tensor: e,
+            bytes: 10,
+            secure: false,
+        },
+    );
+    assert!(check_prefetch_pins("x", &plans).is_err());
+    // After the next layer's mixer the pin is gone.
+    plans.insert(2, mixer(2));
+    plans.insert(
+        3,
+        Op::Evict {
+            tensor: e,
+            bytes: 10,
+            secure: false,
+        },
+    );
+    assert!(check_prefetch_pins("x", &plans).is_ok());
 }

@@ -99,7 +99,8 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
 
 fn apply_overrides(exp: &mut Experiment, o: &ExperimentArgs) -> Result<(), CliError> {
     if let Some(t) = &o.trace {
-        exp.trace = t.display().to_string();
+        exp.trace = Some(t.display().to_string());
+        exp.workloads.clear();
     }
     if let Some(d) = &o.device {
         exp.device = d.clone();
@@ -173,13 +174,18 @@ pub fn run_compare(args: CompareArgs) -> Result<(), CliError> {
     };
     if !args.quiet {
         eprintln!(
-            "edgesim compare: {} on {} with {}, {} runs ({} policies x {} budgets)",
+            "edgesim compare: {} on {} with {}, {} runs ({} policies x {} budgets x {} workloads)",
             p.model.name,
             p.device.name,
-            p.trace.name(),
+            p.workloads
+                .iter()
+                .map(|w| w.trace.name())
+                .collect::<Vec<_>>()
+                .join(", "),
             p.runs.len(),
             p.experiment.policies.len(),
-            p.experiment.budgets.len()
+            p.experiment.budgets.len(),
+            p.workloads.len()
         );
     }
     let quiet = args.quiet;
@@ -234,7 +240,8 @@ fn row_of(p: &Prepared, r: &RunResult) -> ResultRow {
             experiment: p.experiment.name.clone(),
             device: p.device.name.clone(),
             model: p.model.name.clone(),
-            trace: p.trace.name(),
+            trace: p.workloads[r.spec.workload].trace.name(),
+            workload: p.workloads[r.spec.workload].label.clone(),
             policy: r.spec.policy.clone(),
             label: r.spec.label.clone(),
             budget_label: r.spec.budget_label.clone(),

@@ -207,7 +207,12 @@ fn run_one(a: RunArgs) -> Result<(), CliError> {
         spec.budget_label,
         human_bytes(spec.budget_bytes),
         setup.prepared.device.name,
-        setup.prepared.trace.name(),
+        setup
+            .prepared
+            .single_workload()
+            .map_err(CliError::new)?
+            .trace
+            .name(),
         setup.prepared.model.name,
         setup.store.index.scale
     );

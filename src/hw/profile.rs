@@ -382,9 +382,14 @@ impl DeviceProfile {
             .and_then(|a| rate_of(&a.ops_per_s.value, precision))
     }
 
-    /// The bandwidth all CPU cores together draw from the memory they compute from:
-    /// `memory.cpu_bandwidth_bytes_per_s` when given, else `memory.bandwidth_bytes_per_s`.
+    /// The bandwidth all CPU cores together draw from the memory they compute from: on a host
+    /// with a discrete accelerator that is the host's own DRAM (`host_memory`), not the
+    /// accelerator's memory; otherwise `memory.cpu_bandwidth_bytes_per_s` when given, else
+    /// `memory.bandwidth_bytes_per_s`.
     pub fn cpu_memory_bandwidth_bytes_per_s(&self) -> f64 {
+        if let Some(h) = &self.host_memory {
+            return h.bandwidth_bytes_per_s.value;
+        }
         self.memory
             .cpu_bandwidth_bytes_per_s
             .as_ref()

@@ -21,9 +21,6 @@ pub struct CacheEntry {
     pub last_use: Option<OpId>,
     /// Loaded ahead of need and not used yet.
     pub prefetched: bool,
-    /// A policy's logical clock at the entry's last access ([`ExpertCache::touch`]): kept in
-    /// the entry so recency-based victim scores need no side table.
-    pub last_touch: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -35,10 +32,62 @@ pub struct ExpertCache {
     /// victim ties are broken by key, so results never depend on hashing.
     slots: Vec<(TensorRef, CacheEntry)>,
     index: HashMap<TensorRef, usize>,
-    /// Evictions planned but possibly not yet run, with the bytes of each not yet handed to a
-    /// later allocation. An Alloc that needs those bytes depends on the Evict, oldest first.
-    pending_frees: VecDeque<(OpId, u64)>,
-    pending_free_bytes: u64,
+    frees: PendingFrees,
+}
+
+/// Evictions planned but possibly not yet run, with the bytes of each not yet handed to a
+/// later allocation. An Alloc that needs those bytes depends on the Evict, oldest first.
+/// Shared by every structure that frees and allocates memory in plans (expert caches, the
+/// page cache of `llama-cpp-mmap`).
+#[derive(Clone, Debug, Default)]
+pub struct PendingFrees {
+    pending: VecDeque<(OpId, u64)>,
+    bytes: u64,
+}
+
+impl PendingFrees {
+    /// Bytes freed by planned evictions and not yet claimed by an allocation.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Records that `op` frees `bytes` when it ends.
+    pub fn push(&mut self, op: OpId, bytes: u64) {
+        self.pending.push_back((op, bytes));
+        self.bytes += bytes;
+    }
+
+    /// Adds to `deps` the pending evictions an allocation of `bytes` must wait for, given
+    /// `free_now` bytes that are free for certain: those are used first, then the oldest
+    /// pending frees.
+    pub fn claim(&mut self, bytes: u64, free_now: u64, deps: &mut Vec<OpId>) {
+        let mut deficit = bytes.saturating_sub(free_now);
+        while deficit > 0 {
+            let Some((op, freed)) = self.pending.pop_front() else {
+                break;
+            };
+            deps.push(op);
+            let taken = freed.min(deficit);
+            deficit -= taken;
+            self.bytes -= taken;
+            if freed > taken {
+                // The rest of that eviction's memory stays available to later allocations,
+                // which must also wait for it.
+                self.pending.push_front((op, freed - taken));
+            }
+        }
+    }
+}
+
+/// How a load's read is issued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Scheduling priority of the read ops (lower runs first among queued reads): on-demand
+    /// loads can be put ahead of queued prefetches.
+    pub priority: i16,
+    /// Split the read into chained reads of this many bytes (0: one read). A read in progress
+    /// cannot be interrupted, so blocks bound how long a more urgent read waits behind it.
+    pub block_bytes: u64,
 }
 
 impl ExpertCache {
@@ -48,8 +97,7 @@ impl ExpertCache {
             used_bytes: 0,
             slots: Vec::new(),
             index: HashMap::new(),
-            pending_frees: VecDeque::new(),
-            pending_free_bytes: 0,
+            frees: PendingFrees::default(),
         }
     }
 
@@ -85,16 +133,10 @@ impl ExpertCache {
         self.index.contains_key(key)
     }
 
-    /// Cached entries, in slab order (deterministic, not sorted).
+    /// Cached entries in slab order: deterministic, but not sorted. Callers whose output
+    /// depends on the order sort the keys themselves.
     pub fn entries(&self) -> impl Iterator<Item = (&TensorRef, &CacheEntry)> {
         self.slots.iter().map(|(k, e)| (k, e))
-    }
-
-    /// Stamps `key` with the policy's logical clock `tick`.
-    pub fn touch(&mut self, key: &TensorRef, tick: u64) {
-        if let Some(e) = self.get_mut(key) {
-            e.last_touch = tick;
-        }
     }
 
     /// Records that `op` computed with the cached weights of `key`.
@@ -170,30 +212,15 @@ impl ExpertCache {
             },
             &deps,
         );
-        self.pending_frees.push_back((op, entry.bytes));
-        self.pending_free_bytes += entry.bytes;
+        self.frees.push(op, entry.bytes);
         (op, entry)
     }
 
     /// The pending evictions an allocation of `bytes` must wait for: memory free for certain
     /// is used first, then the oldest pending frees.
     fn claim_frees(&mut self, bytes: u64, deps: &mut Vec<OpId>) {
-        let free_now = self.capacity_bytes - self.used_bytes - self.pending_free_bytes;
-        let mut deficit = bytes.saturating_sub(free_now);
-        while deficit > 0 {
-            let Some((op, freed)) = self.pending_frees.pop_front() else {
-                break;
-            };
-            deps.push(op);
-            let taken = freed.min(deficit);
-            deficit -= taken;
-            self.pending_free_bytes -= taken;
-            if freed > taken {
-                // The rest of that eviction's memory stays available to later allocations,
-                // which must also wait for it.
-                self.pending_frees.push_front((op, freed - taken));
-            }
-        }
+        let free_now = self.capacity_bytes - self.used_bytes - self.frees.bytes();
+        self.frees.claim(bytes, free_now, deps);
     }
 
     /// Emits Alloc (after `after` and the evictions that free its memory) and Read (after the
@@ -208,6 +235,33 @@ impl ExpertCache {
         after: &[OpId],
         read_after: &[OpId],
         prefetched: bool,
+        b: &mut PlanBuilder,
+    ) -> OpId {
+        self.load_with(
+            key,
+            precision,
+            bytes,
+            request_bytes,
+            after,
+            read_after,
+            prefetched,
+            ReadOptions::default(),
+            b,
+        )
+    }
+
+    /// [`ExpertCache::load`] with a read priority and optional block-wise reads.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_with(
+        &mut self,
+        key: TensorRef,
+        precision: Precision,
+        bytes: u64,
+        request_bytes: u32,
+        after: &[OpId],
+        read_after: &[OpId],
+        prefetched: bool,
+        read: ReadOptions,
         b: &mut PlanBuilder,
     ) -> OpId {
         debug_assert!(self.free_bytes() >= bytes, "load without room");
@@ -227,15 +281,33 @@ impl ExpertCache {
         let mut deps = Vec::with_capacity(read_after.len() + 1);
         deps.push(alloc);
         deps.extend_from_slice(read_after);
-        let read = b.push(
-            Op::Read {
-                tensor: key,
-                precision,
-                bytes,
-                request_bytes,
-            },
-            &deps,
-        );
+        let block = if read.block_bytes == 0 {
+            bytes
+        } else {
+            read.block_bytes.min(bytes)
+        }
+        .max(1);
+        let mut remaining = bytes;
+        let last = loop {
+            let this = block.min(remaining);
+            let op = b.push_with_priority(
+                Op::Read {
+                    tensor: key,
+                    precision,
+                    bytes: this,
+                    request_bytes,
+                },
+                &deps,
+                read.priority,
+            );
+            remaining -= this;
+            if remaining == 0 {
+                break op;
+            }
+            deps.clear();
+            deps.push(op);
+        };
+        let read = last;
         self.used_bytes += bytes;
         self.index.insert(key, self.slots.len());
         self.slots.push((
@@ -246,7 +318,6 @@ impl ExpertCache {
                 ready: read,
                 last_use: None,
                 prefetched,
-                last_touch: 0,
             },
         ));
         read
@@ -316,6 +387,48 @@ mod tests {
             .make_room(100, |k| *k == key(0), |_, _| 0, &mut b)
             .unwrap();
         assert_eq!(ev[0].1, key(1));
+    }
+
+    #[test]
+    fn block_wise_reads_are_chained_with_their_priority() {
+        let mut c = ExpertCache::new(1000);
+        let mut b = PlanBuilder::new(0);
+        let opts = ReadOptions {
+            priority: 3,
+            block_bytes: 40,
+        };
+        let last = c.load_with(
+            key(0),
+            Precision::Int4,
+            100,
+            4096,
+            &[],
+            &[],
+            true,
+            opts,
+            &mut b,
+        );
+        b.set_output(last);
+        let plan = b.finish().unwrap();
+        let reads: Vec<_> = plan
+            .nodes()
+            .iter()
+            .filter_map(|n| match n.op {
+                Op::Read { bytes, .. } => Some((n.id, bytes, n.priority, plan.deps(n).to_vec())),
+                _ => None,
+            })
+            .collect();
+        // 100 bytes in blocks of 40: 40, 40, 20, each after the previous one.
+        assert_eq!(reads.len(), 3);
+        assert_eq!(
+            reads.iter().map(|r| r.1).collect::<Vec<_>>(),
+            vec![40, 40, 20]
+        );
+        assert!(reads.iter().all(|r| r.2 == 3));
+        assert_eq!(reads[1].3, vec![reads[0].0]);
+        assert_eq!(reads[2].3, vec![reads[1].0]);
+        assert_eq!(c.get(&key(0)).unwrap().ready, last);
+        assert_eq!(last, reads[2].0);
     }
 
     #[test]

@@ -8,17 +8,31 @@
 //! every instant of the plan it emits: it frees (Evict) before it allocates (Alloc), and the
 //! Alloc depends on the Evict. The simulator checks this as it runs the plan.
 
+mod caching;
 mod context;
+pub mod eviction;
 pub mod expert_cache;
+pub mod expert_policy;
+pub mod future;
+pub mod hobbit;
+pub mod host_compute;
 pub mod layer_ops;
-mod lru;
+pub mod llama_cpp_mmap;
+pub mod mixtral_offloading;
+pub mod moe_infinity;
 pub mod moe_pass;
 mod on_demand;
+pub mod page_cache;
 pub mod placement;
+pub mod prediction;
 pub mod resident;
+pub mod single_cache;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use context::{Counters, MemoryUse, PolicyContext, PolicyError};
-pub use lru::Lru;
+pub use eviction::Eviction;
+pub use future::FutureAccesses;
 pub use on_demand::OnDemand;
 
 use crate::plan::PlanBuilder;
@@ -40,6 +54,17 @@ pub trait Policy {
     fn memory(&self) -> MemoryUse;
 
     fn counters(&self) -> &Counters;
+
+    /// Whether the policy plans with the trace's future accesses (Belady's optimal eviction).
+    /// Such a policy is an offline bound, not something a device could run. The driver reads
+    /// the trace beforehand and calls [`Policy::give_future`] once, before the first pass; no
+    /// other policy is ever given the future.
+    fn needs_future(&self) -> bool {
+        false
+    }
+
+    /// Hands over the trace's future accesses (see [`Policy::needs_future`]).
+    fn give_future(&mut self, _future: std::sync::Arc<FutureAccesses>) {}
 }
 
 /// Every policy edgesim knows, with a one-line description (for `--help` and errors).
@@ -52,13 +77,61 @@ pub const POLICIES: &[(&str, &str)] = &[
         "lru",
         "expert cache in the budget left after the resident set, least recently used evicted",
     ),
+    (
+        "lfu",
+        "expert cache, least frequently used evicted (counts over the run; ties to LRU)",
+    ),
+    ("fifo", "expert cache, the entry loaded longest ago evicted"),
+    (
+        "hobbit",
+        "HOBBIT: mixed-precision misses (T1/T2), adaptive prefetch of predicted experts, multidimensional high/low caches",
+    ),
+    (
+        "mixtral-offloading",
+        "LRU expert cache plus speculative loading of the next layer's guessed experts (Eliseev & Mazur)",
+    ),
+    (
+        "moe-infinity",
+        "activation-aware prefetch and caching guided by per-request expert activation matrices (MoE-Infinity)",
+    ),
+    (
+        "llama-cpp-mmap",
+        "llama.cpp reading experts through mmap: page-granular LRU page cache, faults in readahead windows, no prefetch",
+    ),
+    (
+        "fiddler",
+        "static experts on the accelerator; any other expert computed on the CPU from host memory when that is faster than copying it (Fiddler)",
+    ),
+    (
+        "llama-cpp-offload",
+        "llama.cpp with whole layers' experts on the GPU and the rest computed on the CPU from host memory",
+    ),
+    (
+        "belady",
+        "expert cache with Belady's optimal eviction from the trace's future: the bound for any demand-loaded cache at the same budget",
+    ),
 ];
 
 /// Builds the policy called `name`.
 pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
     match name {
         "on-demand" => Ok(Box::new(OnDemand::new(ctx)?)),
-        "lru" => Ok(Box::new(Lru::new(ctx)?)),
+        "lru" => Ok(Box::new(caching::build("lru", Eviction::Lru, ctx)?)),
+        "lfu" => Ok(Box::new(caching::build("lfu", Eviction::Lfu, ctx)?)),
+        "fifo" => Ok(Box::new(caching::build("fifo", Eviction::Fifo, ctx)?)),
+        "belady" => Ok(Box::new(caching::build("belady", Eviction::Belady, ctx)?)),
+        "hobbit" => Ok(Box::new(hobbit::build(ctx)?)),
+        "mixtral-offloading" => Ok(Box::new(mixtral_offloading::build(ctx)?)),
+        "moe-infinity" => Ok(Box::new(moe_infinity::build(ctx)?)),
+        "llama-cpp-mmap" => Ok(Box::new(llama_cpp_mmap::build(ctx)?)),
+        "fiddler" => Ok(Box::new(host_compute::build(
+            host_compute::Mode::Fiddler,
+            ctx,
+        )?)),
+        "llama-cpp-offload" => Ok(Box::new(host_compute::build(
+            host_compute::Mode::LlamaCpp,
+            ctx,
+        )?)),
         _ => Err(PolicyError::BadParameter(format!(
             "unknown policy `{name}`; known policies: {}",
             POLICIES.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")

@@ -1,5 +1,6 @@
 //! Reports: the figures of a run, tables (CSV, JSON), plots (SVG) and timelines.
 
+pub mod analysis;
 pub mod csv_rows;
 pub mod plots;
 pub mod summary;

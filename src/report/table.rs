@@ -10,6 +10,8 @@ pub struct RunIdentity {
     pub device: String,
     pub model: String,
     pub trace: String,
+    /// The workload's label (empty for an experiment with a single trace).
+    pub workload: String,
     /// The policy's name on the command line.
     pub policy: String,
     /// The label it carries in plots (differs from `policy` for ablations).

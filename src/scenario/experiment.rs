@@ -1,7 +1,14 @@
-//! Experiments: a device, a model, a trace, memory budgets and the policies to compare.
+//! Experiments: a device, a model, one trace or several workloads, memory budgets and the
+//! policies to compare.
 //!
 //! Written as JSON in `scenarios/experiments/*.json`. Unknown fields are errors, and a field
 //! left out never silently becomes zero: every default is stated here.
+//!
+//! An experiment replays either one `trace` or a list of `workloads`, each with its own trace
+//! (a file, a bundled trace, or one generated at run time from a seed, so paper setups such as
+//! HOBBIT's [input, output] = [16, 32] ... [128, 128] need no committed trace files). Runs are
+//! workloads x budgets x policies. An optional `analysis` names the policy under study, its
+//! ablations and a ceiling, and asks for speedup and ablation tables and plots.
 
 use crate::model::{ModelGeometry, Precision};
 use crate::policy::PolicyContext;
@@ -20,7 +27,12 @@ pub struct Experiment {
     pub model: String,
     /// `bundled:<name>` for a trace shipped in the binary, or a path (relative paths are taken
     /// from the experiment file's folder, or the working directory for bundled experiments).
-    pub trace: String,
+    /// Give either this or `workloads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    /// Several workloads, each with its own trace; give either this or `trace`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadSpec>,
     /// Precision of the always-resident weights.
     pub resident_precision: Precision,
     /// Precision of the offloaded weights' main copy.
@@ -34,9 +46,64 @@ pub struct Experiment {
     /// Default: 512.
     #[serde(default)]
     pub max_prefill_chunk: Option<u32>,
-    /// Context length the KV cache is sized for. Default: the trace's longest sequence.
+    /// Context length the KV cache is sized for. Default: the longest sequence of any
+    /// workload, so every workload runs at the same budgets.
     #[serde(default)]
     pub max_context: Option<u32>,
+    /// Tables and plots beyond the standard ones: speedups of one policy over the others,
+    /// its ablations, a ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
+}
+
+/// One workload of an experiment: a label and where its trace comes from (exactly one of
+/// `trace` and `generate`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    pub label: String,
+    /// As the experiment's `trace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    /// A synthetic expert trace for the experiment's model, generated at run time by the same
+    /// generator as `edgesim trace gen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<GenerateSpec>,
+}
+
+/// A seeded synthetic workload: `sequences` sequences of `prefill` prompt tokens followed by
+/// `decode` generated tokens (HOBBIT's [input, output] = [prefill, decode], batch 1). Equal to
+/// `edgesim trace gen --model M --seed S --sequences N --prefill P --tokens N*(P+D)
+/// [--predict-accuracy ...]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateSpec {
+    pub seed: u64,
+    pub sequences: u32,
+    pub prefill: u32,
+    pub decode: u32,
+    /// Top-1 accuracy of recorded predictions 1, 2, ... layers ahead (empty: none recorded).
+    #[serde(default)]
+    pub predict_accuracy: Vec<f64>,
+}
+
+/// What the analysis tables compare. Labels are policy labels; `headline_budget` a budget
+/// label.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSpec {
+    /// The policy under study: its speedup over every other policy (except its ablations) is
+    /// tabulated.
+    pub subject: String,
+    /// Variants of the subject with one technique off: tabulated against the subject.
+    #[serde(default)]
+    pub ablations: Vec<String>,
+    /// A bound drawn as a dashed line on the budget plots (e.g. `belady`).
+    #[serde(default)]
+    pub ceiling: Option<String>,
+    /// The budget of the speedup bars and the time breakdown. Default: the largest.
+    #[serde(default)]
+    pub headline_budget: Option<String>,
 }
 
 /// A memory budget, given in exactly one way.
@@ -152,6 +219,49 @@ impl BudgetSpec {
 impl Experiment {
     /// Checks what can be checked without loading profiles.
     pub fn check(&self) -> Result<(), String> {
+        match (&self.trace, self.workloads.is_empty()) {
+            (Some(_), false) => {
+                return Err("give either `trace` or `workloads`, not both".into());
+            }
+            (None, true) => {
+                return Err("no trace: give `trace` or at least one of `workloads`".into());
+            }
+            _ => {}
+        }
+        for (i, w) in self.workloads.iter().enumerate() {
+            if w.trace.is_some() == w.generate.is_some() {
+                return Err(format!(
+                    "`workloads[{i}]` ({}) must give exactly one of `trace` and `generate`",
+                    w.label
+                ));
+            }
+            if let Some(g) = &w.generate {
+                if g.sequences == 0 || g.prefill + g.decode == 0 {
+                    return Err(format!(
+                        "`workloads[{i}].generate` needs at least one sequence of at least one token"
+                    ));
+                }
+            }
+            if self.workloads[..i].iter().any(|o| o.label == w.label) {
+                return Err(format!(
+                    "two workloads share the label `{}`; give each its own",
+                    w.label
+                ));
+            }
+        }
+        if let Some(a) = &self.analysis {
+            let known = |l: &str| self.policies.iter().any(|p| p.label() == l);
+            for l in std::iter::once(&a.subject)
+                .chain(&a.ablations)
+                .chain(a.ceiling.iter())
+            {
+                if !known(l) {
+                    return Err(format!(
+                        "`analysis` names `{l}`, which is not the label of any policy of the experiment"
+                    ));
+                }
+            }
+        }
         if self.budgets.is_empty() {
             return Err("`budgets` is empty: give at least one memory budget".into());
         }

@@ -21,7 +21,9 @@ mod parse;
 
 pub use citations::{citation_problems, CitationProblem};
 pub use error::{ProfileKind, ScenarioError};
-pub use experiment::{BudgetSpec, Experiment, Footprint, PolicySpec};
+pub use experiment::{
+    AnalysisSpec, BudgetSpec, Experiment, Footprint, GenerateSpec, PolicySpec, WorkloadSpec,
+};
 pub use parse::{parse_device, parse_model};
 
 use crate::hw::DeviceProfile;

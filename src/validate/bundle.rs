@@ -174,6 +174,7 @@ pub fn write(
     pairs: &[RunPair],
 ) -> Result<(PathBuf, Vec<SummaryRow>), String> {
     let p = &setup.prepared;
+    let workload = p.single_workload()?;
     let commit = edgesim_commit();
     let device_json = serde_json::to_string(&*p.device).map_err(|e| e.to_string())?;
     let device_sha = crate::exec::store::crypt::hex(&Sha256::digest(device_json.as_bytes()));
@@ -246,7 +247,7 @@ pub fn write(
                 device_profile_sha256: device_sha.clone(),
                 model: p.model.name.clone(),
                 scale: setup.store.index.scale,
-                trace: p.trace.name(),
+                trace: workload.trace.name(),
                 seed: p.experiment.seed,
                 io_mode: io_mode.clone(),
                 load_avg_1m: load.clone(),
@@ -334,8 +335,8 @@ pub fn write(
         store_seed: setup.store.index.seed,
         store_weights: &setup.store.index.weights,
         encrypted: setup.store.is_encrypted(),
-        trace: p.trace.name(),
-        trace_header: &p.header,
+        trace: workload.trace.name(),
+        trace_header: &workload.header,
         max_passes: options.max_passes,
         experiment: &p.experiment,
         seed: p.experiment.seed,

@@ -93,6 +93,7 @@ pub fn setup(
     exp.device = device.to_string();
     exp.model = store_dir.join(MODEL_FILE).display().to_string();
     let prepared = compare::prepare(exp, base.as_deref())?;
+    prepared.single_workload()?;
     Ok(Setup {
         prepared,
         store: Arc::new(store),
@@ -180,7 +181,7 @@ fn run_on<B: Backend>(
         spec.params.clone(),
     );
     let mut policy = crate::policy::build(&spec.policy, ctx).map_err(|e| format!("{what}: {e}"))?;
-    let reader = p.trace.open().map_err(|e| e.to_string())?;
+    let reader = p.single_workload()?.trace.open().map_err(|e| e.to_string())?;
     let chunk = p
         .experiment
         .max_prefill_chunk

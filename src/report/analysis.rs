@@ -1,0 +1,801 @@
+//! The analysis an experiment asks for with `analysis`: how much faster the policy under study
+//! is than every other policy, what each of its techniques is worth (its ablations), and how
+//! far everyone is from a ceiling. Written next to the standard report:
+//!
+//! - `speedups.csv`: per workload and budget, the subject's decode speed and prefill latency
+//!   against each other policy's (ratios > 1 mean the subject is faster);
+//! - `ablation.csv`: per workload and budget, each ablation against the full subject;
+//! - `precision_shares.csv`: per run, the share of expert invocations served at each precision
+//!   or skipped, and the gate-weight share served below the high precision or skipped;
+//! - `summary.md`: the same at the headline budget as Markdown tables;
+//! - `speedup.svg` (bars per baseline and workload at the headline budget), `ablation.svg`,
+//!   `tokens_per_s_vs_budget-<workload>.svg` (every policy, the ceiling dashed) and
+//!   `time_breakdown.svg` (compute vs waiting at the headline budget).
+
+use super::plots::{self, Series};
+use super::table::ResultRow;
+use crate::scenario::AnalysisSpec;
+use plotters::prelude::*;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Writes the analysis files into `dir`; returns their names.
+pub fn write(
+    dir: &Path,
+    experiment: &str,
+    spec: &AnalysisSpec,
+    workloads: &[String],
+    budgets: &[String],
+    rows: &[ResultRow],
+) -> Result<Vec<String>, String> {
+    let a = Analysis::new(spec, workloads, budgets, rows)?;
+    let mut written = Vec::new();
+    let mut put = |name: &str, text: String| -> Result<(), String> {
+        std::fs::write(dir.join(name), text)
+            .map_err(|e| format!("{}: cannot write: {e}", dir.join(name).display()))?;
+        written.push(name.to_string());
+        Ok(())
+    };
+    put("speedups.csv", a.speedups_csv())?;
+    put("ablation.csv", a.ablation_csv())?;
+    put("precision_shares.csv", a.shares_csv())?;
+    put("summary.md", a.summary_md(experiment))?;
+    written.extend(a.plots(dir, experiment)?);
+    Ok(written)
+}
+
+struct Analysis<'a> {
+    spec: &'a AnalysisSpec,
+    workloads: &'a [String],
+    budgets: &'a [String],
+    rows: &'a [ResultRow],
+    headline: String,
+    /// Labels in experiment order, by role.
+    baselines: Vec<String>,
+    labels: Vec<String>,
+}
+
+impl<'a> Analysis<'a> {
+    fn new(
+        spec: &'a AnalysisSpec,
+        workloads: &'a [String],
+        budgets: &'a [String],
+        rows: &'a [ResultRow],
+    ) -> Result<Self, String> {
+        let mut labels: Vec<String> = Vec::new();
+        for r in rows {
+            if !labels.contains(&r.id.label) {
+                labels.push(r.id.label.clone());
+            }
+        }
+        let headline = match &spec.headline_budget {
+            Some(b) if budgets.contains(b) => b.clone(),
+            Some(b) => {
+                return Err(format!(
+                    "`analysis.headline_budget` is `{b}`, which is not one of the budgets ({})",
+                    budgets.join(", ")
+                ))
+            }
+            None => budgets
+                .last()
+                .cloned()
+                .ok_or("the experiment has no budgets")?,
+        };
+        let baselines = labels
+            .iter()
+            .filter(|l| **l != spec.subject && !spec.ablations.contains(l))
+            .cloned()
+            .collect();
+        Ok(Analysis {
+            spec,
+            workloads,
+            budgets,
+            rows,
+            headline,
+            baselines,
+            labels,
+        })
+    }
+
+    fn row(&self, workload: &str, budget: &str, label: &str) -> Option<&ResultRow> {
+        self.rows.iter().find(|r| {
+            r.id.workload == workload && r.id.budget_label == budget && r.id.label == label
+        })
+    }
+
+    /// Decode speed ratio subject / other, and prefill latency ratio other / subject.
+    fn speedup(&self, w: &str, b: &str, other: &str) -> Option<(f64, f64)> {
+        let s = self.row(w, b, &self.spec.subject)?;
+        let o = self.row(w, b, other)?;
+        Some((
+            ratio(s.summary.decode_tokens_per_s, o.summary.decode_tokens_per_s),
+            ratio(o.summary.ttft_mean_ms, s.summary.ttft_mean_ms),
+        ))
+    }
+
+    fn speedups_csv(&self) -> String {
+        let mut out = String::from(
+            "workload,budget,baseline,subject,subject_decode_tokens_per_s,baseline_decode_tokens_per_s,decode_speedup,subject_prefill_ms,baseline_prefill_ms,prefill_speedup\n",
+        );
+        for w in self.workloads {
+            for b in self.budgets {
+                let Some(s) = self.row(w, b, &self.spec.subject) else {
+                    continue;
+                };
+                for base in &self.baselines {
+                    let Some(o) = self.row(w, b, base) else {
+                        continue;
+                    };
+                    let (d, p) = self.speedup(w, b, base).unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "{},{},{},{},{},{},{},{},{},{}",
+                        csv(w),
+                        csv(b),
+                        csv(base),
+                        csv(&self.spec.subject),
+                        s.summary.decode_tokens_per_s,
+                        o.summary.decode_tokens_per_s,
+                        d,
+                        s.summary.ttft_mean_ms,
+                        o.summary.ttft_mean_ms,
+                        p
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn ablation_csv(&self) -> String {
+        let mut out = String::from(
+            "workload,budget,variant,decode_tokens_per_s,relative_to_subject,prefill_ms,hit_rate,bytes_read_per_decode_token,degraded_gate_share\n",
+        );
+        for w in self.workloads {
+            for b in self.budgets {
+                let Some(s) = self.row(w, b, &self.spec.subject) else {
+                    continue;
+                };
+                for v in std::iter::once(&self.spec.subject).chain(&self.spec.ablations) {
+                    let Some(r) = self.row(w, b, v) else { continue };
+                    let _ = writeln!(
+                        out,
+                        "{},{},{},{},{},{},{},{},{}",
+                        csv(w),
+                        csv(b),
+                        csv(v),
+                        r.summary.decode_tokens_per_s,
+                        ratio(r.summary.decode_tokens_per_s, s.summary.decode_tokens_per_s),
+                        r.summary.ttft_mean_ms,
+                        r.summary.hit_rate,
+                        r.summary.bytes_read_per_decode_token,
+                        r.degraded_gate_share
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn shares_csv(&self) -> String {
+        let mut out = String::from(
+            "workload,budget,label,share_fp16,share_int8,share_int4,share_int3,share_int2,share_skipped,degraded_gate_share\n",
+        );
+        for r in self.rows {
+            let s = shares(r);
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{}",
+                csv(&r.id.workload),
+                csv(&r.id.budget_label),
+                csv(&r.id.label),
+                s[0],
+                s[1],
+                s[2],
+                s[3],
+                s[4],
+                s[5],
+                r.degraded_gate_share
+            );
+        }
+        out
+    }
+
+    fn summary_md(&self, experiment: &str) -> String {
+        let mut md = String::new();
+        let subject = &self.spec.subject;
+        let _ = writeln!(
+            md,
+            "# {experiment}: `{subject}` against the other policies\n"
+        );
+        let _ = writeln!(
+            md,
+            "Simulated by edgesim; every number below is a model prediction, not a measurement. \
+             Headline budget: {}. Speedup = {subject}'s decode tokens/s over the other policy's; \
+             prefill speedup = the other's prefill latency over {subject}'s.\n",
+            self.headline
+        );
+        let _ = writeln!(
+            md,
+            "## Decode speedup of `{subject}` at {}\n",
+            self.headline
+        );
+        let mut header = String::from("| baseline |");
+        let mut rule = String::from("| --- |");
+        for w in self.workloads {
+            let _ = write!(header, " {} |", md_cell(&workload_name(w)));
+            rule.push_str(" ---: |");
+        }
+        header.push_str(" geometric mean |");
+        rule.push_str(" ---: |");
+        let _ = writeln!(md, "{header}\n{rule}");
+        for base in &self.baselines {
+            let mut line = format!("| {} |", md_cell(base));
+            let mut logs = Vec::new();
+            for w in self.workloads {
+                match self.speedup(w, &self.headline, base) {
+                    Some((d, _)) if d.is_finite() && d > 0.0 => {
+                        logs.push(d.ln());
+                        let _ = write!(line, " {d:.2}x |");
+                    }
+                    _ => line.push_str(" - |"),
+                }
+            }
+            let _ = write!(line, " {} |", geo(&logs));
+            let _ = writeln!(md, "{line}");
+        }
+        let _ = writeln!(
+            md,
+            "\n## Prefill speedup of `{subject}` at {}\n",
+            self.headline
+        );
+        let _ = writeln!(md, "{header}\n{rule}");
+        for base in &self.baselines {
+            let mut line = format!("| {} |", md_cell(base));
+            let mut logs = Vec::new();
+            for w in self.workloads {
+                match self.speedup(w, &self.headline, base) {
+                    Some((_, p)) if p.is_finite() && p > 0.0 => {
+                        logs.push(p.ln());
+                        let _ = write!(line, " {p:.2}x |");
+                    }
+                    _ => line.push_str(" - |"),
+                }
+            }
+            let _ = write!(line, " {} |", geo(&logs));
+            let _ = writeln!(md, "{line}");
+        }
+        if !self.spec.ablations.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Ablation at {}: decode tokens/s relative to the full `{subject}`\n",
+                self.headline
+            );
+            let _ = writeln!(md, "{}\n{}", header.replace("baseline", "variant"), rule);
+            for v in std::iter::once(subject).chain(&self.spec.ablations) {
+                let mut line = format!("| {} |", md_cell(v));
+                let mut logs = Vec::new();
+                for w in self.workloads {
+                    match (
+                        self.row(w, &self.headline, v),
+                        self.row(w, &self.headline, subject),
+                    ) {
+                        (Some(r), Some(s)) => {
+                            let x =
+                                ratio(r.summary.decode_tokens_per_s, s.summary.decode_tokens_per_s);
+                            if x.is_finite() && x > 0.0 {
+                                logs.push(x.ln());
+                            }
+                            let _ = write!(line, " {x:.3} |");
+                        }
+                        _ => line.push_str(" - |"),
+                    }
+                }
+                let _ = write!(line, " {} |", geo(&logs));
+                let _ = writeln!(md, "{line}");
+            }
+        }
+        for w in self.workloads {
+            let title = if w.is_empty() {
+                "the trace".to_string()
+            } else {
+                format!("workload {w}")
+            };
+            let _ = writeln!(md, "\n## Every policy on {title} at {}\n", self.headline);
+            let _ = writeln!(
+                md,
+                "| policy | decode tok/s | prefill s | hit rate | MiB read / token | waiting | high / low / skipped share | degraded gate share | {subject} speedup |"
+            );
+            let _ = writeln!(
+                md,
+                "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
+            );
+            for l in &self.labels {
+                let Some(r) = self.row(w, &self.headline, l) else {
+                    continue;
+                };
+                let s = shares(r);
+                // The highest precision the run served at is its "high" one.
+                let high = s[..5].iter().copied().find(|&x| x > 0.0).unwrap_or(0.0);
+                let served: f64 = s[..5].iter().sum();
+                let speed = if l == subject {
+                    "-".to_string()
+                } else {
+                    self.speedup(w, &self.headline, l)
+                        .map_or("-".into(), |(d, _)| format!("{d:.2}x"))
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.3} | {:.2} | {:.3} | {:.0} | {:.0}% | {:.2} / {:.2} / {:.2} | {:.3} | {} |",
+                    md_cell(l),
+                    r.summary.decode_tokens_per_s,
+                    r.summary.ttft_mean_ms / 1e3,
+                    r.summary.hit_rate,
+                    r.summary.bytes_read_per_decode_token / (1u64 << 20) as f64,
+                    r.summary.decode_stall_share * 100.0,
+                    high,
+                    served - high,
+                    s[5],
+                    r.degraded_gate_share,
+                    speed
+                );
+            }
+        }
+        md
+    }
+
+    fn plots(&self, dir: &Path, experiment: &str) -> Result<Vec<String>, String> {
+        let mut written = Vec::new();
+        // Speedup bars at the headline budget.
+        let groups: Vec<String> = self.workloads.iter().map(|w| workload_name(w)).collect();
+        let values: Vec<Vec<f64>> = self
+            .baselines
+            .iter()
+            .map(|b| {
+                self.workloads
+                    .iter()
+                    .map(|w| self.speedup(w, &self.headline, b).map_or(0.0, |s| s.0))
+                    .collect()
+            })
+            .collect();
+        grouped_bars(
+            &dir.join("speedup.svg"),
+            &format!(
+                "{experiment}: decode speedup of {} at {}",
+                self.spec.subject, self.headline
+            ),
+            &format!("{} tok/s / baseline tok/s", self.spec.subject),
+            &self.baselines,
+            &groups,
+            &values,
+            Some(1.0),
+        )?;
+        written.push("speedup.svg".into());
+        if !self.spec.ablations.is_empty() {
+            let variants: Vec<String> = std::iter::once(self.spec.subject.clone())
+                .chain(self.spec.ablations.iter().cloned())
+                .collect();
+            let values: Vec<Vec<f64>> = variants
+                .iter()
+                .map(|v| {
+                    self.workloads
+                        .iter()
+                        .map(|w| {
+                            match (
+                                self.row(w, &self.headline, v),
+                                self.row(w, &self.headline, &self.spec.subject),
+                            ) {
+                                (Some(r), Some(s)) => ratio(
+                                    r.summary.decode_tokens_per_s,
+                                    s.summary.decode_tokens_per_s,
+                                ),
+                                _ => 0.0,
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            grouped_bars(
+                &dir.join("ablation.svg"),
+                &format!("{experiment}: ablation at {}", self.headline),
+                &format!("decode tok/s relative to full {}", self.spec.subject),
+                &variants,
+                &groups,
+                &values,
+                Some(1.0),
+            )?;
+            written.push("ablation.svg".into());
+        }
+        for w in self.workloads {
+            let series: Vec<Series> = self
+                .labels
+                .iter()
+                .map(|l| Series {
+                    name: l.clone(),
+                    points: self
+                        .rows
+                        .iter()
+                        .filter(|r| r.id.workload == *w && r.id.label == *l)
+                        .map(|r| {
+                            (
+                                r.id.budget_bytes as f64 / (1u64 << 30) as f64,
+                                r.summary.decode_tokens_per_s,
+                            )
+                        })
+                        .collect(),
+                })
+                .collect();
+            let file = format!("tokens_per_s_vs_budget-{}.svg", file_part(w));
+            line_chart_with_ceiling(
+                &dir.join(&file),
+                &format!(
+                    "{experiment} {}: decode speed vs memory budget",
+                    workload_name(w)
+                ),
+                &series,
+                self.spec.ceiling.as_deref(),
+            )?;
+            written.push(file);
+        }
+        let mut categories = Vec::new();
+        let mut values = Vec::new();
+        for w in self.workloads {
+            for l in &self.labels {
+                let Some(r) = self.row(w, &self.headline, l) else {
+                    continue;
+                };
+                let per_token_ms = if r.summary.decode_tokens_per_s > 0.0 {
+                    1e3 / r.summary.decode_tokens_per_s
+                } else {
+                    0.0
+                };
+                let stall = per_token_ms * r.summary.decode_stall_share;
+                categories.push(if w.is_empty() {
+                    l.clone()
+                } else {
+                    format!("{w} {l}")
+                });
+                values.push(vec![per_token_ms - stall, stall]);
+            }
+        }
+        plots::stacked_bars(
+            &dir.join("time_breakdown.svg"),
+            &format!("{experiment}: decode time per token at {}", self.headline),
+            "ms per decode token",
+            &categories,
+            &["compute", "waiting for I/O"],
+            &values,
+        )?;
+        written.push("time_breakdown.svg".into());
+        Ok(written)
+    }
+}
+
+/// Share of expert invocations served at fp16, int8, int4, int3, int2, and skipped.
+fn shares(r: &ResultRow) -> [f64; 6] {
+    let counts = [
+        r.served_fp16,
+        r.served_int8,
+        r.served_int4,
+        r.served_int3,
+        r.served_int2,
+        r.skipped,
+    ];
+    let total: u64 = counts.iter().sum();
+    let mut out = [0.0; 6];
+    if total > 0 {
+        for (o, c) in out.iter_mut().zip(counts) {
+            *o = c as f64 / total as f64;
+        }
+    }
+    out
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
+
+fn geo(logs: &[f64]) -> String {
+    if logs.is_empty() {
+        "-".into()
+    } else {
+        format!(
+            "{:.2}x",
+            (logs.iter().sum::<f64>() / logs.len() as f64).exp()
+        )
+    }
+}
+
+fn csv(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+fn workload_name(w: &str) -> String {
+    if w.is_empty() {
+        "trace".into()
+    } else {
+        w.to_string()
+    }
+}
+
+fn file_part(w: &str) -> String {
+    let s: String = workload_name(w)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+/// Bars grouped by category, one bar per group within each; `values[category][group]`. An
+/// optional horizontal reference line (e.g. speedup 1).
+fn grouped_bars(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    categories: &[String],
+    groups: &[String],
+    values: &[Vec<f64>],
+    reference: Option<f64>,
+) -> Result<(), String> {
+    let e = |x: &dyn std::fmt::Display| format!("cannot draw {}: {x}", path.display());
+    let y_max = values
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(reference.unwrap_or(0.0), f64::max);
+    let y_top = if y_max > 0.0 { y_max * 1.2 } else { 1.0 };
+    let n = categories.len().max(1);
+    let width = (200 + 90 * n as u32).max(700);
+    let root = SVGBackend::new(path, (width, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(90)
+        .y_label_area_size(65)
+        .build_cartesian_2d(0f64..n as f64, 0f64..y_top)
+        .map_err(|x| e(&x))?;
+    let cats = categories.to_vec();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&move |x| {
+            let i = (*x - 0.5).round();
+            if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 {
+                cats.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .x_label_style(
+            ("sans-serif", 11)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        )
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|x| e(&x))?;
+    let g = groups.len().max(1) as f64;
+    let width_each = 0.8 / g;
+    for (gi, group) in groups.iter().enumerate() {
+        let c = COLORS[gi % COLORS.len()];
+        let bars = values.iter().enumerate().map(move |(ci, v)| {
+            let x0 = ci as f64 + 0.1 + gi as f64 * width_each;
+            let y = v.get(gi).copied().filter(|y| y.is_finite()).unwrap_or(0.0);
+            Rectangle::new([(x0, 0.0), (x0 + width_each * 0.9, y)], c.filled())
+        });
+        chart
+            .draw_series(bars)
+            .map_err(|x| e(&x))?
+            .label(group.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+    }
+    if let Some(r) = reference {
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, r), (n as f64, r)],
+                BLACK.mix(0.6).stroke_width(1),
+            ))
+            .map_err(|x| e(&x))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// Lines of decode speed over budget, the `ceiling` series dashed.
+fn line_chart_with_ceiling(
+    path: &Path,
+    title: &str,
+    series: &[Series],
+    ceiling: Option<&str>,
+) -> Result<(), String> {
+    let e = |x: &dyn std::fmt::Display| format!("cannot draw {}: {x}", path.display());
+    let pts = series.iter().flat_map(|s| s.points.iter());
+    let (mut x_min, mut x_max, mut y_max) = (f64::INFINITY, 0f64, 0f64);
+    for &(x, y) in pts {
+        x_min = x_min.min(x);
+        x_max = x_max.max(x);
+        if y.is_finite() {
+            y_max = y_max.max(y);
+        }
+    }
+    if !x_min.is_finite() {
+        x_min = 0.0;
+    }
+    if x_max <= x_min {
+        x_max = x_min + 1.0;
+    }
+    let pad = (x_max - x_min) * 0.05;
+    let root = SVGBackend::new(path, (820, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d((x_min - pad)..(x_max + pad), 0f64..(y_max.max(1e-9) * 1.15))
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc("memory budget (GiB)")
+        .y_desc("decode tokens/s")
+        .draw()
+        .map_err(|x| e(&x))?;
+    for (i, s) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let mut points = s.points.clone();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if Some(s.name.as_str()) == ceiling {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    points.clone(),
+                    8,
+                    5,
+                    BLACK.stroke_width(2),
+                ))
+                .map_err(|x| e(&x))?
+                .label(format!("{} (ceiling)", s.name))
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(2))
+                });
+            continue;
+        }
+        chart
+            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+            .map_err(|x| e(&x))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{RunIdentity, RunSummary};
+
+    fn row(workload: &str, budget: &str, label: &str, tok_s: f64, ttft: f64) -> ResultRow {
+        let mut c = crate::policy::Counters::default();
+        c.served_by_precision[1] = 6;
+        c.served_by_precision[4] = 3;
+        c.skipped = 1;
+        ResultRow::new(
+            RunIdentity {
+                experiment: "x".into(),
+                device: "d".into(),
+                model: "m".into(),
+                trace: "t".into(),
+                workload: workload.into(),
+                policy: label.into(),
+                label: label.into(),
+                budget_label: budget.into(),
+                budget_bytes: 1 << 30,
+                seed: 0,
+            },
+            RunSummary {
+                decode_tokens_per_s: tok_s,
+                ttft_mean_ms: ttft,
+                ..RunSummary::default()
+            },
+            &c,
+        )
+    }
+
+    #[test]
+    fn speedups_and_ablations_are_ratios_of_the_rows() {
+        let rows = vec![
+            row("[16,32]", "b", "hobbit", 4.0, 100.0),
+            row("[16,32]", "b", "lru", 1.0, 300.0),
+            row("[16,32]", "b", "hobbit -prefetch", 3.0, 100.0),
+        ];
+        let spec = AnalysisSpec {
+            subject: "hobbit".into(),
+            ablations: vec!["hobbit -prefetch".into()],
+            ceiling: None,
+            headline_budget: None,
+        };
+        let w = vec!["[16,32]".to_string()];
+        let b = vec!["b".to_string()];
+        let a = Analysis::new(&spec, &w, &b, &rows).unwrap();
+        assert_eq!(a.baselines, vec!["lru".to_string()]);
+        let csv = a.speedups_csv();
+        assert!(
+            csv.lines().nth(1).unwrap().contains(",4,1,4,100,300,3"),
+            "{csv}"
+        );
+        let abl = a.ablation_csv();
+        assert!(abl.contains("hobbit -prefetch,3,0.75,"), "{abl}");
+        let shares = a.shares_csv();
+        // 6 int8, 3 int2, 1 skipped of 10.
+        assert!(shares.contains(",0,0.6,0,0,0.3,0.1,"), "{shares}");
+        let md = a.summary_md("x");
+        assert!(md.contains("| lru | 4.00x | 4.00x |"), "{md}");
+        assert!(md.contains("| hobbit -prefetch | 0.750 |"), "{md}");
+    }
+
+    #[test]
+    fn an_unknown_headline_budget_is_named() {
+        let spec = AnalysisSpec {
+            subject: "hobbit".into(),
+            ablations: vec![],
+            ceiling: None,
+            headline_budget: Some("huge".into()),
+        };
+        let err = Analysis::new(&spec, &[], &["b".to_string()], &[])
+            .err()
+            .unwrap();
+        assert!(err.contains("huge"), "{err}");
+    }
+}
