@@ -3,6 +3,7 @@
 
 mod llm_common;
 
+use edgesim::llm::parallel::ThreadTeam;
 use edgesim::llm::eval::perplexity;
 use edgesim::llm::format::WeightFormat;
 use edgesim::llm::generate::{generate, GenerationRequest};
@@ -97,11 +98,8 @@ fn logits_do_not_depend_on_the_thread_count() {
     // A raw prompt keeps this test short in debug builds; the chat prompts run above.
     let prompt = model.tokenizer.encode("Name three colours: red,").unwrap();
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        let team = ThreadTeam::new(threads);
+        team.install(|| {
             let mut cache = model.model.new_cache(prompt.len());
             model.model.forward(&prompt, &mut cache).unwrap()
         })

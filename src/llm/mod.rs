@@ -9,6 +9,7 @@
 //! - [`matvec`]: the matrix-vector abstraction every weight matrix hides behind, so the f32
 //!   reference and the LUT kernels' packed formats run the same model code.
 //! - [`model`]: the Llama forward pass with a KV cache, and per-layer FFN activation hooks.
+//! - [`parallel`]: the low-overhead thread team the forward pass splits its work over.
 //! - [`sampling`]: greedy and seeded temperature sampling.
 //! - [`generate`]: the prompt → text loop with streaming and timing.
 //! - [`fetch`]: getting the model file into the local cache.
@@ -26,6 +27,7 @@ pub mod gguf;
 mod loaded;
 pub mod matvec;
 pub mod model;
+pub mod parallel;
 pub mod sampling;
 pub mod tokenizer;
 

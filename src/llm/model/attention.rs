@@ -1,7 +1,8 @@
 //! Causal grouped-query attention over the KV cache.
 
 use crate::llm::matvec::dot_block;
-use rayon::prelude::*;
+use crate::llm::parallel::for_each_chunk_mut;
+use std::sync::Mutex;
 
 /// The shape of one attention call.
 pub(crate) struct AttentionShape {
@@ -12,21 +13,25 @@ pub(crate) struct AttentionShape {
     pub start: usize,
     /// Positions per head in the cache's head-major layout.
     pub capacity: usize,
+    /// Distance between two tokens' queries in `queries` (the fused QKV row width); the
+    /// queries of a token are the first `head_count · head_dim` values of its row.
+    pub query_stride: usize,
 }
 
 /// For each query token i (at position `start + i`) and head h, attends over cache positions
 /// `0..=start + i` with key/value head `h / (head_count / kv_head_count)`.
 ///
-/// `queries` and `out` are `n × head_count·head_dim`; `keys` and `values` are the cache's
-/// head-major `[kv_head][capacity][head_dim]` blocks. Work is split over (token, head) pairs
-/// and each pair is computed in one fixed order, so the result does not depend on the thread
-/// count.
+/// `out` is `n × head_count·head_dim`; `keys` and `values` are the cache's head-major
+/// `[kv_head][capacity][head_dim]` blocks; `scores` holds one scratch buffer per thread of the
+/// current team (at least one). Work is split over (token, head) pairs and each pair is
+/// computed in one fixed order, so the result does not depend on the thread count.
 pub(crate) fn attend(
     shape: &AttentionShape,
     queries: &[f32],
     keys: &[f32],
     values: &[f32],
     out: &mut [f32],
+    scores: &[Mutex<Vec<f32>>],
 ) {
     let AttentionShape {
         head_count,
@@ -34,31 +39,38 @@ pub(crate) fn attend(
         head_dim,
         start,
         capacity,
+        query_stride,
     } = *shape;
     let group = head_count / kv_head_count;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    out.par_chunks_mut(head_dim)
-        .enumerate()
-        .for_each(|(unit, head_out)| {
+    for_each_chunk_mut(out, head_dim, &|at, chunk| {
+        let mut scratch = scores[at.part].lock().unwrap_or_else(|e| e.into_inner());
+        for (offset, head_out) in chunk.chunks_exact_mut(head_dim).enumerate() {
+            let unit = at.first_unit + offset;
             let (token, head) = (unit / head_count, unit % head_count);
-            let query = &queries[unit * head_dim..(unit + 1) * head_dim];
+            let query_at = token * query_stride + head * head_dim;
+            let query = &queries[query_at..query_at + head_dim];
             let head_block = (head / group) * capacity * head_dim;
             let visible = start + token + 1;
             let head_keys = &keys[head_block..head_block + visible * head_dim];
             let head_values = &values[head_block..head_block + visible * head_dim];
-            let mut scores = vec![0.0f32; visible];
-            dot_block(head_keys, head_dim, query, 1, &mut scores);
-            for score in scores.iter_mut() {
+            if scratch.len() < visible {
+                scratch.resize(visible, 0.0);
+            }
+            let weights = &mut scratch[..visible];
+            dot_block(head_keys, head_dim, query, 1, weights);
+            for score in weights.iter_mut() {
                 *score *= scale;
             }
-            super::ops::softmax(&mut scores);
+            super::ops::softmax(weights);
             head_out.fill(0.0);
-            for (&weight, value) in scores.iter().zip(head_values.chunks_exact(head_dim)) {
+            for (&weight, value) in weights.iter().zip(head_values.chunks_exact(head_dim)) {
                 for (o, v) in head_out.iter_mut().zip(value) {
                     *o += weight * v;
                 }
             }
-        });
+        }
+    });
 }
 
 #[cfg(test)]
@@ -73,14 +85,17 @@ mod tests {
             head_dim: 2,
             start: 0,
             capacity: 1,
+            query_stride: 4,
         };
         let mut out = [0.0; 4];
+        let scores = [Mutex::new(Vec::new())];
         attend(
             &shape,
             &[1.0, 0.0, 0.0, 1.0],
             &[0.5, 0.5],
             &[3.0, -1.0],
             &mut out,
+            &scores,
         );
         assert_eq!(out, [3.0, -1.0, 3.0, -1.0]);
     }
@@ -94,9 +109,18 @@ mod tests {
             head_dim: 1,
             start: 0,
             capacity: 2,
+            query_stride: 1,
         };
         let mut out = [0.0; 2];
-        attend(&shape, &[1.0, 1.0], &[0.0, 0.0], &[1.0, 1000.0], &mut out);
+        let scores = [Mutex::new(Vec::new())];
+        attend(
+            &shape,
+            &[1.0, 1.0],
+            &[0.0, 0.0],
+            &[1.0, 1000.0],
+            &mut out,
+            &scores,
+        );
         assert_eq!(out[0], 1.0);
         assert_eq!(out[1], 500.5); // equal scores: the mean of both values
     }
