@@ -1,27 +1,33 @@
 //! A persistent team of threads for the forward pass, with low per-call overhead.
 //!
 //! A decode step of SmolLM2 is about 150 small parallel sections (four matrices, attention and
-//! the output per layer), each a few microseconds of work. rayon's fork/join wakes sleeping
-//! workers through the OS: on this machine a `rayon::join` of two 10 µs halves took 21 µs
-//! when the workers had gone idle for 20 µs (no speed-up at all), 11–14 µs when they were
+//! the FFN activation per layer), each a few microseconds of work. rayon's fork/join wakes
+//! sleeping workers through the OS: on this machine a `rayon::join` of two 10 µs halves took
+//! 21 µs when the workers had been idle for 20 µs (no speed-up at all), 11–14 µs when they were
 //! still spinning (`docs/real-model.md`, "Threads"). A team whose workers spin between
-//! sections, as llama.cpp's OpenMP threads do, starts a section in well under a microsecond.
+//! sections, as llama.cpp's threads do, starts a section in well under a microsecond.
 //!
 //! Model: [`ThreadTeam::install`] makes a team current on the calling thread for the duration
 //! of a closure (like rayon's `ThreadPool::install`); inside it, [`run_parts`] and
-//! [`for_each_chunk_mut`] split work over the team's threads, the calling thread taking part 0.
-//! Outside any team, and inside a part (nested calls), they run on the calling thread alone,
-//! so library code may call them unconditionally.
+//! [`for_each_chunk_mut`] split work into one part per thread of the team. Outside any team,
+//! and inside a part (nested calls), they run on the calling thread alone, so library code may
+//! call them unconditionally.
 //!
-//! Workers spin for about [`SPIN_BEFORE_PARK`] after their last section, then park on a condition
-//! variable, so an idle team costs nothing; the first section after a park pays one wake-up.
-//! Results never depend on the thread count as long as each part's work is computed the same
-//! way whoever runs it (every user here splits over output rows or heads, never over a
-//! reduction).
+//! Parts are *claimed*, not assigned: the calling thread and the workers each take the next
+//! unclaimed part until none is left. On a busy machine a worker that the OS has descheduled
+//! claims nothing and the caller runs its part instead, so a section never waits for a thread
+//! that is not running (a fixed assignment made two threads 3–4× slower than one under load).
+//! Which thread runs a part does not change its result, so results never depend on the thread
+//! count as long as each part's work is fixed by its index (every user here splits over output
+//! rows, heads or input vectors, never over a reduction).
+//!
+//! Idle workers spin for about [`SPIN_BEFORE_PARK`], yielding the core now and then, and then
+//! park on a condition variable, so an idle team costs nothing; the first section after a park
+//! pays one wake-up.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,31 +37,70 @@ use std::time::{Duration, Instant};
 /// burning a core almost at once.
 pub const SPIN_BEFORE_PARK: Duration = Duration::from_millis(2);
 
-/// The work of one section: called once per thread with the part index `0..threads`.
+/// Spins between two `yield_now` calls while waiting, so a waiting thread gives its core to a
+/// runnable one on an oversubscribed machine.
+const SPINS_PER_YIELD: u32 = 256;
+
+/// The work of one section: called once per part index `0..parts`.
 type Job<'a> = dyn Fn(usize) + Sync + 'a;
 
-/// A raw pointer to the current job. It is only dereferenced between the section's start and
-/// the dispatcher's wait for every worker to finish, while the job is borrowed by `run`.
+/// A raw pointer to the current job and its part count. It is only dereferenced by a thread
+/// that has claimed a part of the section it belongs to (see [`Shared::state`]); the section's
+/// caller waits for every claimed part to finish before the job's borrow ends.
 #[derive(Clone, Copy)]
-struct JobPtr(*const Job<'static>);
+struct JobPtr(*const Job<'static>, usize);
 
 // SAFETY: the pointee is `Sync` and outlives every dereference (see `ThreadTeam::run`).
 unsafe impl Send for JobPtr {}
 unsafe impl Sync for JobPtr {}
 
 struct Shared {
-    /// Incremented once per section; workers run a section when they see a new value.
-    epoch: AtomicUsize,
-    /// Workers that finished the current section.
+    /// `section << 32 | next unclaimed part`. A part is claimed by a compare-and-swap that
+    /// also checks the section, so a late worker can never claim a part of a section whose
+    /// job it did not read.
+    state: AtomicU64,
+    /// Parts of the current section that have finished.
     finished: AtomicUsize,
     job: Mutex<Option<JobPtr>>,
-    /// A worker's part panicked during the current section.
+    /// A part panicked during the current section.
     panicked: AtomicBool,
     shutdown: AtomicBool,
     /// Workers parked (or about to park) on `wake`.
     parked: AtomicUsize,
     park_lock: Mutex<()>,
     wake: Condvar,
+}
+
+fn section_of(state: u64) -> u64 {
+    state >> 32
+}
+
+impl Shared {
+    /// Claims and runs parts of `section` until none is left.
+    fn run_claimed_parts(&self, section: u64, job: JobPtr) {
+        let JobPtr(job, parts) = job;
+        loop {
+            let state = self.state.load(Ordering::Acquire);
+            let part = (state & 0xffff_ffff) as usize;
+            if section_of(state) != section || part >= parts {
+                return;
+            }
+            if self
+                .state
+                .compare_exchange_weak(state, state + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            // SAFETY: the part was claimed in `section`, whose caller waits for it to finish
+            // before the job's borrow ends.
+            let job = unsafe { &*job };
+            if catch_unwind(AssertUnwindSafe(|| run_part(job, part))).is_err() {
+                self.panicked.store(true, Ordering::SeqCst);
+            }
+            self.finished.fetch_add(1, Ordering::Release);
+        }
+    }
 }
 
 /// A fixed set of threads that run parallel sections of the forward pass.
@@ -80,7 +125,7 @@ impl ThreadTeam {
     pub fn new(threads: usize) -> ThreadTeam {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
-            epoch: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
             finished: AtomicUsize::new(0),
             job: Mutex::new(None),
             panicked: AtomicBool::new(false),
@@ -90,11 +135,11 @@ impl ThreadTeam {
             wake: Condvar::new(),
         });
         let workers = (1..threads)
-            .map(|part| {
+            .map(|index| {
                 let shared = Arc::clone(&shared);
                 std::thread::Builder::new()
-                    .name(format!("edgesim-llm-{part}"))
-                    .spawn(move || worker_loop(&shared, part))
+                    .name(format!("edgesim-llm-{index}"))
+                    .spawn(move || worker_loop(&shared))
                     .expect("spawn a team thread")
             })
             .collect();
@@ -124,37 +169,42 @@ impl ThreadTeam {
         f()
     }
 
-    /// Runs `job(part)` for every part `0..threads` at once, part 0 on the calling thread, and
-    /// returns when all have finished. A panic in any part is re-raised here.
+    /// Runs `job(part)` for every part `0..threads`, spread over the team (the calling thread
+    /// takes part too), and returns when all have finished. A panic in any part is re-raised
+    /// here.
     pub fn run(&self, job: &(dyn Fn(usize) + Sync)) {
-        if self.threads == 1 {
+        let parts = self.threads;
+        if parts == 1 {
             return run_part(job, 0);
         }
         let _serial = self.dispatch.lock().unwrap_or_else(|e| e.into_inner());
         let shared = &*self.shared;
-        // SAFETY: the 'static lifetime is a lie the workers never act on: they dereference the
-        // pointer only between the epoch bump below and their `finished` increment, and this
-        // function waits for every increment before returning (and thus before `job` ends).
+        // SAFETY: the 'static lifetime is never acted on: threads dereference the pointer only
+        // for parts they claimed in this section, and this function waits for all of them
+        // before returning (and thus before `job`'s borrow ends).
         let erased: *const Job<'static> = unsafe { std::mem::transmute(job as *const Job<'_>) };
-        *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(JobPtr(erased));
+        let pointer = JobPtr(erased, parts);
+        *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(pointer);
         shared.finished.store(0, Ordering::SeqCst);
         shared.panicked.store(false, Ordering::SeqCst);
-        shared.epoch.fetch_add(1, Ordering::SeqCst);
+        let section = section_of(shared.state.load(Ordering::SeqCst)) + 1;
+        shared.state.store(section << 32, Ordering::SeqCst);
         if shared.parked.load(Ordering::SeqCst) > 0 {
             let _lock = shared.park_lock.lock().unwrap_or_else(|e| e.into_inner());
             shared.wake.notify_all();
         }
-        let own = catch_unwind(AssertUnwindSafe(|| run_part(job, 0)));
-        let workers = self.threads - 1;
-        while shared.finished.load(Ordering::Acquire) < workers {
-            std::hint::spin_loop();
-        }
-        *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        if let Err(payload) = own {
-            std::panic::resume_unwind(payload);
+        shared.run_claimed_parts(section, pointer);
+        let mut spins = 0u32;
+        while shared.finished.load(Ordering::Acquire) < parts {
+            spins = spins.wrapping_add(1);
+            if spins % SPINS_PER_YIELD == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         if shared.panicked.load(Ordering::SeqCst) {
-            panic!("a thread of the forward pass's team panicked");
+            panic!("a part of a parallel section of the forward pass panicked");
         }
     }
 }
@@ -162,7 +212,8 @@ impl ThreadTeam {
 impl Drop for ThreadTeam {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        let next = (section_of(self.shared.state.load(Ordering::SeqCst)) + 1) << 32;
+        self.shared.state.store(next, Ordering::SeqCst);
         {
             let _lock = self
                 .shared
@@ -189,43 +240,39 @@ fn run_part(job: &(dyn Fn(usize) + Sync), part: usize) {
     job(part);
 }
 
-fn worker_loop(shared: &Shared, part: usize) {
-    let mut seen = 0usize;
+fn worker_loop(shared: &Shared) {
+    let mut seen = 0u64;
     loop {
         let started = Instant::now();
         let mut spins = 0u32;
-        let epoch = loop {
-            let epoch = shared.epoch.load(Ordering::Acquire);
-            if epoch != seen {
-                break epoch;
+        let section = loop {
+            let section = section_of(shared.state.load(Ordering::Acquire));
+            if section != seen {
+                break section;
             }
             spins = spins.wrapping_add(1);
-            std::hint::spin_loop();
-            // Check the clock only now and then: reading it costs more than a spin.
-            if spins % 1024 == 0 && started.elapsed() > SPIN_BEFORE_PARK {
-                let guard = shared.park_lock.lock().unwrap_or_else(|e| e.into_inner());
+            if spins % SPINS_PER_YIELD != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            std::thread::yield_now();
+            if started.elapsed() > SPIN_BEFORE_PARK {
+                let mut guard = shared.park_lock.lock().unwrap_or_else(|e| e.into_inner());
                 shared.parked.fetch_add(1, Ordering::SeqCst);
-                let mut guard = guard;
-                while shared.epoch.load(Ordering::SeqCst) == seen {
+                while section_of(shared.state.load(Ordering::SeqCst)) == seen {
                     guard = shared.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
                 }
                 shared.parked.fetch_sub(1, Ordering::SeqCst);
-                drop(guard);
             }
         };
-        seen = epoch;
+        seen = section;
         if shared.shutdown.load(Ordering::SeqCst) {
             return;
         }
         let job = *shared.job.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(JobPtr(job)) = job {
-            // SAFETY: see `ThreadTeam::run`: the job outlives this section.
-            let job = unsafe { &*job };
-            if catch_unwind(AssertUnwindSafe(|| run_part(job, part))).is_err() {
-                shared.panicked.store(true, Ordering::SeqCst);
-            }
+        if let Some(job) = job {
+            shared.run_claimed_parts(section, job);
         }
-        shared.finished.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -368,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn a_panic_in_a_worker_reaches_the_caller() {
+    fn a_panic_in_a_part_reaches_the_caller() {
         let team = ThreadTeam::new(2);
         let result = catch_unwind(AssertUnwindSafe(|| {
             team.run(&|part| {
