@@ -8,6 +8,7 @@ mod error;
 mod generate;
 mod model;
 mod trace;
+mod trace_record;
 
 pub use error::CliError;
 

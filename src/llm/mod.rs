@@ -15,6 +15,7 @@
 //! - [`fetch`]: getting the model file into the local cache.
 //! - [`format`](mod@format): the `--bits` choice and the builder for each weight format.
 //! - [`eval`]: perplexity and top-1 agreement, for comparing weight formats.
+//! - [`record`]: neuron-activation traces recorded from the FFN activations.
 //! - [`LoadedModel`]: weights, tokenizer and chat template of one file, ready to prompt.
 
 pub mod chat;
@@ -28,6 +29,7 @@ mod loaded;
 pub mod matvec;
 pub mod model;
 pub mod parallel;
+pub mod record;
 pub mod sampling;
 pub mod tokenizer;
 

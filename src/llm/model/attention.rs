@@ -23,8 +23,13 @@ pub(crate) struct AttentionShape {
 ///
 /// `out` is `n × head_count·head_dim`; `keys` and `values` are the cache's head-major
 /// `[kv_head][capacity][head_dim]` blocks; `scores` holds one scratch buffer per thread of the
-/// current team (at least one). Work is split over (token, head) pairs and each pair is
-/// computed in one fixed order, so the result does not depend on the thread count.
+/// current team (at least one).
+///
+/// Work is split over (token, key/value head) units: the query heads that share a key/value
+/// head are adjacent, so one unit scores all of them against each key in one pass of the dot
+/// kernel and weights each value once for all of them (grouped-query attention reads the
+/// cache once per group, not once per head). Each output value is reduced in one fixed order,
+/// so the result does not depend on the thread count.
 pub(crate) fn attend(
     shape: &AttentionShape,
     queries: &[f32],
@@ -43,30 +48,48 @@ pub(crate) fn attend(
     } = *shape;
     let group = head_count / kv_head_count;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    for_each_chunk_mut(out, head_dim, &|at, chunk| {
+    for_each_chunk_mut(out, group * head_dim, &|at, chunk| {
         let mut scratch = scores[at.part].lock().unwrap_or_else(|e| e.into_inner());
-        for (offset, head_out) in chunk.chunks_exact_mut(head_dim).enumerate() {
+        for (offset, group_out) in chunk.chunks_exact_mut(group * head_dim).enumerate() {
             let unit = at.first_unit + offset;
-            let (token, head) = (unit / head_count, unit % head_count);
-            let query_at = token * query_stride + head * head_dim;
-            let query = &queries[query_at..query_at + head_dim];
-            let head_block = (head / group) * capacity * head_dim;
+            let (token, kv_head) = (unit / kv_head_count, unit % kv_head_count);
+            let query_at = token * query_stride + kv_head * group * head_dim;
+            let group_queries = &queries[query_at..query_at + group * head_dim];
+            let head_block = kv_head * capacity * head_dim;
             let visible = start + token + 1;
             let head_keys = &keys[head_block..head_block + visible * head_dim];
             let head_values = &values[head_block..head_block + visible * head_dim];
-            if scratch.len() < visible {
-                scratch.resize(visible, 0.0);
+            if scratch.len() < visible * group {
+                scratch.resize(visible * group, 0.0);
             }
-            let weights = &mut scratch[..visible];
-            dot_block(head_keys, head_dim, query, 1, weights);
-            for score in weights.iter_mut() {
-                *score *= scale;
+            // weights[p·group + j]: query head j of the group against key p.
+            let weights = &mut scratch[..visible * group];
+            dot_block(head_keys, head_dim, group_queries, group, weights);
+            for j in 0..group {
+                let mut max = f32::NEG_INFINITY;
+                for p in 0..visible {
+                    let w = &mut weights[p * group + j];
+                    *w *= scale;
+                    max = max.max(*w);
+                }
+                let mut sum = 0.0f32;
+                for p in 0..visible {
+                    let w = &mut weights[p * group + j];
+                    *w = (*w - max).exp();
+                    sum += *w;
+                }
+                let inverse = 1.0 / sum;
+                for p in 0..visible {
+                    weights[p * group + j] *= inverse;
+                }
             }
-            super::ops::softmax(weights);
-            head_out.fill(0.0);
-            for (&weight, value) in weights.iter().zip(head_values.chunks_exact(head_dim)) {
-                for (o, v) in head_out.iter_mut().zip(value) {
-                    *o += weight * v;
+            group_out.fill(0.0);
+            for (p, value) in head_values.chunks_exact(head_dim).enumerate() {
+                for (j, head_out) in group_out.chunks_exact_mut(head_dim).enumerate() {
+                    let weight = weights[p * group + j];
+                    for (o, v) in head_out.iter_mut().zip(value) {
+                        *o += weight * v;
+                    }
                 }
             }
         }

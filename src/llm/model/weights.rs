@@ -97,6 +97,21 @@ impl LlamaWeights {
             + self.output.storage_bytes()
     }
 
+    /// Weights in the matrices (every block's and the output head): 134.5 M for SmolLM2.
+    pub fn matrix_weights(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.attn_qkv, &l.attn_output, &l.ffn_gate_up, &l.ffn_down]
+                    .iter()
+                    .map(|m| m.rows() * m.cols())
+                    .sum::<usize>()
+            })
+            .sum();
+        layers + self.output.rows() * self.output.cols()
+    }
+
     /// Bytes a decode step reads from the matrices: every block's and the output head's.
     pub fn matrix_bytes(&self) -> usize {
         let layers: usize = self
