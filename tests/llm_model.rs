@@ -330,8 +330,8 @@ fn a_recorded_trace_validates_and_keeps_the_requested_fraction() {
     assert_eq!(checked.summary.tokens, written);
     assert_eq!(checked.header.neurons_per_layer, vec![1536; 30]);
     assert_eq!(checked.header.source.parameters["keep_fraction"], 0.25);
-    // Read it back and count: each layer keeps round(0.25 · cells) activations (ties at the
-    // threshold could only lower the count).
+    // Read it back and count: each layer keeps round(0.25 · cells) activations; magnitudes
+    // tied at the threshold can only lower the count, and ties are rare among f32 products.
     let mut reader = TraceReader::open(&path).unwrap();
     let mut record = TokenRecord::default();
     let mut active = [0u64; 30];
@@ -341,11 +341,11 @@ fn a_recorded_trace_validates_and_keeps_the_requested_fraction() {
         }
     }
     let cells = written as f64 * 1536.0;
+    let requested = (0.25 * cells).round() as u64;
     for (layer, &count) in active.iter().enumerate() {
-        assert_eq!(
-            count,
-            (0.25 * cells).round() as u64,
-            "layer {layer}: {count} of {cells} active"
+        assert!(
+            count <= requested && count + requested / 1000 >= requested,
+            "layer {layer}: {count} of {cells} active, requested {requested}"
         );
     }
 }
