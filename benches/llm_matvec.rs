@@ -119,7 +119,9 @@ fn matrices(c: &mut Criterion) {
         for threads in [1, 2] {
             let team = ThreadTeam::new(threads);
             let mut group = c.benchmark_group(format!("matvec_{label}_{threads}t"));
-            group.sample_size(20).measurement_time(Duration::from_secs(2));
+            group
+                .sample_size(20)
+                .measurement_time(Duration::from_secs(2));
             for (name, matrix) in &built {
                 let x = vec![0.25f32; matrix.cols()];
                 let mut y = vec![0.0f32; matrix.rows()];
@@ -130,7 +132,9 @@ fn matrices(c: &mut Criterion) {
             }
             group.finish();
             let mut group = c.benchmark_group(format!("prefill128_{label}_{threads}t"));
-            group.sample_size(10).measurement_time(Duration::from_secs(3));
+            group
+                .sample_size(10)
+                .measurement_time(Duration::from_secs(3));
             for (name, matrix) in built.iter().take(4) {
                 let n = 128;
                 let x: Vec<f32> = (0..n * matrix.cols())
@@ -141,9 +145,7 @@ fn matrices(c: &mut Criterion) {
                     (matrix.rows() * matrix.cols() * n) as u64,
                 ));
                 group.bench_function(BenchmarkId::from_parameter(name), |b| {
-                    team.install(|| {
-                        b.iter(|| matrix.gemm(black_box(&x), n, &mut y).expect("gemm"))
-                    })
+                    team.install(|| b.iter(|| matrix.gemm(black_box(&x), n, &mut y).expect("gemm")))
                 });
             }
             group.finish();

@@ -106,8 +106,16 @@ fn main() {
             let (prefill, decode) = team.install(|| {
                 prefill_seconds(model, &tokens);
                 decode_seconds(model, &tokens);
-                let prefill = median((0..REPEATS).map(|_| prefill_seconds(model, &tokens)).collect());
-                let decode = median((0..REPEATS).map(|_| decode_seconds(model, &tokens)).collect());
+                let prefill = median(
+                    (0..REPEATS)
+                        .map(|_| prefill_seconds(model, &tokens))
+                        .collect(),
+                );
+                let decode = median(
+                    (0..REPEATS)
+                        .map(|_| decode_seconds(model, &tokens))
+                        .collect(),
+                );
                 (prefill, decode)
             });
             println!(

@@ -44,7 +44,9 @@ fn parse_spec(spec: &str) -> Result<WeightFormat, String> {
             let group = group.parse().map_err(|_| format!("{spec}: bad group"))?;
             format.with_group(group).map_err(|e| e.to_string())?
         } else if let Some(bits) = part.strip_prefix('o') {
-            let bits = bits.parse().map_err(|_| format!("{spec}: bad output bits"))?;
+            let bits = bits
+                .parse()
+                .map_err(|_| format!("{spec}: bad output bits"))?;
             format.with_output_bits(bits).map_err(|e| e.to_string())?
         } else if part == "minmax" {
             format.with_requantizer(Requantizer::MinMax)

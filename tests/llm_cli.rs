@@ -12,7 +12,10 @@ fn edgesim() -> Command {
 fn bad_weight_format_options_are_named() {
     for (args, message) in [
         (&["--bits", "4", "--group", "128"][..], "group size 128"),
-        (&["--bits", "2", "--output-bits", "6"][..], "output head: 6 bits"),
+        (
+            &["--bits", "2", "--output-bits", "6"][..],
+            "output head: 6 bits",
+        ),
     ] {
         let output = edgesim()
             .arg("generate")
@@ -147,7 +150,15 @@ fn info_and_a_short_raw_generation_on_the_real_model() {
     std::fs::write(&prompts, "# one prompt\nIn the beginning\n").unwrap();
     let trace = dir.path().join("recorded.est");
     let output = edgesim()
-        .args(["trace", "record", "--bits", "f32", "--raw", "--max-tokens", "2"])
+        .args([
+            "trace",
+            "record",
+            "--bits",
+            "f32",
+            "--raw",
+            "--max-tokens",
+            "2",
+        ])
         .args(["--keep-fraction", "0.3", "--threads", "1", "--prompts"])
         .arg(&prompts)
         .arg("--out")
@@ -157,7 +168,11 @@ fn info_and_a_short_raw_generation_on_the_real_model() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(
         stdout.contains("recorded neuron trace of smollm2-135m (f32)")
             && stdout.contains("(3 prefill, 2 decode) in 1 sequences")

@@ -4,15 +4,15 @@
 
 mod llm_common;
 
-use edgesim::llm::parallel::ThreadTeam;
 use edgesim::llm::eval::perplexity;
 use edgesim::llm::format::WeightFormat;
 use edgesim::llm::generate::{generate, GenerationRequest};
 use edgesim::llm::gguf::GgufFile;
 use edgesim::llm::matvec::F32Builder;
 use edgesim::llm::model::{FfnObserver, LlamaModel, LogitsWanted, RopeLayout};
-use edgesim::llm::sampling::{argmax, Sampler};
+use edgesim::llm::parallel::ThreadTeam;
 use edgesim::llm::record::{record_neuron_trace, RecordOptions};
+use edgesim::llm::sampling::{argmax, Sampler};
 use edgesim::llm::LoadedModel;
 use edgesim::trace::{validate_file, TokenRecord, TokenSource, TraceReader};
 use std::sync::OnceLock;
@@ -39,8 +39,8 @@ fn loaded_8bit() -> Option<&'static LoadedModel> {
         .as_ref()
 }
 
-/// Greedy reply tokens (stop token included, if reached) and text.
-fn greedy_reply(model: &LoadedModel, question: &str, max_tokens: usize) -> (Vec<u32>, String) {
+/// The greedy reply to a chat question.
+fn greedy_reply(model: &LoadedModel, question: &str, max_tokens: usize) -> Reply {
     let prompt = model.prompt_tokens(question, None, false).unwrap();
     let stops = model.stop_tokens();
     let request = GenerationRequest {
@@ -73,9 +73,12 @@ const FACT_QUESTIONS: [(&str, &str); 3] = [
 /// Tokens of the greedy replies compared between formats.
 const REPLY_TOKENS: usize = 16;
 
+/// A greedy reply: its tokens (stop token included, if reached) and its text.
+type Reply = (Vec<u32>, String);
+
 /// The f32 model's greedy replies to [`FACT_QUESTIONS`], computed once.
-fn f32_replies() -> Option<&'static Vec<(Vec<u32>, String)>> {
-    static REPLIES: OnceLock<Option<Vec<(Vec<u32>, String)>>> = OnceLock::new();
+fn f32_replies() -> Option<&'static Vec<Reply>> {
+    static REPLIES: OnceLock<Option<Vec<Reply>>> = OnceLock::new();
     REPLIES
         .get_or_init(|| {
             let model = loaded()?;

@@ -2,11 +2,11 @@
 //! download), checks the batched pass against a naive f64 re-implementation (in f32 and in the
 //! LUT formats), and checks the error paths.
 
-use edgesim::llm::parallel::ThreadTeam;
-use edgesim::llm::gguf::{GgufBuilder, GgufFile, MetadataValue};
 use edgesim::llm::format::WeightFormat;
+use edgesim::llm::gguf::{GgufBuilder, GgufFile, MetadataValue};
 use edgesim::llm::matvec::F32Builder;
 use edgesim::llm::model::{LlamaModel, LogitsWanted};
+use edgesim::llm::parallel::ThreadTeam;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -321,7 +321,11 @@ fn perplexity_scores_each_window_from_an_empty_cache() {
 
 /// Relative L2 distance of `got` from `want`.
 fn relative_error(got: &[f32], want: &[f64]) -> f64 {
-    let error: f64 = got.iter().zip(want).map(|(g, w)| (*g as f64 - w).powi(2)).sum();
+    let error: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - w).powi(2))
+        .sum();
     let norm: f64 = want.iter().map(|w| w * w).sum();
     (error / norm).sqrt()
 }

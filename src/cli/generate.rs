@@ -3,8 +3,8 @@
 use super::CliError;
 use crate::llm::fetch;
 use crate::llm::format::WeightFormat;
-use crate::llm::parallel::ThreadTeam;
 use crate::llm::generate::{generate, GenerationRequest, StopReason};
+use crate::llm::parallel::ThreadTeam;
 use crate::llm::sampling::Sampler;
 use crate::llm::LoadedModel;
 use clap::Args;

@@ -89,7 +89,9 @@ pub fn run(args: RecordArgs) -> Result<(), CliError> {
     // A known model, by name or by its file's name, carries its catalog profile name.
     let known = fetch::known_model(&args.model).or_else(|| {
         let file_name = path.file_name()?.to_str()?;
-        fetch::KNOWN_MODELS.iter().find(|m| m.file_name == file_name)
+        fetch::KNOWN_MODELS
+            .iter()
+            .find(|m| m.file_name == file_name)
     });
     let model_id = match (&args.model_id, known) {
         (Some(id), _) => id.clone(),

@@ -197,7 +197,7 @@ impl ThreadTeam {
         let mut spins = 0u32;
         while shared.finished.load(Ordering::Acquire) < parts {
             spins = spins.wrapping_add(1);
-            if spins % SPINS_PER_YIELD == 0 {
+            if spins.is_multiple_of(SPINS_PER_YIELD) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -251,7 +251,7 @@ fn worker_loop(shared: &Shared) {
                 break section;
             }
             spins = spins.wrapping_add(1);
-            if spins % SPINS_PER_YIELD != 0 {
+            if !spins.is_multiple_of(SPINS_PER_YIELD) {
                 std::hint::spin_loop();
                 continue;
             }

@@ -20,8 +20,8 @@ use crate::llm::model::{FfnObserver, LogitsWanted};
 use crate::llm::sampling::argmax;
 use crate::llm::{LlmError, LoadedModel};
 use crate::trace::{
-    Phase, SourceKind, TokenRecord, TraceHeader, TraceKind, TraceSource, TraceWriter,
-    FORMAT_NAME, FORMAT_VERSION,
+    Phase, SourceKind, TokenRecord, TraceHeader, TraceKind, TraceSource, TraceWriter, FORMAT_NAME,
+    FORMAT_VERSION,
 };
 use std::path::Path;
 
@@ -180,10 +180,7 @@ pub fn record_neuron_trace(
     }
     let cells = (places.len() * ffn) as f64;
     let active_fractions: Vec<f64> = active_counts.iter().map(|&c| c as f64 / cells).collect();
-    let prefill_tokens = places
-        .iter()
-        .filter(|p| p.phase == Phase::Prefill)
-        .count();
+    let prefill_tokens = places.iter().filter(|p| p.phase == Phase::Prefill).count();
     let decode_tokens = places.len() - prefill_tokens;
 
     let file_name = loaded
@@ -282,7 +279,9 @@ mod tests {
 
     #[test]
     fn threshold_keeps_the_requested_share() {
-        let values: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32 / 10.0).collect();
+        let values: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 10.0)
+            .collect();
         for keep in [0.1, 0.3, 0.5, 0.999] {
             let t = threshold_keeping(&values, keep);
             let kept = values.iter().filter(|&&v| v > t).count();

@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn f32_and_f16_tensors_are_read_little_endian() {
         let mut out = [0.0f32; 2];
-        let data: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let data: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         dequantize_into(GgmlType::F32, &data, &mut out).unwrap();
         assert_eq!(out, [1.5, -2.0]);
         dequantize_into(GgmlType::F16, &[0x00, 0x3c, 0x00, 0xc0], &mut out).unwrap();

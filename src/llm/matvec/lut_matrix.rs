@@ -299,8 +299,8 @@ impl MatVec for LutMatrix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::matvec::F32Matrix;
     use crate::kernels::gemv;
+    use crate::llm::matvec::F32Matrix;
     use crate::llm::parallel::ThreadTeam;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -329,7 +329,13 @@ mod tests {
         let mut want = vec![0.0; n * rows];
         for (input, output) in x.chunks_exact(cols).zip(want.chunks_exact_mut(rows)) {
             let table = ActivationTable::build(input, GroupSize::G32).unwrap();
-            gemv(&lut.packed.view(), &table, output, KernelOptions::threads(1)).unwrap();
+            gemv(
+                &lut.packed.view(),
+                &table,
+                output,
+                KernelOptions::threads(1),
+            )
+            .unwrap();
         }
         for threads in [1, 2, 3] {
             let team = ThreadTeam::new(threads);
@@ -350,16 +356,23 @@ mod tests {
         reference.gemm(&x, n, &mut exact).unwrap();
         let error: f32 = want.iter().zip(&exact).map(|(a, b)| (a - b).powi(2)).sum();
         let norm: f32 = exact.iter().map(|b| b * b).sum();
-        assert!((error / norm).sqrt() < 0.02, "relative error {}", (error / norm).sqrt());
+        assert!(
+            (error / norm).sqrt() < 0.02,
+            "relative error {}",
+            (error / norm).sqrt()
+        );
         assert_eq!(lut.format(), "lut-int8-g32");
         assert_eq!(lut.rows(), rows);
     }
 
     #[test]
     fn the_output_head_gets_its_own_bit_width() {
-        let builder = LutBuilder::new(WeightBits::B2, GroupSize::G64).with_output_bits(WeightBits::B8);
+        let builder =
+            LutBuilder::new(WeightBits::B2, GroupSize::G64).with_output_bits(WeightBits::B8);
         let w = weights(32, 64, 2);
-        let ffn = builder.build("f", MatrixRole::Ffn, 32, 64, w.clone()).unwrap();
+        let ffn = builder
+            .build("f", MatrixRole::Ffn, 32, 64, w.clone())
+            .unwrap();
         let out = builder.build("o", MatrixRole::Output, 32, 64, w).unwrap();
         assert_eq!(ffn.format(), "lut-int2-g64");
         assert_eq!(out.format(), "lut-int8-g64");
@@ -370,13 +383,25 @@ mod tests {
     fn bad_shapes_and_activations_are_errors_naming_the_tensor() {
         let builder = LutBuilder::new(WeightBits::B4, GroupSize::G64);
         let error = builder
-            .build("blk.0.ffn_down.weight", MatrixRole::Ffn, 2, 48, vec![0.0; 96])
+            .build(
+                "blk.0.ffn_down.weight",
+                MatrixRole::Ffn,
+                2,
+                48,
+                vec![0.0; 96],
+            )
             .err()
             .unwrap()
             .to_string();
         assert!(error.contains("blk.0.ffn_down.weight"), "{error}");
         let m = builder
-            .build("blk.1.attn_qkv", MatrixRole::Attention, 2, 64, weights(2, 64, 3))
+            .build(
+                "blk.1.attn_qkv",
+                MatrixRole::Attention,
+                2,
+                64,
+                weights(2, 64, 3),
+            )
             .unwrap();
         let mut x = vec![0.5f32; 64];
         x[7] = f32::NAN;

@@ -69,13 +69,7 @@ pub fn quantize_refined(
         .zip(weights.par_chunks(g))
         .zip(&params)
         .for_each(|((out, chunk), p)| {
-            assign_codes(
-                chunk,
-                f16_to_f32(p.scale),
-                f16_to_f32(p.centre),
-                bits,
-                out,
-            );
+            assign_codes(chunk, f16_to_f32(p.scale), f16_to_f32(p.centre), bits, out);
         });
     let scales = params.iter().map(|p| p.scale).collect();
     let centres = params.iter().map(|p| p.centre).collect();
@@ -163,7 +157,7 @@ fn best_params(w: &[f32], bits: WeightBits, first: usize) -> Result<GroupParams,
                 break;
             }
             let fitted = (sxw - sx * sw / n) / variance;
-            if !(fitted > 0.0) {
+            if fitted.is_nan() || fitted <= 0.0 {
                 break;
             }
             s = fitted as f32;

@@ -189,10 +189,16 @@ impl LlamaModel {
                 for (i, row) in qkv.chunks_exact_mut(qkv_width).enumerate() {
                     let token_rotations = &rotations[i * pairs..(i + 1) * pairs];
                     let (queries_and_keys, _) = row.split_at_mut(q_width + kv_width);
-                    self.rope
-                        .apply_rotations(queries_and_keys, token_rotations);
+                    self.rope.apply_rotations(queries_and_keys, token_rotations);
                 }
-                cache.store(layer_index, start, qkv, qkv_width, q_width, q_width + kv_width);
+                cache.store(
+                    layer_index,
+                    start,
+                    qkv,
+                    qkv_width,
+                    q_width,
+                    q_width + kv_width,
+                );
                 let (cached_keys, cached_values) = cache.layer(layer_index);
                 attend(&shape, qkv, cached_keys, cached_values, attention, scores);
                 layer.attn_output.gemm(attention, n, projected)?;
@@ -216,7 +222,12 @@ impl LlamaModel {
             };
             let count = rows.len() / hidden;
             let final_normed = &mut normed[..rows.len()];
-            rms_norm_rows(rows, &self.weights.output_norm, c.rms_norm_eps, final_normed);
+            rms_norm_rows(
+                rows,
+                &self.weights.output_norm,
+                c.rms_norm_eps,
+                final_normed,
+            );
             logits.resize(count * vocab, 0.0);
             self.weights.output.gemm(final_normed, count, logits)
         })();
