@@ -1,18 +1,26 @@
 //! The real-model runtime's matrices and threads at SmolLM2's shapes.
 //!
 //! `cargo bench --bench llm_matvec` (or a filter, e.g. `-- section`). Groups:
-//! - `section_2t`: the cost of starting and joining one parallel section on two threads with
-//!   no work in it: the forward pass's thread team against rayon's `join` and `scope`, back to
-//!   back and after 20 µs of single-threaded work (when rayon's workers may have gone to
-//!   sleep). A decode step has about 150 sections.
+//! - `section_2t`: a parallel section of two 5 µs parts on two threads, right after the last
+//!   one and after 20 µs of single-threaded work (when rayon's workers may have gone to
+//!   sleep): the forward pass's thread team against rayon's `join` and `scope`, and one thread
+//!   doing both parts. Ideal is the gap + 5 µs. A decode step has about 150 sections.
 //! - `matvec_{f32,lut-int8,…}_{1,2}t`: one product with each fused matrix of a layer (Q/K/V
 //!   960×576, output 576×576, gate/up 3072×576, down 576×1536) and the output head 49152×576,
 //!   weights hot in cache; throughput in weights per second.
 //! - `prefill128_*`: the same matrices times 128 input vectors (the prefill GEMM).
+//! - `kernel_path_cold`: the kernels' `gemv` (two row tiles per pass) against their `gemm`
+//!   with one vector (one tile at a time, what `LutMatrix` uses for decode) on gate/up at 4
+//!   and 2 bits, cycling over 256 MiB of copies so the weights come from DRAM as in a decode
+//!   step; throughput in bytes per second.
 //!
 //! Other processes on the machine skew these figures: note the load average with them.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use edgesim::kernels::{
+    gemm, gemv, ActivationTable, GroupSize, KernelOptions, PackedMatrix, QuantizedMatrix,
+    WeightBits,
+};
 use edgesim::llm::format::WeightFormat;
 use edgesim::llm::matvec::{MatVec, MatrixRole};
 use edgesim::llm::parallel::{run_parts, ThreadTeam};
@@ -41,6 +49,10 @@ fn busy(duration: Duration) {
     }
 }
 
+/// Work of one part of a measured section: 5 µs of spinning, about a decode step's share of
+/// one fused matrix per thread.
+const PART_WORK: Duration = Duration::from_micros(5);
+
 fn sections(c: &mut Criterion) {
     let team = ThreadTeam::new(2);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -48,47 +60,50 @@ fn sections(c: &mut Criterion) {
         .build()
         .expect("thread pool");
     let mut group = c.benchmark_group("section_2t");
+    group.sample_size(30);
+    // Each iteration: `gap` of work on the calling thread alone (norms, attention bookkeeping
+    // between two matrices), then a section of two 5 µs parts. Ideal: gap + 5 µs; with no
+    // parallelism: gap + 10 µs.
     for gap_us in [0u64, 20] {
         let gap = Duration::from_micros(gap_us);
-        group.bench_function(BenchmarkId::new("team", format!("gap_{gap_us}us")), |b| {
+        let id = |name: &str| BenchmarkId::new(name, format!("gap_{gap_us}us_parts_2x5us"));
+        group.bench_function(id("team"), |b| {
             team.install(|| {
                 b.iter(|| {
                     busy(gap);
                     run_parts(&|part, _| {
+                        busy(PART_WORK);
                         black_box(part);
                     })
                 })
             })
         });
-        group.bench_function(
-            BenchmarkId::new("rayon_join", format!("gap_{gap_us}us")),
-            |b| {
-                pool.install(|| {
-                    b.iter(|| {
-                        busy(gap);
-                        rayon::join(|| black_box(0), || black_box(1))
+        group.bench_function(id("rayon_join"), |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    busy(gap);
+                    rayon::join(|| busy(PART_WORK), || busy(PART_WORK))
+                })
+            })
+        });
+        group.bench_function(id("rayon_scope"), |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    busy(gap);
+                    rayon::scope(|s| {
+                        s.spawn(|_| busy(PART_WORK));
+                        s.spawn(|_| busy(PART_WORK));
                     })
                 })
-            },
-        );
-        group.bench_function(
-            BenchmarkId::new("rayon_scope", format!("gap_{gap_us}us")),
-            |b| {
-                pool.install(|| {
-                    b.iter(|| {
-                        busy(gap);
-                        rayon::scope(|s| {
-                            s.spawn(|_| {
-                                black_box(0);
-                            });
-                            s.spawn(|_| {
-                                black_box(1);
-                            });
-                        })
-                    })
-                })
-            },
-        );
+            })
+        });
+        group.bench_function(id("one_thread"), |b| {
+            b.iter(|| {
+                busy(gap);
+                busy(PART_WORK);
+                busy(PART_WORK);
+            })
+        });
     }
     group.finish();
 }
@@ -153,5 +168,55 @@ fn matrices(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, sections, matrices);
+fn kernel_paths_cold(c: &mut Criterion) {
+    let (rows, cols) = (3072, 576);
+    let w = weights(rows, cols);
+    let x: Vec<f32> = (0..cols).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect();
+    let table = ActivationTable::build(&x, GroupSize::G32).expect("table");
+    let tables = [table.clone()];
+    let mut group = c.benchmark_group("kernel_path_cold");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(2));
+    for bits in [WeightBits::B4, WeightBits::B2] {
+        let q = QuantizedMatrix::quantize_min_max(&w, rows, cols, bits, GroupSize::G32)
+            .expect("quantizes");
+        let packed = PackedMatrix::pack(&q);
+        let bytes = packed.payload().len();
+        let copies: Vec<PackedMatrix> = (0..(256 << 20) / bytes + 1)
+            .map(|_| packed.clone())
+            .collect();
+        let mut y = vec![0.0f32; rows];
+        group.throughput(Throughput::Bytes(bytes as u64));
+        let id = |path: &str| BenchmarkId::new(path, format!("gate_up_{}bit", bits.bits()));
+        let mut next = 0usize;
+        group.bench_function(id("gemv"), |b| {
+            b.iter(|| {
+                next = (next + 1) % copies.len();
+                gemv(
+                    &copies[next].view(),
+                    &table,
+                    &mut y,
+                    KernelOptions::threads(1),
+                )
+                .expect("gemv")
+            })
+        });
+        group.bench_function(id("gemm_one_vector"), |b| {
+            b.iter(|| {
+                next = (next + 1) % copies.len();
+                gemm(
+                    &copies[next].view(),
+                    &tables,
+                    &mut y,
+                    KernelOptions::threads(1),
+                )
+                .expect("gemm")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sections, matrices, kernel_paths_cold);
 criterion_main!(benches);
