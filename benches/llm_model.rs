@@ -12,6 +12,10 @@
 //! - decode: 128 single-token forward passes from an empty cache, each producing the full
 //!   logits, tokens/s = 128 / total time.
 //!
+//! - matrices only: the matrix calls of one decode step (each layer's four fused matrices and
+//!   the output head, on a fixed input vector) without attention, norms or activations:
+//!   tokens/s if that were all, and the weight bytes per second it streams.
+//!
 //! Each figure is the median of `REPEATS` runs after one warm-up run. The 1-minute load
 //! average (`/proc/loadavg`) is printed before and after each row: other processes on the
 //! machine slow these figures down, so compare rows of the same run and prefer quiet runs.
@@ -65,6 +69,37 @@ fn decode_seconds(model: &LlamaModel, tokens: &[u32]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// Seconds for the matrix calls of `steps` decode steps.
+fn matrices_seconds(model: &LlamaModel, steps: usize) -> f64 {
+    let weights = model.weights();
+    let hidden = model.config().hidden_size;
+    let ffn = model.config().ffn_size;
+    let x: Vec<f32> = (0..hidden.max(ffn))
+        .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 300.0)
+        .collect();
+    let mut y = vec![0.0f32; model.config().vocab_size.max(2 * ffn)];
+    let started = Instant::now();
+    for _ in 0..steps {
+        for layer in &weights.layers {
+            for (matrix, cols) in [
+                (&layer.attn_qkv, hidden),
+                (&layer.attn_output, hidden),
+                (&layer.ffn_gate_up, hidden),
+                (&layer.ffn_down, ffn),
+            ] {
+                matrix
+                    .gemv(&x[..cols], &mut y[..matrix.rows()])
+                    .expect("gemv");
+            }
+        }
+        weights
+            .output
+            .gemv(&x[..hidden], &mut y[..weights.output.rows()])
+            .expect("gemv");
+    }
+    started.elapsed().as_secs_f64()
+}
+
 fn main() {
     let requested: Vec<String> = std::env::args()
         .skip(1)
@@ -88,8 +123,11 @@ fn main() {
          {REPEATS}; load average before → after each row"
     );
     println!();
-    println!("| format | weight MB read per token | threads | prefill tokens/s | decode tokens/s | load |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| format | weight MB read per token | threads | prefill tokens/s | decode tokens/s | \
+         matrices only: tokens/s (GB/s) | load |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let teams: Vec<ThreadTeam> = THREADS.iter().map(|&t| ThreadTeam::new(t)).collect();
     for spec in &formats {
         let format: WeightFormat = match spec.parse() {
@@ -103,27 +141,24 @@ fn main() {
         let megabytes = model.weights().matrix_bytes() as f64 / 1e6;
         for team in &teams {
             let before = load_average();
-            let (prefill, decode) = team.install(|| {
+            let (prefill, decode, matrices) = team.install(|| {
                 prefill_seconds(model, &tokens);
                 decode_seconds(model, &tokens);
-                let prefill = median(
-                    (0..REPEATS)
-                        .map(|_| prefill_seconds(model, &tokens))
-                        .collect(),
-                );
-                let decode = median(
-                    (0..REPEATS)
-                        .map(|_| decode_seconds(model, &tokens))
-                        .collect(),
-                );
-                (prefill, decode)
+                let repeat = |f: &dyn Fn() -> f64| median((0..REPEATS).map(|_| f()).collect());
+                (
+                    repeat(&|| prefill_seconds(model, &tokens)),
+                    repeat(&|| decode_seconds(model, &tokens)),
+                    repeat(&|| matrices_seconds(model, TOKENS)),
+                )
             });
             println!(
-                "| {} | {megabytes:.1} | {} | {:.1} | {:.1} | {before} → {} |",
+                "| {} | {megabytes:.1} | {} | {:.1} | {:.1} | {:.1} ({:.1}) | {before} → {} |",
                 model.format(),
                 team.threads(),
                 TOKENS as f64 / prefill,
                 TOKENS as f64 / decode,
+                TOKENS as f64 / matrices,
+                megabytes * TOKENS as f64 / matrices / 1e3,
                 load_average()
             );
         }
