@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 /// Fractions of the group's half-range the searches start from (1.0 = min/max).
 const START_RANGES: [f32; 6] = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5];
-/// Code-assignment / least-squares rounds per start.
+/// Least-squares refits per start (each followed by a code assignment).
 const REFINE_ROUNDS: usize = 4;
 
 /// The scale and centre of one group, stored as fp16 bits.
@@ -77,35 +77,94 @@ pub fn quantize_refined(
     QuantizedMatrix::from_parts(rows, cols, bits, group, codes, scales, centres)
 }
 
-/// Nearest codes for `w` under scale `s` and centre `c`.
-fn assign_codes(w: &[f32], s: f32, c: f32, bits: WeightBits, out: &mut [u8]) {
-    let max_code = bits.max_code() as f32;
-    let h = bits.code_midpoint();
-    for (code, &value) in out.iter_mut().zip(w) {
-        let q = if s > 0.0 {
-            ((value - c) / s + h).round_ties_even()
-        } else {
-            h.floor()
-        };
-        *code = q.clamp(0.0, max_code) as u8;
+/// 1.5 · 2²³: adding and subtracting it rounds an f32 of magnitude below 2²² to the nearest
+/// integer, ties to even (the default rounding mode), in two vectorizable additions. The
+/// baseline x86-64 target has no rounding instruction, so `round_ties_even` is a library call
+/// per weight, which made 3-bit loading take over 20 s.
+const ROUNDING_MAGIC: f32 = 12_582_912.0;
+
+/// The code nearest to `value` under scale `s` (as its inverse) and centre `c`. Clamping
+/// first and rounding second gives the same code as the other way round (the bounds are
+/// integers) and keeps the magic rounding in range.
+#[inline(always)]
+fn nearest_code(value: f32, inverse_scale: f32, c: f32, h: f32, max_code: f32) -> f32 {
+    let position = ((value - c) * inverse_scale + h).clamp(0.0, max_code);
+    (position + ROUNDING_MAGIC) - ROUNDING_MAGIC
+}
+
+fn inverse(s: f32) -> f32 {
+    if s > 0.0 {
+        1.0 / s
+    } else {
+        0.0
     }
 }
 
-/// Squared error of `w` under (s, c) with nearest codes.
-fn squared_error(w: &[f32], s: f32, c: f32, bits: WeightBits) -> f64 {
+/// Nearest codes for `w` under scale `s` and centre `c` (a zero scale gives the code below
+/// the midpoint, as the kernels' quantizer does).
+fn assign_codes(w: &[f32], s: f32, c: f32, bits: WeightBits, out: &mut [u8]) {
     let max_code = bits.max_code() as f32;
     let h = bits.code_midpoint();
-    w.iter()
-        .map(|&value| {
+    let inverse_scale = inverse(s);
+    for (code, &value) in out.iter_mut().zip(w) {
+        let q = if s > 0.0 {
+            nearest_code(value, inverse_scale, c, h, max_code)
+        } else {
+            h.floor()
+        };
+        *code = q as u8;
+    }
+}
+
+/// One pass over a group with nearest codes under (s, c): the squared error, and the sums
+/// the least-squares fit of the next (s, c) needs (x = q − h).
+#[derive(Clone, Copy, Debug, Default)]
+struct Pass {
+    error: f32,
+    sum_x: f32,
+    sum_w: f32,
+    sum_xx: f32,
+    sum_xw: f32,
+}
+
+/// Lanes of the accumulators, so the compiler can vectorize the pass (group sizes are
+/// multiples of 8).
+const LANES: usize = 8;
+
+fn pass(w: &[f32], s: f32, c: f32, bits: WeightBits) -> Pass {
+    let max_code = bits.max_code() as f32;
+    let h = bits.code_midpoint();
+    let inverse_scale = inverse(s);
+    let mut error = [0.0f32; LANES];
+    let mut sum_x = [0.0f32; LANES];
+    let mut sum_w = [0.0f32; LANES];
+    let mut sum_xx = [0.0f32; LANES];
+    let mut sum_xw = [0.0f32; LANES];
+    for eight in w.chunks_exact(LANES) {
+        for l in 0..LANES {
+            let value = eight[l];
             let q = if s > 0.0 {
-                ((value - c) / s + h).round_ties_even().clamp(0.0, max_code)
+                nearest_code(value, inverse_scale, c, h, max_code)
             } else {
                 h.floor()
             };
-            let e = (value - (s * (q - h) + c)) as f64;
-            e * e
-        })
-        .sum()
+            let x = q - h;
+            let e = value - (s * x + c);
+            error[l] += e * e;
+            sum_x[l] += x;
+            sum_w[l] += value;
+            sum_xx[l] += x * x;
+            sum_xw[l] += x * value;
+        }
+    }
+    let total = |lanes: [f32; LANES]| lanes.iter().sum::<f32>();
+    Pass {
+        error: total(error),
+        sum_x: total(sum_x),
+        sum_w: total(sum_w),
+        sum_xx: total(sum_xx),
+        sum_xw: total(sum_xw),
+    }
 }
 
 fn to_f16(value: f32, what: &'static str, index: usize) -> Result<u16, KernelError> {
@@ -118,11 +177,12 @@ fn to_f16(value: f32, what: &'static str, index: usize) -> Result<u16, KernelErr
 /// The fp16 (scale, centre) with the smallest squared error over the searches.
 fn best_params(w: &[f32], bits: WeightBits, first: usize) -> Result<GroupParams, KernelError> {
     let max_code = bits.max_code() as f32;
-    let h = bits.code_midpoint();
     let lo = w.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mid = (hi + lo) * 0.5;
     let half_range = (hi - lo) * 0.5;
+    // Every candidate is rounded to fp16 before it is evaluated: those are the numbers the
+    // kernels will use.
     let stored = |s: f32, c: f32| -> Result<(GroupParams, f32, f32), KernelError> {
         let p = GroupParams {
             scale: to_f16(s, "weight group scale", first)?,
@@ -132,42 +192,32 @@ fn best_params(w: &[f32], bits: WeightBits, first: usize) -> Result<GroupParams,
     };
     // Min/max first: the kernels' own rule, so the result is never worse than it.
     let (mut best, s0, c0) = stored(2.0 * half_range / max_code, mid)?;
-    let mut best_error = squared_error(w, s0, c0, bits);
+    let mut best_error = pass(w, s0, c0, bits).error;
     if half_range == 0.0 {
         return Ok(best);
     }
-    let n = w.len() as f64;
-    let mut codes = vec![0u8; w.len()];
+    let n = w.len() as f32;
     for &fraction in &START_RANGES {
-        let mut s = 2.0 * half_range * fraction / max_code;
-        let mut c = mid;
-        for _ in 0..REFINE_ROUNDS {
-            assign_codes(w, s, c, bits, &mut codes);
-            // Least squares of w on x = q − h: s = cov(x, w)/var(x), c = mean(w) − s·mean(x).
-            let (mut sx, mut sw, mut sxx, mut sxw) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-            for (&q, &value) in codes.iter().zip(w) {
-                let x = q as f64 - h as f64;
-                sx += x;
-                sw += value as f64;
-                sxx += x * x;
-                sxw += x * value as f64;
+        let (mut candidate, mut s, mut c) = stored(2.0 * half_range * fraction / max_code, mid)?;
+        for round in 0..=REFINE_ROUNDS {
+            let p = pass(w, s, c, bits);
+            if p.error < best_error {
+                best_error = p.error;
+                best = candidate;
             }
-            let variance = sxx - sx * sx / n;
+            if round == REFINE_ROUNDS {
+                break;
+            }
+            // Least squares of w on x = q − h: s = cov(x, w)/var(x), c = mean(w) − s·mean(x).
+            let variance = p.sum_xx - p.sum_x * p.sum_x / n;
             if variance <= 0.0 {
                 break;
             }
-            let fitted = (sxw - sx * sw / n) / variance;
+            let fitted = (p.sum_xw - p.sum_x * p.sum_w / n) / variance;
             if fitted.is_nan() || fitted <= 0.0 {
                 break;
             }
-            s = fitted as f32;
-            c = ((sw - fitted * sx) / n) as f32;
-            let (candidate, s16, c16) = stored(s, c)?;
-            let error = squared_error(w, s16, c16, bits);
-            if error < best_error {
-                best_error = error;
-                best = candidate;
-            }
+            (candidate, s, c) = stored(fitted, (p.sum_w - fitted * p.sum_x) / n)?;
         }
     }
     Ok(best)
@@ -213,6 +263,15 @@ mod tests {
                 "{bits:?}: refined {e_refined:e} vs min/max {e_plain:e}"
             );
         }
+    }
+
+    #[test]
+    fn nearest_codes_round_half_to_even_and_clamp() {
+        let codes: Vec<f32> = [-3.0, 0.4, 0.5, 1.5, 2.5, 2.6, 7.0, 40.0]
+            .iter()
+            .map(|&v| nearest_code(v, 1.0, 0.0, 0.0, 3.0))
+            .collect();
+        assert_eq!(codes, [0.0, 0.0, 0.0, 2.0, 2.0, 3.0, 3.0, 3.0]);
     }
 
     #[test]
