@@ -1,28 +1,115 @@
-//! SmolLM2-135M-Instruct on the f32 reference path: prefill of 128 tokens and single-token
-//! decode, on 1 and 2 threads. Skips (registers nothing) when the model is not in the cache;
-//! run `edgesim model fetch smollm2` first.
+//! SmolLM2-135M-Instruct end to end: prefill and decode speed per weight format and thread
+//! count, side by side in one run, as a markdown table with the machine's load average.
 //!
-//! `cargo bench --bench llm_model`. Throughput is in tokens ("elem/s"). Compare with
-//! llama.cpp's llama-bench pp128 / tg128 on the same file (docs/real-model.md). Other
-//! processes on the machine skew the figures: note the load average with them.
+//! `cargo bench --bench llm_model` (all formats: f32, 8, 4, 3, 2 bits on 1 and 2 threads), or
+//! `cargo bench --bench llm_model -- 4 2` for some formats. Skips with a message when the model
+//! is not in the cache (`edgesim model fetch smollm2`).
+//!
+//! What is measured, as llama.cpp's `llama-bench` does (`pp128` / `tg128`), so the figures can
+//! be set beside its anchors in `docs/real-model.md`:
+//! - prefill: one forward pass over a 128-token prompt from an empty cache (last token's
+//!   logits only), tokens/s = 128 / time;
+//! - decode: 128 single-token forward passes from an empty cache, each producing the full
+//!   logits, tokens/s = 128 / total time.
+//!
+//! - matrices only: the matrix calls of one decode step (each layer's four fused matrices and
+//!   the output head, on a fixed input vector) without attention, norms or activations:
+//!   tokens/s if that were all, and the weight bytes per second it streams.
+//!
+//! Each figure is the median of `REPEATS` runs after one warm-up run. The 1-minute load
+//! average (`/proc/loadavg`) is printed before and after each row: other processes on the
+//! machine slow these figures down, so compare rows of the same run and prefer quiet runs.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use edgesim::llm::format::WeightFormat;
+use edgesim::llm::model::{LlamaModel, LogitsWanted};
+use edgesim::llm::parallel::ThreadTeam;
 use edgesim::llm::LoadedModel;
-use std::hint::black_box;
-use std::time::Duration;
+use std::time::Instant;
 
-/// Genesis 1:1–5, King James Version (public domain), repeated to the prompt length.
-const TEXT: &str =
-    "In the beginning God created the heaven and the earth. And the earth was without \
-form, and void; and darkness was upon the face of the deep. And the Spirit of God moved upon the \
-face of the waters. And God said, Let there be light: and there was light. And God saw the light, \
-that it was good: and God divided the light from the darkness. And God called the light Day, and \
-the darkness he called Night. And the evening and the morning were the first day. ";
+/// Genesis 1–12, King James Version (public domain; `data-public/README.md`).
+const TEXT: &str = include_str!("../data-public/kjv-genesis-1-12.txt");
+const TOKENS: usize = 128;
+const REPEATS: usize = 5;
+const THREADS: [usize; 2] = [1, 2];
 
-const PROMPT_TOKENS: usize = 128;
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
 
-fn bench(c: &mut Criterion) {
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// Seconds for one prefill of `tokens`.
+fn prefill_seconds(model: &LlamaModel, tokens: &[u32]) -> f64 {
+    let mut cache = model.new_cache(tokens.len());
+    let mut logits = Vec::new();
+    let started = Instant::now();
+    model
+        .forward_into(tokens, &mut cache, LogitsWanted::Last, None, &mut logits)
+        .expect("prefill");
+    started.elapsed().as_secs_f64()
+}
+
+/// Seconds for single-token steps over `tokens` from an empty cache.
+fn decode_seconds(model: &LlamaModel, tokens: &[u32]) -> f64 {
+    let mut cache = model.new_cache(tokens.len());
+    let mut logits = Vec::new();
+    // The first step sizes the workspace; it is part of the measurement, as in a real reply.
+    let started = Instant::now();
+    for &token in tokens {
+        model
+            .forward_into(&[token], &mut cache, LogitsWanted::Last, None, &mut logits)
+            .expect("decode step");
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// Seconds for the matrix calls of `steps` decode steps.
+fn matrices_seconds(model: &LlamaModel, steps: usize) -> f64 {
+    let weights = model.weights();
+    let hidden = model.config().hidden_size;
+    let ffn = model.config().ffn_size;
+    let x: Vec<f32> = (0..hidden.max(ffn))
+        .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 300.0)
+        .collect();
+    let mut y = vec![0.0f32; model.config().vocab_size.max(2 * ffn)];
+    let started = Instant::now();
+    for _ in 0..steps {
+        for layer in &weights.layers {
+            for (matrix, cols) in [
+                (&layer.attn_qkv, hidden),
+                (&layer.attn_output, hidden),
+                (&layer.ffn_gate_up, hidden),
+                (&layer.ffn_down, ffn),
+            ] {
+                matrix
+                    .gemv(&x[..cols], &mut y[..matrix.rows()])
+                    .expect("gemv");
+            }
+        }
+        weights
+            .output
+            .gemv(&x[..hidden], &mut y[..weights.output.rows()])
+            .expect("gemv");
+    }
+    started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let requested: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let formats: Vec<String> = if requested.is_empty() {
+        ["f32", "8", "4", "3", "2"].map(String::from).to_vec()
+    } else {
+        requested
+    };
     let cache = match edgesim::llm::fetch::cache_dir(None) {
         Ok(cache) => cache,
         Err(e) => return eprintln!("SKIPPED llm_model: {e}"),
@@ -31,46 +118,49 @@ fn bench(c: &mut Criterion) {
         Ok(path) => path,
         Err(e) => return eprintln!("SKIPPED llm_model: {e}"),
     };
-    let loaded = LoadedModel::load(&path, WeightFormat::F32).expect("the cached model loads");
-    let mut prompt = loaded.tokenizer.encode(&TEXT.repeat(4)).expect("encodes");
-    assert!(prompt.len() >= PROMPT_TOKENS);
-    prompt.truncate(PROMPT_TOKENS);
-    let model = &loaded.model;
-
-    for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool");
-        let mut group = c.benchmark_group(format!("smollm2_f32_{threads}t"));
-        group.sample_size(10);
-        group.measurement_time(Duration::from_secs(8));
-
-        group.throughput(Throughput::Elements(PROMPT_TOKENS as u64));
-        group.bench_function("prefill_128", |b| {
-            b.iter(|| {
-                pool.install(|| {
-                    let mut kv = model.new_cache(PROMPT_TOKENS);
-                    black_box(model.forward(&prompt, &mut kv).expect("forward"))
-                })
-            })
-        });
-
-        // One token at position 128, after a 128-token prompt; the cache is cut back each time.
-        let mut kv = model.new_cache(PROMPT_TOKENS + 1);
-        pool.install(|| model.forward(&prompt, &mut kv).expect("prefill"));
-        group.throughput(Throughput::Elements(1));
-        group.bench_function("decode_at_128", |b| {
-            b.iter(|| {
-                pool.install(|| {
-                    kv.truncate(PROMPT_TOKENS);
-                    black_box(model.forward(&[prompt[0]], &mut kv).expect("decode"))
-                })
-            })
-        });
-        group.finish();
+    println!(
+        "SmolLM2-135M-Instruct, {TOKENS}-token prefill and {TOKENS} decode steps, median of \
+         {REPEATS}; load average before → after each row"
+    );
+    println!();
+    println!(
+        "| format | weight MB read per token | threads | prefill tokens/s | decode tokens/s | \
+         matrices only: tokens/s (GB/s) | load |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let teams: Vec<ThreadTeam> = THREADS.iter().map(|&t| ThreadTeam::new(t)).collect();
+    for spec in &formats {
+        let format: WeightFormat = match spec.parse() {
+            Ok(format) => format,
+            Err(e) => return eprintln!("bad format {spec}: {e}"),
+        };
+        let loaded = LoadedModel::load(&path, format).expect("the cached model loads");
+        let mut tokens = loaded.tokenizer.encode(TEXT).expect("encodes");
+        tokens.truncate(TOKENS);
+        let model = &loaded.model;
+        let megabytes = model.weights().matrix_bytes() as f64 / 1e6;
+        for team in &teams {
+            let before = load_average();
+            let (prefill, decode, matrices) = team.install(|| {
+                prefill_seconds(model, &tokens);
+                decode_seconds(model, &tokens);
+                let repeat = |f: &dyn Fn() -> f64| median((0..REPEATS).map(|_| f()).collect());
+                (
+                    repeat(&|| prefill_seconds(model, &tokens)),
+                    repeat(&|| decode_seconds(model, &tokens)),
+                    repeat(&|| matrices_seconds(model, TOKENS)),
+                )
+            });
+            println!(
+                "| {} | {megabytes:.1} | {} | {:.1} | {:.1} | {:.1} ({:.1}) | {before} → {} |",
+                model.format(),
+                team.threads(),
+                TOKENS as f64 / prefill,
+                TOKENS as f64 / decode,
+                TOKENS as f64 / matrices,
+                megabytes * TOKENS as f64 / matrices / 1e3,
+                load_average()
+            );
+        }
     }
 }
-
-criterion_group!(benches, bench);
-criterion_main!(benches);

@@ -1,4 +1,4 @@
-//! `edgesim model` and `edgesim generate` from the outside.
+//! `edgesim model`, `edgesim generate` and `edgesim trace record` from the outside.
 
 mod llm_common;
 
@@ -9,18 +9,55 @@ fn edgesim() -> Command {
 }
 
 #[test]
-fn lut_bit_widths_are_refused_honestly_until_the_kernels_are_integrated() {
-    let output = edgesim()
-        .args(["generate", "--bits", "4", "--prompt", "hi"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("--bits 4") && stderr.contains("not integrated"),
-        "{stderr}"
-    );
-    assert!(output.stdout.is_empty());
+fn bad_weight_format_options_are_named() {
+    for (args, message) in [
+        (&["--bits", "4", "--group", "128"][..], "group size 128"),
+        (
+            &["--bits", "2", "--output-bits", "6"][..],
+            "output head: 6 bits",
+        ),
+    ] {
+        let output = edgesim()
+            .arg("generate")
+            .args(args)
+            .args(["--prompt", "hi"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn trace_record_names_bad_prompts_and_fractions_before_loading_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.est");
+    let missing = dir.path().join("missing.txt");
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "# only a comment\n\n").unwrap();
+    let good = dir.path().join("good.txt");
+    std::fs::write(&good, "Hello\n").unwrap();
+    let cases: [(&std::path::Path, &[&str], &str); 3] = [
+        (&missing, &[], "missing.txt: cannot read prompts"),
+        (&empty, &[], "empty.txt: no prompts"),
+        (&good, &["--keep-fraction", "1.5"], "--keep-fraction 1.5"),
+    ];
+    for (prompts, extra, message) in cases {
+        let output = edgesim()
+            .args(["trace", "record", "--prompts"])
+            .arg(prompts)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+        assert!(!out.exists());
+    }
 }
 
 #[test]
@@ -81,6 +118,7 @@ fn info_and_a_short_raw_generation_on_the_real_model() {
         "{stdout}"
     );
 
+    // The default format: 4-bit LUT blocks with an 8-bit output head.
     let output = edgesim()
         .args([
             "generate",
@@ -100,7 +138,52 @@ fn info_and_a_short_raw_generation_on_the_real_model() {
     assert!(output.status.success());
     assert!(stdout.contains("Paris"), "{stdout}");
     assert!(
-        stderr.contains("prefill: 5 tokens") && stderr.contains("tokens/s"),
+        stderr.contains("as lut-int4-g32, output int8")
+            && stderr.contains("prefill: 5 tokens")
+            && stderr.contains("tokens/s"),
         "{stderr}"
     );
+
+    // A short recorded trace (f32: the quickest to load in a debug build) that validates.
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("prompts.txt");
+    std::fs::write(&prompts, "# one prompt\nIn the beginning\n").unwrap();
+    let trace = dir.path().join("recorded.est");
+    let output = edgesim()
+        .args([
+            "trace",
+            "record",
+            "--bits",
+            "f32",
+            "--raw",
+            "--max-tokens",
+            "2",
+        ])
+        .args(["--keep-fraction", "0.3", "--threads", "1", "--prompts"])
+        .arg(&prompts)
+        .arg("--out")
+        .arg(&trace)
+        .arg("--model")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("recorded neuron trace of smollm2-135m (f32)")
+            && stdout.contains("(3 prefill, 2 decode) in 1 sequences")
+            && stdout.contains("active fraction 0.3000"),
+        "{stdout}"
+    );
+    let validate = edgesim()
+        .args(["trace", "validate"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(validate.status.success());
+    assert!(String::from_utf8_lossy(&validate.stdout).contains("5 tokens in 1 sequences"));
 }

@@ -1,17 +1,20 @@
 //! The forward pass on a tiny random Llama written as GGUF in memory: runs everywhere (no model
-//! download), checks the batched pass against a naive f64 re-implementation, and checks the
-//! error paths.
+//! download), checks the batched pass against a naive f64 re-implementation (in f32 and in the
+//! LUT formats), and checks the error paths.
 
+use edgesim::llm::format::WeightFormat;
 use edgesim::llm::gguf::{GgufBuilder, GgufFile, MetadataValue};
 use edgesim::llm::matvec::F32Builder;
 use edgesim::llm::model::{LlamaModel, LogitsWanted};
+use edgesim::llm::parallel::ThreadTeam;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 
 const LAYERS: usize = 2;
-const HIDDEN: usize = 16;
-const FFN: usize = 24;
+// Widths are multiples of 32 so that the LUT formats (groups of 32 weights) run it too.
+const HIDDEN: usize = 64;
+const FFN: usize = 96;
 const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
 const HEAD_DIM: usize = HIDDEN / HEADS;
@@ -203,11 +206,8 @@ fn step_by_step_decoding_equals_one_batch_and_threads_do_not_matter() {
     let (_, model) = tiny_model();
     let tokens = [1u32, 2, 3, 4, 5, 6, 7, 8, 9];
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        let team = ThreadTeam::new(threads);
+        team.install(|| {
             let mut cache = model.new_cache(tokens.len());
             model
                 .forward_with(&tokens, &mut cache, LogitsWanted::All, None)
@@ -273,7 +273,7 @@ fn bad_files_name_the_tensor_or_key() {
         .unwrap()
         .to_string();
     assert!(
-        error.contains("tensor 'blk.0.attn_k.weight': shape [16, 4], expected [16, 8]"),
+        error.contains("tensor 'blk.0.attn_k.weight': shape [64, 4], expected [64, 32]"),
         "{error}"
     );
 
@@ -317,4 +317,61 @@ fn perplexity_scores_each_window_from_an_empty_cache() {
         result.perplexity
     );
     assert!(edgesim::llm::eval::perplexity(&model, &tokens[..1], 4).is_err());
+}
+
+/// Relative L2 distance of `got` from `want`.
+fn relative_error(got: &[f32], want: &[f64]) -> f64 {
+    let error: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - w).powi(2))
+        .sum();
+    let norm: f64 = want.iter().map(|w| w * w).sum();
+    (error / norm).sqrt()
+}
+
+/// The LUT formats run the same model code: their logits follow the f64 reference, do not
+/// depend on the thread count, and agree between one batch and token-by-token steps.
+///
+/// Bounds: uncorrelated logits (a wrong row order, a dropped tile) are about 140 % off in
+/// relative L2, so 10 % (8 bits) and 50 % (4 bits) separate "the same model, rounded" from a
+/// broken one; on these uniform random weights, which quantize worse than real ones, 4-bit
+/// weights must also be clearly worse than 8-bit ones (16× coarser steps).
+#[test]
+fn lut_formats_follow_the_reference_and_threads_do_not_matter() {
+    let tensors = random_tensors(42);
+    let file = GgufFile::parse(gguf_bytes(&tensors, "llama"), "tiny.gguf").unwrap();
+    let tokens = [3u32, 17, 0, 39, 5, 5, 21];
+    let reference: Vec<f64> = naive_logits(&tensors, &tokens).concat();
+    let mut errors = Vec::new();
+    for (bits, bound) in [(8u8, 0.1), (4, 0.5)] {
+        let format = WeightFormat::lut(bits).unwrap();
+        let model = LlamaModel::load(&file, format.builder().unwrap().as_ref()).unwrap();
+        let run = |threads: usize| {
+            ThreadTeam::new(threads).install(|| {
+                let mut cache = model.new_cache(tokens.len());
+                model
+                    .forward_with(&tokens, &mut cache, LogitsWanted::All, None)
+                    .unwrap()
+            })
+        };
+        let logits = run(1);
+        let error = relative_error(&logits, &reference);
+        println!("{format}: relative error {error:.4}");
+        assert!(error < bound, "{format}: relative error {error}");
+        errors.push(error);
+        assert_eq!(logits, run(3), "{format}: 1 and 3 threads differ");
+        let mut cache = model.new_cache(tokens.len());
+        let mut steps = Vec::new();
+        for &token in &tokens {
+            steps.extend(model.forward(&[token], &mut cache).unwrap());
+        }
+        let worst = logits
+            .iter()
+            .zip(&steps)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{format}: batch vs steps differ by {worst}");
+    }
+    assert!(errors[0] * 4.0 < errors[1], "8-bit {errors:?} vs 4-bit");
 }

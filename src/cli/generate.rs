@@ -4,6 +4,7 @@ use super::CliError;
 use crate::llm::fetch;
 use crate::llm::format::WeightFormat;
 use crate::llm::generate::{generate, GenerationRequest, StopReason};
+use crate::llm::parallel::ThreadTeam;
 use crate::llm::sampling::Sampler;
 use crate::llm::LoadedModel;
 use clap::Args;
@@ -15,9 +16,16 @@ pub struct GenerateArgs {
     /// Model name in the cache (smollm2) or a path to a .gguf file.
     #[arg(long, default_value = "smollm2")]
     pub model: String,
-    /// Weight format: f32 (dequantized reference) or LUT bits 8, 4, 3, 2.
-    #[arg(long, default_value = "f32")]
+    /// Weight format: LUT kernels at 8, 4, 3 or 2 bits per weight, or f32 (the weights
+    /// dequantized from the file: the quality reference).
+    #[arg(long, default_value = "4")]
     pub bits: String,
+    /// Weights per fp16 scale and centre in the LUT formats (32 or 64).
+    #[arg(long)]
+    pub group: Option<u16>,
+    /// Bit width of the output head (logits) in the LUT formats [default: --bits].
+    #[arg(long)]
+    pub output_bits: Option<u8>,
     /// The user message (or the whole prompt with --raw).
     #[arg(long)]
     pub prompt: String,
@@ -45,7 +53,13 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> Result<(), CliError> {
-    let format: WeightFormat = args.bits.parse()?;
+    let mut format: WeightFormat = args.bits.parse()?;
+    if let Some(group) = args.group {
+        format = format.with_group(group)?;
+    }
+    if let Some(bits) = args.output_bits {
+        format = format.with_output_bits(bits)?;
+    }
     if !(args.temperature.is_finite() && args.temperature >= 0.0) {
         return Err(CliError::new(format!(
             "--temperature {}: must be a finite number ≥ 0",
@@ -61,17 +75,14 @@ pub fn run(args: GenerateArgs) -> Result<(), CliError> {
     if threads == 0 {
         return Err(CliError::new("--threads must be at least 1"));
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| CliError::new(format!("cannot start {threads} threads: {e}")))?;
     // Refuse an unavailable format before reading 100 MB.
     format.builder()?;
     let cache = fetch::cache_dir(args.cache_dir.as_deref())?;
     let path = fetch::locate_model(&args.model, &cache)?;
+    let loaded = LoadedModel::load(&path, format)?;
+    let team = ThreadTeam::new(threads);
 
-    pool.install(|| -> Result<(), CliError> {
-        let loaded = LoadedModel::load(&path, format)?;
+    team.install(|| -> Result<(), CliError> {
         eprintln!(
             "loaded {} as {} in {:.2} s; threads: {}",
             path.display(),

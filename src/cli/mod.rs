@@ -10,6 +10,7 @@ mod exec;
 mod generate;
 mod model;
 mod trace;
+mod trace_record;
 mod validate;
 
 pub use error::CliError;

@@ -49,6 +49,8 @@ pub enum TraceCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Record a neuron-activation trace from a real model's FFN activations.
+    Record(super::trace_record::RecordArgs),
     /// Print records as JSON lines (the header first).
     Dump {
         file: PathBuf,
@@ -137,6 +139,7 @@ pub fn run(args: TraceArgs) -> Result<(), CliError> {
             }
         },
         TraceCommand::Dump { file, limit } => dump(&file, limit),
+        TraceCommand::Record(args) => super::trace_record::run(args),
     }
 }
 

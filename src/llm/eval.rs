@@ -62,6 +62,28 @@ pub fn log_softmax_at(logits: &[f32], index: usize) -> f64 {
     logits[index] as f64 - max - sum.ln()
 }
 
+/// The model's greedy next-token prediction at every position from `from` on, given the whole
+/// of `sequence` as context (one batched pass, teacher forcing): position p's prediction is
+/// the argmax of the logits after `sequence[..=p]`.
+pub fn next_token_predictions(
+    model: &LlamaModel,
+    sequence: &[u32],
+    from: usize,
+) -> Result<Vec<u32>, LlmError> {
+    if from >= sequence.len() {
+        return Err(LlmError::Input(format!(
+            "predictions from position {from} of a {}-token sequence",
+            sequence.len()
+        )));
+    }
+    let vocab = model.config().vocab_size;
+    let mut cache = model.new_cache(sequence.len());
+    let logits = model.forward_with(sequence, &mut cache, LogitsWanted::All, None)?;
+    Ok((from..sequence.len())
+        .map(|p| argmax(&logits[p * vocab..(p + 1) * vocab]))
+        .collect())
+}
+
 /// Fraction of positions where two `n × vocab` logit matrices have the same argmax.
 pub fn top1_agreement(reference: &[f32], candidate: &[f32], vocab: usize) -> Result<f64, LlmError> {
     if reference.len() != candidate.len()

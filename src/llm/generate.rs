@@ -1,6 +1,6 @@
 //! Prompt in, text out: prefill, then one decode step per token, streaming text as it comes.
 
-use crate::llm::model::{KvCache, LlamaModel};
+use crate::llm::model::{KvCache, LlamaModel, LogitsWanted};
 use crate::llm::sampling::Sampler;
 use crate::llm::tokenizer::{Tokenizer, Utf8Stream};
 use crate::llm::LlmError;
@@ -76,7 +76,8 @@ pub fn generate(
     let mut generated = Vec::new();
 
     let started = Instant::now();
-    let mut logits = model.forward(prompt, &mut cache)?;
+    let mut logits = Vec::new();
+    model.forward_into(prompt, &mut cache, LogitsWanted::Last, None, &mut logits)?;
     let prefill_time = started.elapsed();
 
     let decode_started = Instant::now();
@@ -97,7 +98,7 @@ pub fn generate(
         if cache.len() >= cache.capacity() {
             break StopReason::ContextFull;
         }
-        logits = model.forward(&[token], &mut cache)?;
+        model.forward_into(&[token], &mut cache, LogitsWanted::Last, None, &mut logits)?;
         decode_steps += 1;
     };
     let decode_time = decode_started.elapsed();

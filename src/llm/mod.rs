@@ -9,11 +9,13 @@
 //! - [`matvec`]: the matrix-vector abstraction every weight matrix hides behind, so the f32
 //!   reference and the LUT kernels' packed formats run the same model code.
 //! - [`model`]: the Llama forward pass with a KV cache, and per-layer FFN activation hooks.
+//! - [`parallel`]: the low-overhead thread team the forward pass splits its work over.
 //! - [`sampling`]: greedy and seeded temperature sampling.
 //! - [`generate`]: the prompt → text loop with streaming and timing.
 //! - [`fetch`]: getting the model file into the local cache.
 //! - [`format`](mod@format): the `--bits` choice and the builder for each weight format.
 //! - [`eval`]: perplexity and top-1 agreement, for comparing weight formats.
+//! - [`record`]: neuron-activation traces recorded from the FFN activations.
 //! - [`LoadedModel`]: weights, tokenizer and chat template of one file, ready to prompt.
 
 pub mod chat;
@@ -26,6 +28,8 @@ pub mod gguf;
 mod loaded;
 pub mod matvec;
 pub mod model;
+pub mod parallel;
+pub mod record;
 pub mod sampling;
 pub mod tokenizer;
 

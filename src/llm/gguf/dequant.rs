@@ -1,92 +1,60 @@
-//! Dequantization of the ggml block formats edgesim reads, to f32.
+//! Dequantization of the ggml tensor types edgesim reads, to f32.
 //!
-//! Layouts (ggml `block_q4_0`, `block_q4_1`, `block_q8_0`), 32 weights per block:
-//! - Q4_0: f16 scale `d`, 16 bytes of nibbles; weight = (q − 8)·d.
-//! - Q4_1: f16 scale `d`, f16 minimum `m`, 16 bytes of nibbles; weight = q·d + m.
-//! - Q8_0: f16 scale `d`, 32 signed bytes; weight = q·d.
-//!
-//! In a Q4 block the low nibble of byte j is weight j and the high nibble is weight j + 16.
+//! The block formats (Q4_0, Q4_1, Q8_0) and the fp16 conversion are decoded by
+//! [`crate::kernels::gguf`] and [`crate::kernels::f16`], the one implementation in the crate
+//! (the kernels depend on nothing else, so the reader uses theirs). This module adds the
+//! unquantized types (F32, F16) and maps ggml type ids onto the kernels' block kinds.
 
 use super::tensor_type::GgmlType;
+use crate::kernels::gguf::{dequantize_blocks, GgufBlockKind};
 
-/// IEEE half precision bits to f32, exact for every input (subnormals, infinities, NaN).
-pub fn f16_to_f32(bits: u16) -> f32 {
-    let sign = ((bits >> 15) as u32) << 31;
-    let exponent = ((bits >> 10) & 0x1f) as u32;
-    let mantissa = (bits & 0x3ff) as u32;
-    let magnitude = match (exponent, mantissa) {
-        (0, 0) => 0,
-        // Subnormal half: value = mantissa · 2^-24, exactly representable in f32.
-        (0, _) => {
-            let value = mantissa as f32 * f32::powi(2.0, -24);
-            return if sign == 0 { value } else { -value };
-        }
-        (0x1f, 0) => 0xff << 23,
-        (0x1f, _) => (0xff << 23) | (mantissa << 13),
-        _ => ((exponent + 127 - 15) << 23) | (mantissa << 13),
-    };
-    f32::from_bits(sign | magnitude)
+pub use crate::kernels::f16::f16_to_f32;
+
+/// Why a tensor could not be dequantized.
+#[derive(Debug, PartialEq)]
+pub enum DequantError {
+    /// The type has no decoder here (k-quants, integer types, …).
+    Unsupported,
+    /// The bytes do not decode: e.g. a block scale that is infinite or NaN.
+    Invalid(String),
 }
 
-fn read_f16(bytes: &[u8], at: usize) -> f32 {
-    f16_to_f32(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
+/// The kernels' block kind for a ggml block type.
+fn block_kind(ty: GgmlType) -> Option<GgufBlockKind> {
+    match ty {
+        GgmlType::Q4_0 => Some(GgufBlockKind::Q4_0),
+        GgmlType::Q4_1 => Some(GgufBlockKind::Q4_1),
+        GgmlType::Q8_0 => Some(GgufBlockKind::Q8_0),
+        _ => None,
+    }
 }
 
 /// Dequantizes `data` of type `ty` into `out`.
 ///
 /// The caller guarantees `data.len() == ty.bytes_for(out.len())` (the GGUF reader checks it
-/// against the tensor info); returns false for a type without a block layout.
-pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut [f32]) -> bool {
-    let Some(layout) = ty.block_layout() else {
-        return false;
-    };
-    debug_assert_eq!(data.len(), out.len() / layout.elements * layout.bytes);
-    let blocks = data
-        .chunks_exact(layout.bytes)
-        .zip(out.chunks_exact_mut(layout.elements));
+/// against the tensor info).
+pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), DequantError> {
     match ty {
         GgmlType::F32 => {
-            for (block, value) in blocks {
-                value[0] = f32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+            for (value, bytes) in out.iter_mut().zip(data.chunks_exact(4)) {
+                *value = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
             }
+            Ok(())
         }
         GgmlType::F16 => {
-            for (block, value) in blocks {
-                value[0] = read_f16(block, 0);
+            for (value, bytes) in out.iter_mut().zip(data.chunks_exact(2)) {
+                *value = f16_to_f32(u16::from_le_bytes([bytes[0], bytes[1]]));
             }
+            Ok(())
         }
-        GgmlType::Q4_0 => {
-            for (block, values) in blocks {
-                let scale = read_f16(block, 0);
-                let nibbles = &block[2..18];
-                for (j, &byte) in nibbles.iter().enumerate() {
-                    values[j] = ((byte & 0x0f) as i32 - 8) as f32 * scale;
-                    values[j + 16] = ((byte >> 4) as i32 - 8) as f32 * scale;
-                }
-            }
+        _ => {
+            let kind = block_kind(ty).ok_or(DequantError::Unsupported)?;
+            let values = dequantize_blocks(kind, data, out.len())
+                .map_err(|e| DequantError::Invalid(e.to_string()))?;
+            out.copy_from_slice(&values);
+            Ok(())
         }
-        GgmlType::Q4_1 => {
-            for (block, values) in blocks {
-                let scale = read_f16(block, 0);
-                let minimum = read_f16(block, 2);
-                let nibbles = &block[4..20];
-                for (j, &byte) in nibbles.iter().enumerate() {
-                    values[j] = (byte & 0x0f) as f32 * scale + minimum;
-                    values[j + 16] = (byte >> 4) as f32 * scale + minimum;
-                }
-            }
-        }
-        GgmlType::Q8_0 => {
-            for (block, values) in blocks {
-                let scale = read_f16(block, 0);
-                for (value, &q) in values.iter_mut().zip(&block[2..34]) {
-                    *value = (q as i8) as f32 * scale;
-                }
-            }
-        }
-        _ => return false,
     }
-    true
 }
 
 #[cfg(test)]
@@ -115,7 +83,7 @@ mod tests {
                                           // byte j: low nibble = j % 16, high nibble = 15 - j % 16
         block.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
         let mut out = [0.0f32; 32];
-        assert!(dequantize_into(GgmlType::Q4_0, &block, &mut out));
+        dequantize_into(GgmlType::Q4_0, &block, &mut out).unwrap();
         for j in 0..16 {
             assert_eq!(out[j], (j as f32 - 8.0) * 2.0, "element {j}");
             assert_eq!(
@@ -132,7 +100,7 @@ mod tests {
         let mut block = vec![0x00, 0x38, 0x00, 0xbc]; // d = 0.5, m = -1.0
         block.extend((0..16u8).map(|j| j | (j << 4)));
         let mut out = [0.0f32; 32];
-        assert!(dequantize_into(GgmlType::Q4_1, &block, &mut out));
+        dequantize_into(GgmlType::Q4_1, &block, &mut out).unwrap();
         for j in 0..16 {
             assert_eq!(out[j], j as f32 * 0.5 - 1.0);
             assert_eq!(out[j + 16], j as f32 * 0.5 - 1.0);
@@ -144,15 +112,38 @@ mod tests {
         let mut block = vec![0x00, 0x34]; // d = 0.25
         block.extend((0..32i8).map(|j| (j - 16) as u8));
         let mut out = [0.0f32; 32];
-        assert!(dequantize_into(GgmlType::Q8_0, &block, &mut out));
+        dequantize_into(GgmlType::Q8_0, &block, &mut out).unwrap();
         for (j, value) in out.iter().enumerate() {
             assert_eq!(*value, (j as f32 - 16.0) * 0.25);
         }
     }
 
     #[test]
-    fn unsupported_type_is_refused() {
+    fn f32_and_f16_tensors_are_read_little_endian() {
+        let mut out = [0.0f32; 2];
+        let data: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        dequantize_into(GgmlType::F32, &data, &mut out).unwrap();
+        assert_eq!(out, [1.5, -2.0]);
+        dequantize_into(GgmlType::F16, &[0x00, 0x3c, 0x00, 0xc0], &mut out).unwrap();
+        assert_eq!(out, [1.0, -2.0]);
+    }
+
+    #[test]
+    fn unsupported_type_and_bad_scale_are_refused() {
         let q6_k = GgmlType::from_id(14).unwrap();
-        assert!(!dequantize_into(q6_k, &[0; 210], &mut [0.0; 256]));
+        assert_eq!(
+            dequantize_into(q6_k, &[0; 210], &mut [0.0; 256]),
+            Err(DequantError::Unsupported)
+        );
+        let mut block = vec![0x00, 0x7c]; // d = +infinity
+        block.extend([0u8; 16]);
+        let error = dequantize_into(GgmlType::Q4_0, &block, &mut [0.0; 32]).unwrap_err();
+        assert!(
+            matches!(&error, DequantError::Invalid(m) if m.contains("block 0")),
+            "{error:?}"
+        );
     }
 }

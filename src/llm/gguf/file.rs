@@ -1,7 +1,7 @@
 //! A parsed GGUF file: header, metadata, tensor infos, and the tensor data it owns.
 
 use super::cursor::Cursor;
-use super::dequant::dequantize_into;
+use super::dequant::{dequantize_into, DequantError};
 use super::tensor_type::GgmlType;
 use super::value::MetadataValue;
 use crate::llm::LlmError;
@@ -337,12 +337,13 @@ impl GgufFile {
         let data = self.tensor_bytes(name)?;
         let info = self.tensor(name).expect("tensor_bytes found it");
         let mut out = vec![0.0f32; info.element_count() as usize];
-        if !dequantize_into(info.ggml_type, data, &mut out) {
-            return Err(self.tensor_error(
+        match dequantize_into(info.ggml_type, data, &mut out) {
+            Ok(()) => Ok(out),
+            Err(DequantError::Unsupported) => Err(self.tensor_error(
                 name,
                 format!("type {} cannot be dequantized", info.ggml_type),
-            ));
+            )),
+            Err(DequantError::Invalid(detail)) => Err(self.tensor_error(name, detail)),
         }
-        Ok(out)
     }
 }

@@ -8,7 +8,8 @@
 //! starts at the next multiple of `general.alignment` (default 32) after the infos.
 //!
 //! edgesim reads the whole file into memory and dequantizes F32, F16, Q4_0, Q4_1 and Q8_0
-//! tensors to f32; the model code converts those to whatever weight format it runs.
+//! tensors to f32 (the block decoders are the LUT kernels' own, [`crate::kernels::gguf`]); the
+//! model code converts those to whatever weight format it runs.
 
 mod builder;
 mod cursor;
@@ -18,7 +19,7 @@ mod tensor_type;
 mod value;
 
 pub use builder::GgufBuilder;
-pub use dequant::{dequantize_into, f16_to_f32};
+pub use dequant::{dequantize_into, f16_to_f32, DequantError};
 pub use file::{
     GgufFile, TensorInfo, GGUF_ALIGNMENT_DEFAULT, GGUF_MAGIC, GGUF_VERSIONS, TENSOR_DIMS_MAX,
 };

@@ -1,17 +1,16 @@
 //! The f32 reference matrix: weights dequantized from the file, multiplied in f32.
 //!
 //! It is the quality reference that low-bit formats are measured against, and a fair speed
-//! baseline: rows are split over the rayon pool in blocks, and each block runs the tiled dot
-//! kernels of [`super::dot`].
+//! baseline: rows are split over the current thread team, and each thread's rows run the tiled
+//! dot kernels of [`super::dot`].
 
 use super::dot::dot_block;
-use super::{MatVec, MatVecBuilder};
+use super::{MatVec, MatVecBuilder, MatrixRole};
+use crate::llm::parallel::for_each_chunk_mut;
 use crate::llm::LlmError;
-use rayon::prelude::*;
 
-/// Output rows per parallel task: small enough to balance two to eight threads on a 576-row
-/// matrix, large enough that a task (≥ 32 × 576 multiply-adds) outweighs rayon's overhead.
-const ROW_BLOCK: usize = 32;
+/// Rows are handed to threads in multiples of this: the dot kernels work on row quads.
+const ROW_UNIT: usize = 4;
 
 #[derive(Clone, Debug)]
 pub struct F32Matrix {
@@ -50,34 +49,40 @@ impl MatVec for F32Matrix {
         self.cols
     }
 
-    fn gemv(&self, x: &[f32], y: &mut [f32]) {
+    fn gemv(&self, x: &[f32], y: &mut [f32]) -> Result<(), LlmError> {
         assert_eq!(x.len(), self.cols, "gemv input length");
         assert_eq!(y.len(), self.rows, "gemv output length");
         let cols = self.cols;
-        y.par_chunks_mut(ROW_BLOCK)
-            .zip(self.weights.par_chunks(ROW_BLOCK * cols))
-            .for_each(|(y_block, w_block)| dot_block(w_block, cols, x, 1, y_block));
+        for_each_chunk_mut(y, ROW_UNIT, &|at, y_rows| {
+            let first = at.first_unit * ROW_UNIT;
+            let w_rows = &self.weights[first * cols..(first + y_rows.len()) * cols];
+            dot_block(w_rows, cols, x, 1, y_rows);
+        });
+        Ok(())
     }
 
-    fn gemm(&self, x: &[f32], n: usize, y: &mut [f32]) {
+    fn gemm(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), LlmError> {
         assert_eq!(x.len(), n * self.cols, "gemm input shape");
         assert_eq!(y.len(), n * self.rows, "gemm output shape");
         if n == 1 {
             return self.gemv(x, y);
         }
         let cols = self.cols;
-        // Each task writes its row block for all inputs contiguously (row-major by weight row);
+        // Each thread writes its rows for all inputs contiguously (row-major by weight row);
         // one transpose at the end puts it in the caller's input-major layout.
         let mut by_row = vec![0.0f32; n * self.rows];
-        by_row
-            .par_chunks_mut(ROW_BLOCK * n)
-            .zip(self.weights.par_chunks(ROW_BLOCK * cols))
-            .for_each(|(out_block, w_block)| dot_block(w_block, cols, x, n, out_block));
+        for_each_chunk_mut(&mut by_row, ROW_UNIT * n, &|at, out_rows| {
+            let first = at.first_unit * ROW_UNIT;
+            let count = out_rows.len() / n;
+            let w_rows = &self.weights[first * cols..(first + count) * cols];
+            dot_block(w_rows, cols, x, n, out_rows);
+        });
         for (r, row_out) in by_row.chunks_exact(n).enumerate() {
             for (t, &value) in row_out.iter().enumerate() {
                 y[t * self.rows + r] = value;
             }
         }
+        Ok(())
     }
 
     fn format(&self) -> String {
@@ -97,6 +102,7 @@ impl MatVecBuilder for F32Builder {
     fn build(
         &self,
         tensor: &str,
+        _role: MatrixRole,
         rows: usize,
         cols: usize,
         weights: Vec<f32>,
@@ -135,10 +141,10 @@ mod tests {
             .map(|i| ((i * 7 % 19) as f32 - 9.0) / 8.0)
             .collect();
         let mut batched = vec![0.0; n * 77];
-        m.gemm(&x, n, &mut batched);
+        m.gemm(&x, n, &mut batched).unwrap();
         for t in 0..n {
             let mut single = vec![0.0; 77];
-            m.gemv(&x[t * 40..(t + 1) * 40], &mut single);
+            m.gemv(&x[t * 40..(t + 1) * 40], &mut single).unwrap();
             assert_eq!(&batched[t * 77..(t + 1) * 77], &single[..], "input {t}");
         }
     }
@@ -148,12 +154,9 @@ mod tests {
         let m = matrix(100, 33);
         let x: Vec<f32> = (0..33).map(|i| i as f32 / 10.0 - 1.5).collect();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+            let team = crate::llm::parallel::ThreadTeam::new(threads);
             let mut y = vec![0.0; 100];
-            pool.install(|| m.gemv(&x, &mut y));
+            team.install(|| m.gemv(&x, &mut y)).unwrap();
             y
         };
         let one = run(1);
@@ -172,7 +175,7 @@ mod tests {
     #[test]
     fn builder_rejects_a_wrong_length() {
         let error = F32Builder
-            .build("blk.0.ffn_up.weight", 2, 3, vec![0.0; 5])
+            .build("blk.0.ffn_up.weight", MatrixRole::Ffn, 2, 3, vec![0.0; 5])
             .err()
             .unwrap();
         assert!(error.to_string().contains("blk.0.ffn_up.weight"));

@@ -1,19 +1,25 @@
 //! The matrix-vector abstraction every weight matrix of the model hides behind.
 //!
 //! The forward pass only ever multiplies activations by weight matrices, so a matrix is "a thing
-//! that can do y = W·x (decode) and Y = X·Wᵀ (prefill)". The f32 reference ([`F32Matrix`],
-//! dequantized from the GGUF file) implements it now; the LUT kernels' packed low-bit matrices
-//! implement it later, built by their own [`MatVecBuilder`], without any change to the model.
+//! that can do y = W·x (decode) and Y = X·Wᵀ (prefill)". Two formats implement it: the f32
+//! reference ([`F32Matrix`], dequantized from the GGUF file) and the LUT kernels' packed low-bit
+//! matrices ([`LutMatrix`], requantized per group), each built by its own [`MatVecBuilder`]; the
+//! model code is the same for both.
 //!
-//! Threads: implementations may split work over the current rayon pool; the caller chooses the
-//! thread count by running the model inside `ThreadPool::install`. An implementation must give
-//! the same result for any thread count (split over output rows, never over the reduction).
+//! Threads: implementations split work over the current [`ThreadTeam`](crate::llm::parallel)
+//! (see [`crate::llm::parallel`]); outside a team they run on the calling thread. An
+//! implementation must give the same result for any thread count (split over output rows or
+//! over input vectors, never over the reduction).
 
 mod dot;
 mod f32_matrix;
+mod lut_matrix;
+mod requantize;
 
 pub(crate) use dot::dot_block;
 pub use f32_matrix::{F32Builder, F32Matrix};
+pub use lut_matrix::{LutBuilder, LutMatrix, Requantizer};
+pub use requantize::quantize_refined;
 
 use crate::llm::LlmError;
 
@@ -23,21 +29,13 @@ pub trait MatVec: Send + Sync {
     fn rows(&self) -> usize;
     /// Input features.
     fn cols(&self) -> usize;
-    /// `y = W·x`, with `x.len() == cols` and `y.len() == rows`.
-    fn gemv(&self, x: &[f32], y: &mut [f32]);
+    /// `y = W·x`, with `x.len() == cols` and `y.len() == rows`. Errors only on inputs the format
+    /// cannot represent (a non-finite activation for the LUT tables).
+    fn gemv(&self, x: &[f32], y: &mut [f32]) -> Result<(), LlmError>;
     /// `Y = X·Wᵀ` for `n` inputs: `x` is `n × cols` and `y` is `n × rows`, both row-major
-    /// (one input or output vector per row). The default runs `gemv` per input.
-    fn gemm(&self, x: &[f32], n: usize, y: &mut [f32]) {
-        assert_eq!(x.len(), n * self.cols(), "gemm input shape");
-        assert_eq!(y.len(), n * self.rows(), "gemm output shape");
-        for (x_row, y_row) in x
-            .chunks_exact(self.cols())
-            .zip(y.chunks_exact_mut(self.rows()))
-        {
-            self.gemv(x_row, y_row);
-        }
-    }
-    /// The storage format, for reports: "f32", "lut-int4-g64", …
+    /// (one input or output vector per row).
+    fn gemm(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), LlmError>;
+    /// The storage format, for reports: "f32", "lut-int4-g32", …
     fn format(&self) -> String;
     /// Bytes the weights occupy in this format.
     fn storage_bytes(&self) -> usize;
@@ -49,10 +47,12 @@ pub trait MatVec: Send + Sync {
 /// low-bit format requantizes it (per group) into its packed layout.
 pub trait MatVecBuilder: Sync {
     /// `weights` is `rows × cols`, row-major (one output feature per row). `tensor` names the
-    /// GGUF tensor for error messages.
+    /// GGUF tensor(s) for error messages; `role` says which part of the model the matrix is, so
+    /// a format may treat the output head differently.
     fn build(
         &self,
         tensor: &str,
+        role: MatrixRole,
         rows: usize,
         cols: usize,
         weights: Vec<f32>,
@@ -60,4 +60,15 @@ pub trait MatVecBuilder: Sync {
 
     /// The format this builder produces, for reports.
     fn format(&self) -> String;
+}
+
+/// Which part of the model a matrix belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatrixRole {
+    /// Q, K, V (fused) and the attention output projection of a block.
+    Attention,
+    /// Gate and up (fused) and down projections of a block's FFN.
+    Ffn,
+    /// The output head (logits), tied to the token embedding in SmolLM2.
+    Output,
 }

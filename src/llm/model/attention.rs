@@ -1,7 +1,8 @@
 //! Causal grouped-query attention over the KV cache.
 
 use crate::llm::matvec::dot_block;
-use rayon::prelude::*;
+use crate::llm::parallel::for_each_chunk_mut;
+use std::sync::Mutex;
 
 /// The shape of one attention call.
 pub(crate) struct AttentionShape {
@@ -12,21 +13,30 @@ pub(crate) struct AttentionShape {
     pub start: usize,
     /// Positions per head in the cache's head-major layout.
     pub capacity: usize,
+    /// Distance between two tokens' queries in `queries` (the fused QKV row width); the
+    /// queries of a token are the first `head_count · head_dim` values of its row.
+    pub query_stride: usize,
 }
 
 /// For each query token i (at position `start + i`) and head h, attends over cache positions
 /// `0..=start + i` with key/value head `h / (head_count / kv_head_count)`.
 ///
-/// `queries` and `out` are `n × head_count·head_dim`; `keys` and `values` are the cache's
-/// head-major `[kv_head][capacity][head_dim]` blocks. Work is split over (token, head) pairs
-/// and each pair is computed in one fixed order, so the result does not depend on the thread
-/// count.
+/// `out` is `n × head_count·head_dim`; `keys` and `values` are the cache's head-major
+/// `[kv_head][capacity][head_dim]` blocks; `scores` holds one scratch buffer per thread of the
+/// current team (at least one).
+///
+/// Work is split over (token, key/value head) units: the query heads that share a key/value
+/// head are adjacent, so one unit scores all of them against each key in one pass of the dot
+/// kernel and weights each value once for all of them (grouped-query attention reads the
+/// cache once per group, not once per head). Each output value is reduced in one fixed order,
+/// so the result does not depend on the thread count.
 pub(crate) fn attend(
     shape: &AttentionShape,
     queries: &[f32],
     keys: &[f32],
     values: &[f32],
     out: &mut [f32],
+    scores: &[Mutex<Vec<f32>>],
 ) {
     let AttentionShape {
         head_count,
@@ -34,31 +44,56 @@ pub(crate) fn attend(
         head_dim,
         start,
         capacity,
+        query_stride,
     } = *shape;
     let group = head_count / kv_head_count;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    out.par_chunks_mut(head_dim)
-        .enumerate()
-        .for_each(|(unit, head_out)| {
-            let (token, head) = (unit / head_count, unit % head_count);
-            let query = &queries[unit * head_dim..(unit + 1) * head_dim];
-            let head_block = (head / group) * capacity * head_dim;
+    for_each_chunk_mut(out, group * head_dim, &|at, chunk| {
+        let mut scratch = scores[at.part].lock().unwrap_or_else(|e| e.into_inner());
+        for (offset, group_out) in chunk.chunks_exact_mut(group * head_dim).enumerate() {
+            let unit = at.first_unit + offset;
+            let (token, kv_head) = (unit / kv_head_count, unit % kv_head_count);
+            let query_at = token * query_stride + kv_head * group * head_dim;
+            let group_queries = &queries[query_at..query_at + group * head_dim];
+            let head_block = kv_head * capacity * head_dim;
             let visible = start + token + 1;
             let head_keys = &keys[head_block..head_block + visible * head_dim];
             let head_values = &values[head_block..head_block + visible * head_dim];
-            let mut scores = vec![0.0f32; visible];
-            dot_block(head_keys, head_dim, query, 1, &mut scores);
-            for score in scores.iter_mut() {
-                *score *= scale;
+            if scratch.len() < visible * group {
+                scratch.resize(visible * group, 0.0);
             }
-            super::ops::softmax(&mut scores);
-            head_out.fill(0.0);
-            for (&weight, value) in scores.iter().zip(head_values.chunks_exact(head_dim)) {
-                for (o, v) in head_out.iter_mut().zip(value) {
-                    *o += weight * v;
+            // weights[p·group + j]: query head j of the group against key p.
+            let weights = &mut scratch[..visible * group];
+            dot_block(head_keys, head_dim, group_queries, group, weights);
+            for j in 0..group {
+                let mut max = f32::NEG_INFINITY;
+                for p in 0..visible {
+                    let w = &mut weights[p * group + j];
+                    *w *= scale;
+                    max = max.max(*w);
+                }
+                let mut sum = 0.0f32;
+                for p in 0..visible {
+                    let w = &mut weights[p * group + j];
+                    *w = (*w - max).exp();
+                    sum += *w;
+                }
+                let inverse = 1.0 / sum;
+                for p in 0..visible {
+                    weights[p * group + j] *= inverse;
                 }
             }
-        });
+            group_out.fill(0.0);
+            for (p, value) in head_values.chunks_exact(head_dim).enumerate() {
+                for (j, head_out) in group_out.chunks_exact_mut(head_dim).enumerate() {
+                    let weight = weights[p * group + j];
+                    for (o, v) in head_out.iter_mut().zip(value) {
+                        *o += weight * v;
+                    }
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -73,14 +108,17 @@ mod tests {
             head_dim: 2,
             start: 0,
             capacity: 1,
+            query_stride: 4,
         };
         let mut out = [0.0; 4];
+        let scores = [Mutex::new(Vec::new())];
         attend(
             &shape,
             &[1.0, 0.0, 0.0, 1.0],
             &[0.5, 0.5],
             &[3.0, -1.0],
             &mut out,
+            &scores,
         );
         assert_eq!(out, [3.0, -1.0, 3.0, -1.0]);
     }
@@ -94,9 +132,18 @@ mod tests {
             head_dim: 1,
             start: 0,
             capacity: 2,
+            query_stride: 1,
         };
         let mut out = [0.0; 2];
-        attend(&shape, &[1.0, 1.0], &[0.0, 0.0], &[1.0, 1000.0], &mut out);
+        let scores = [Mutex::new(Vec::new())];
+        attend(
+            &shape,
+            &[1.0, 1.0],
+            &[0.0, 0.0],
+            &[1.0, 1000.0],
+            &mut out,
+            &scores,
+        );
         assert_eq!(out[0], 1.0);
         assert_eq!(out[1], 500.5); // equal scores: the mean of both values
     }

@@ -6,9 +6,12 @@ use super::kv_cache::KvCache;
 use super::observer::FfnObserver;
 use super::ops::{rms_norm, silu, Rope, RopeLayout};
 use super::weights::LlamaWeights;
+use super::workspace::{sized, Workspace};
 use crate::llm::gguf::GgufFile;
 use crate::llm::matvec::MatVecBuilder;
+use crate::llm::parallel::{current_threads, for_each_chunk_mut};
 use crate::llm::LlmError;
+use std::sync::Mutex;
 
 /// A loaded Llama-architecture model.
 ///
@@ -98,8 +101,24 @@ impl LlamaModel {
         tokens: &[u32],
         cache: &mut KvCache,
         logits_wanted: LogitsWanted,
-        mut observer: Option<&mut dyn FfnObserver>,
+        observer: Option<&mut dyn FfnObserver>,
     ) -> Result<Vec<f32>, LlmError> {
+        let mut logits = Vec::new();
+        self.forward_into(tokens, cache, logits_wanted, observer, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// [`LlamaModel::forward_with`] writing the logits into `logits` (resized to fit), so a
+    /// decode loop reuses one buffer. Scratch space lives in the cache: after the first call
+    /// of a sequence, a decode step allocates nothing.
+    pub fn forward_into(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits_wanted: LogitsWanted,
+        mut observer: Option<&mut dyn FfnObserver>,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), LlmError> {
         let c = &self.config;
         let n = tokens.len();
         let start = cache.len();
@@ -112,88 +131,131 @@ impl LlamaModel {
                 cache.capacity()
             )));
         }
-        let hidden = c.hidden_size;
-        let mut x = Vec::with_capacity(n * hidden);
-        for &token in tokens {
-            if token as usize >= c.vocab_size {
-                return Err(LlmError::Input(format!(
-                    "token id {token} is outside the vocabulary of {}",
-                    c.vocab_size
-                )));
-            }
-            let row = token as usize * hidden;
-            x.extend_from_slice(&self.weights.token_embedding[row..row + hidden]);
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(LlmError::Input(format!(
+                "token id {token} is outside the vocabulary of {}",
+                c.vocab_size
+            )));
         }
-
+        let hidden = c.hidden_size;
         let (q_width, kv_width, ffn) = (c.q_width(), c.kv_width(), c.ffn_size);
-        let mut normed = vec![0.0f32; n * hidden];
-        let mut queries = vec![0.0f32; n * q_width];
-        let mut keys = vec![0.0f32; n * kv_width];
-        let mut values = vec![0.0f32; n * kv_width];
-        let mut attention = vec![0.0f32; n * q_width];
-        let mut projected = vec![0.0f32; n * hidden];
-        let mut gate = vec![0.0f32; n * ffn];
-        let mut up = vec![0.0f32; n * ffn];
+        let qkv_width = q_width + 2 * kv_width;
+        let pairs = self.rope.pairs();
+
+        let mut workspace = std::mem::take(&mut cache.workspace);
+        let threads = current_threads();
+        while workspace.scores.len() < threads {
+            workspace.scores.push(Mutex::new(Vec::new()));
+        }
+        let Workspace {
+            x,
+            normed,
+            qkv,
+            attention,
+            projected,
+            gate_up,
+            activations,
+            rotations,
+            scores,
+        } = &mut workspace;
+        let x = sized(x, n * hidden);
+        for (row, &token) in x.chunks_exact_mut(hidden).zip(tokens) {
+            let at = token as usize * hidden;
+            row.copy_from_slice(&self.weights.token_embedding[at..at + hidden]);
+        }
+        let normed = sized(normed, n * hidden);
+        let qkv = sized(qkv, n * qkv_width);
+        let attention = sized(attention, n * q_width);
+        let projected = sized(projected, n * hidden);
+        let gate_up = sized(gate_up, n * 2 * ffn);
+        let activations = sized(activations, n * ffn);
+        let rotations = sized(rotations, n * pairs);
+        for (i, token_rotations) in rotations.chunks_exact_mut(pairs.max(1)).enumerate() {
+            self.rope.rotations(start + i, token_rotations);
+        }
         let shape = AttentionShape {
             head_count: c.head_count,
             kv_head_count: c.kv_head_count,
             head_dim: c.head_dim,
             start,
             capacity: cache.capacity(),
+            query_stride: qkv_width,
         };
 
-        for (layer_index, layer) in self.weights.layers.iter().enumerate() {
-            for (x_row, n_row) in x.chunks_exact(hidden).zip(normed.chunks_exact_mut(hidden)) {
-                rms_norm(x_row, &layer.attn_norm, c.rms_norm_eps, n_row);
-            }
-            layer.attn_q.gemm(&normed, n, &mut queries);
-            layer.attn_k.gemm(&normed, n, &mut keys);
-            layer.attn_v.gemm(&normed, n, &mut values);
-            for i in 0..n {
-                self.rope
-                    .apply(&mut queries[i * q_width..(i + 1) * q_width], start + i);
-                self.rope
-                    .apply(&mut keys[i * kv_width..(i + 1) * kv_width], start + i);
-            }
-            cache.store(layer_index, start, &keys, &values);
-            let (cached_keys, cached_values) = cache.layer(layer_index);
-            attend(&shape, &queries, cached_keys, cached_values, &mut attention);
-            layer.attn_output.gemm(&attention, n, &mut projected);
-            add_into(&mut x, &projected);
+        let result = (|| -> Result<(), LlmError> {
+            for (layer_index, layer) in self.weights.layers.iter().enumerate() {
+                rms_norm_rows(x, &layer.attn_norm, c.rms_norm_eps, normed);
+                layer.attn_qkv.gemm(normed, n, qkv)?;
+                for (i, row) in qkv.chunks_exact_mut(qkv_width).enumerate() {
+                    let token_rotations = &rotations[i * pairs..(i + 1) * pairs];
+                    let (queries_and_keys, _) = row.split_at_mut(q_width + kv_width);
+                    self.rope.apply_rotations(queries_and_keys, token_rotations);
+                }
+                cache.store(
+                    layer_index,
+                    start,
+                    qkv,
+                    qkv_width,
+                    q_width,
+                    q_width + kv_width,
+                );
+                let (cached_keys, cached_values) = cache.layer(layer_index);
+                attend(&shape, qkv, cached_keys, cached_values, attention, scores);
+                layer.attn_output.gemm(attention, n, projected)?;
+                add_into(x, projected);
 
-            for (x_row, n_row) in x.chunks_exact(hidden).zip(normed.chunks_exact_mut(hidden)) {
-                rms_norm(x_row, &layer.ffn_norm, c.rms_norm_eps, n_row);
+                rms_norm_rows(x, &layer.ffn_norm, c.rms_norm_eps, normed);
+                layer.ffn_gate_up.gemm(normed, n, gate_up)?;
+                swiglu_rows(gate_up, ffn, activations);
+                if let Some(observer) = observer.as_deref_mut() {
+                    observer.ffn_activations(layer_index, start, activations);
+                }
+                layer.ffn_down.gemm(activations, n, projected)?;
+                add_into(x, projected);
             }
-            layer.ffn_gate.gemm(&normed, n, &mut gate);
-            layer.ffn_up.gemm(&normed, n, &mut up);
-            for (g, &u) in gate.iter_mut().zip(&up) {
-                *g = silu(*g) * u;
-            }
-            if let Some(observer) = observer.as_deref_mut() {
-                observer.ffn_activations(layer_index, start, &gate);
-            }
-            layer.ffn_down.gemm(&gate, n, &mut projected);
-            add_into(&mut x, &projected);
-        }
-        cache.set_len(start + n);
+            cache.set_len(start + n);
 
-        let vocab = c.vocab_size;
-        let rows: &[f32] = match logits_wanted {
-            LogitsWanted::Last => &x[(n - 1) * hidden..],
-            LogitsWanted::All => &x,
-        };
-        let count = rows.len() / hidden;
-        let mut final_normed = vec![0.0f32; rows.len()];
-        for (x_row, n_row) in rows
-            .chunks_exact(hidden)
-            .zip(final_normed.chunks_exact_mut(hidden))
-        {
-            rms_norm(x_row, &self.weights.output_norm, c.rms_norm_eps, n_row);
-        }
-        let mut logits = vec![0.0f32; count * vocab];
-        self.weights.output.gemm(&final_normed, count, &mut logits);
-        Ok(logits)
+            let vocab = c.vocab_size;
+            let rows: &[f32] = match logits_wanted {
+                LogitsWanted::Last => &x[(n - 1) * hidden..],
+                LogitsWanted::All => x,
+            };
+            let count = rows.len() / hidden;
+            let final_normed = &mut normed[..rows.len()];
+            rms_norm_rows(
+                rows,
+                &self.weights.output_norm,
+                c.rms_norm_eps,
+                final_normed,
+            );
+            logits.resize(count * vocab, 0.0);
+            self.weights.output.gemm(final_normed, count, logits)
+        })();
+        cache.workspace = workspace;
+        result
     }
+}
+
+/// RMSNorm of each `weight.len()`-wide row of `x` into `out`.
+fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let width = weight.len();
+    for (x_row, out_row) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        rms_norm(x_row, weight, eps, out_row);
+    }
+}
+
+/// `activations = SiLU(gate)·up` per token, from fused rows of `[gate (ffn) | up (ffn)]`, split
+/// over the current team (the exponentials are a noticeable share of a decode step).
+fn swiglu_rows(gate_up: &[f32], ffn: usize, activations: &mut [f32]) {
+    for_each_chunk_mut(activations, ffn, &|at, chunk| {
+        for (i, out_row) in chunk.chunks_exact_mut(ffn).enumerate() {
+            let row = &gate_up[(at.first_unit + i) * 2 * ffn..(at.first_unit + i + 1) * 2 * ffn];
+            let (gate, up) = row.split_at(ffn);
+            for ((o, &g), &u) in out_row.iter_mut().zip(gate).zip(up) {
+                *o = silu(g) * u;
+            }
+        }
+    });
 }
 
 fn add_into(x: &mut [f32], delta: &[f32]) {

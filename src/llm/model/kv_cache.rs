@@ -1,15 +1,17 @@
 //! The key/value cache: every past position's keys and values, per layer.
 
 use super::config::LlamaConfig;
+use super::workspace::Workspace;
 
-/// Keys and values of the positions processed so far, for every layer.
+/// Keys and values of the positions processed so far, for every layer, and the scratch
+/// buffers of the forward passes that fill it.
 ///
 /// Capacity is fixed at creation (positions × layers × 2 × kv_width floats); the forward pass
 /// refuses to run past it rather than grow.
 ///
 /// Layout per layer: head-major, `[kv_head][position][head_dim]`, so the keys one attention
 /// head reads are one contiguous block (a matrix the dot kernels can take as is).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct KvCache {
     kv_head_count: usize,
     head_dim: usize,
@@ -17,6 +19,22 @@ pub struct KvCache {
     len: usize,
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
+    /// Activations of the last forward call, kept so that decode steps allocate nothing.
+    pub(crate) workspace: Workspace,
+}
+
+impl Clone for KvCache {
+    fn clone(&self) -> KvCache {
+        KvCache {
+            kv_head_count: self.kv_head_count,
+            head_dim: self.head_dim,
+            capacity: self.capacity,
+            len: self.len,
+            keys: self.keys.clone(),
+            values: self.values.clone(),
+            workspace: Workspace::default(),
+        }
+    }
 }
 
 impl KvCache {
@@ -29,6 +47,7 @@ impl KvCache {
             len: 0,
             keys: vec![vec![0.0; capacity * kv_width]; config.layer_count],
             values: vec![vec![0.0; capacity * kv_width]; config.layer_count],
+            workspace: Workspace::default(),
         }
     }
 
@@ -54,20 +73,26 @@ impl KvCache {
         self.len = 0;
     }
 
-    /// Writes keys and values for positions `start..start + n` of `layer`; `keys` and `values`
-    /// are `n × kv_width`, token-major, as the projections produce them.
-    pub(crate) fn store(&mut self, layer: usize, start: usize, keys: &[f32], values: &[f32]) {
+    /// Writes keys and values for positions `start..start + n` of `layer`. `rows` holds one
+    /// row of `row_width` values per token (the fused QKV output), with the token's keys at
+    /// `k_offset..k_offset + kv_width` and its values at `v_offset..`.
+    pub(crate) fn store(
+        &mut self,
+        layer: usize,
+        start: usize,
+        rows: &[f32],
+        row_width: usize,
+        k_offset: usize,
+        v_offset: usize,
+    ) {
         let (hd, capacity) = (self.head_dim, self.capacity);
-        let kv_width = self.kv_head_count * hd;
-        for (i, (k_row, v_row)) in keys
-            .chunks_exact(kv_width)
-            .zip(values.chunks_exact(kv_width))
-            .enumerate()
-        {
+        for (i, row) in rows.chunks_exact(row_width).enumerate() {
             for head in 0..self.kv_head_count {
                 let at = (head * capacity + start + i) * hd;
-                self.keys[layer][at..at + hd].copy_from_slice(&k_row[head * hd..(head + 1) * hd]);
-                self.values[layer][at..at + hd].copy_from_slice(&v_row[head * hd..(head + 1) * hd]);
+                let k = k_offset + head * hd;
+                let v = v_offset + head * hd;
+                self.keys[layer][at..at + hd].copy_from_slice(&row[k..k + hd]);
+                self.values[layer][at..at + hd].copy_from_slice(&row[v..v + hd]);
             }
         }
     }

@@ -1,5 +1,5 @@
 //! A Llama-architecture transformer (SmolLM2, TinyLlama, Llama 2/3 …) running on [`MatVec`]
-//! weights: the f32 reference now, the LUT kernels' low-bit formats later.
+//! weights: the f32 reference or the LUT kernels' low-bit formats.
 //!
 //! [`MatVec`]: crate::llm::matvec::MatVec
 
@@ -10,6 +10,7 @@ mod kv_cache;
 mod observer;
 pub mod ops;
 mod weights;
+mod workspace;
 
 pub use config::{LlamaConfig, ARCHITECTURE};
 pub use forward::{load_model, LlamaModel, LogitsWanted};

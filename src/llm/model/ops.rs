@@ -66,14 +66,27 @@ impl Rope {
 
     /// Rotates every head in `vector` (heads concatenated, `head_dim` each) for `position`.
     pub fn apply(&self, vector: &mut [f32], position: usize) {
-        let rotations: Vec<(f32, f32)> = self
-            .inverse_frequencies
-            .iter()
-            .map(|&f| {
-                let angle = position as f64 * f;
-                (angle.cos() as f32, angle.sin() as f32)
-            })
-            .collect();
+        let mut rotations = vec![(0.0, 0.0); self.pairs()];
+        self.rotations(position, &mut rotations);
+        self.apply_rotations(vector, &rotations);
+    }
+
+    /// Dimension pairs rotated per head (`rope_dim / 2`).
+    pub fn pairs(&self) -> usize {
+        self.inverse_frequencies.len()
+    }
+
+    /// The (cos, sin) of each pair's angle at `position` into `out` (`pairs()` long), so that
+    /// a forward call computes them once per token for all layers.
+    pub fn rotations(&self, position: usize, out: &mut [(f32, f32)]) {
+        for (slot, &f) in out.iter_mut().zip(&self.inverse_frequencies) {
+            let angle = position as f64 * f;
+            *slot = (angle.cos() as f32, angle.sin() as f32);
+        }
+    }
+
+    /// Rotates every head in `vector` by precomputed [`Rope::rotations`].
+    pub fn apply_rotations(&self, vector: &mut [f32], rotations: &[(f32, f32)]) {
         let half = rotations.len();
         for head in vector.chunks_exact_mut(self.head_dim) {
             for (i, &(cos, sin)) in rotations.iter().enumerate() {

@@ -2,26 +2,26 @@
 
 use super::config::LlamaConfig;
 use crate::llm::gguf::GgufFile;
-use crate::llm::matvec::{MatVec, MatVecBuilder};
+use crate::llm::matvec::{MatVec, MatVecBuilder, MatrixRole};
 use crate::llm::LlmError;
 use rayon::prelude::*;
 
 /// One transformer block.
+///
+/// Matrices that read the same activation vector are fused into one (their rows stacked), so a
+/// decode step runs one kernel call per input vector and a low-bit format builds that vector's
+/// lookup tables once: Q, K and V read the attention norm's output, gate and up read the FFN
+/// norm's. Stacking rows changes neither any row's values nor its quantization (groups run
+/// along a row).
 pub struct LayerWeights {
     pub attn_norm: Vec<f32>,
-    /// `q_width × hidden`.
-    pub attn_q: Box<dyn MatVec>,
-    /// `kv_width × hidden`.
-    pub attn_k: Box<dyn MatVec>,
-    /// `kv_width × hidden`.
-    pub attn_v: Box<dyn MatVec>,
+    /// `(q_width + 2·kv_width) × hidden`: rows `0..q_width` are Q, then K, then V.
+    pub attn_qkv: Box<dyn MatVec>,
     /// `hidden × q_width`.
     pub attn_output: Box<dyn MatVec>,
     pub ffn_norm: Vec<f32>,
-    /// `ffn × hidden`: row i is FFN neuron i's gate weights.
-    pub ffn_gate: Box<dyn MatVec>,
-    /// `ffn × hidden`: row i is FFN neuron i's up weights.
-    pub ffn_up: Box<dyn MatVec>,
+    /// `2·ffn × hidden`: row i is FFN neuron i's gate weights, row `ffn + i` its up weights.
+    pub ffn_gate_up: Box<dyn MatVec>,
     /// `hidden × ffn`: column i is FFN neuron i's down weights.
     pub ffn_down: Box<dyn MatVec>,
 }
@@ -55,12 +55,19 @@ impl LlamaWeights {
         let output = if output_is_tied {
             builder.build(
                 "token_embd.weight (tied output)",
+                MatrixRole::Output,
                 config.vocab_size,
                 hidden,
                 token_embedding.clone(),
             )?
         } else {
-            matrix(file, builder, "output.weight", config.vocab_size, hidden)?
+            stacked(
+                file,
+                builder,
+                MatrixRole::Output,
+                &[("output.weight".to_string(), config.vocab_size)],
+                hidden,
+            )?
         };
         Ok(LlamaWeights {
             token_embedding,
@@ -79,23 +86,45 @@ impl LlamaWeights {
             .iter()
             .map(|l| {
                 (l.attn_norm.len() + l.ffn_norm.len()) * f32_bytes
-                    + [
-                        &l.attn_q,
-                        &l.attn_k,
-                        &l.attn_v,
-                        &l.attn_output,
-                        &l.ffn_gate,
-                        &l.ffn_up,
-                        &l.ffn_down,
-                    ]
-                    .iter()
-                    .map(|m| m.storage_bytes())
-                    .sum::<usize>()
+                    + [&l.attn_qkv, &l.attn_output, &l.ffn_gate_up, &l.ffn_down]
+                        .iter()
+                        .map(|m| m.storage_bytes())
+                        .sum::<usize>()
             })
             .sum();
         layers
             + (self.token_embedding.len() + self.output_norm.len()) * f32_bytes
             + self.output.storage_bytes()
+    }
+
+    /// Weights in the matrices (every block's and the output head): 134.5 M for SmolLM2.
+    pub fn matrix_weights(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.attn_qkv, &l.attn_output, &l.ffn_gate_up, &l.ffn_down]
+                    .iter()
+                    .map(|m| m.rows() * m.cols())
+                    .sum::<usize>()
+            })
+            .sum();
+        layers + self.output.rows() * self.output.cols()
+    }
+
+    /// Bytes a decode step reads from the matrices: every block's and the output head's.
+    pub fn matrix_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.attn_qkv, &l.attn_output, &l.ffn_gate_up, &l.ffn_down]
+                    .iter()
+                    .map(|m| m.storage_bytes())
+                    .sum::<usize>()
+            })
+            .sum();
+        layers + self.output.storage_bytes()
     }
 }
 
@@ -108,16 +137,42 @@ fn load_layer(
     let name = |suffix: &str| format!("blk.{layer}.{suffix}.weight");
     let (hidden, ffn) = (config.hidden_size, config.ffn_size);
     let (q_width, kv_width) = (config.q_width(), config.kv_width());
+    let attention = MatrixRole::Attention;
     Ok(LayerWeights {
         attn_norm: dequantized(file, &name("attn_norm"), &[hidden])?,
-        attn_q: matrix(file, builder, &name("attn_q"), q_width, hidden)?,
-        attn_k: matrix(file, builder, &name("attn_k"), kv_width, hidden)?,
-        attn_v: matrix(file, builder, &name("attn_v"), kv_width, hidden)?,
-        attn_output: matrix(file, builder, &name("attn_output"), hidden, q_width)?,
+        attn_qkv: stacked(
+            file,
+            builder,
+            attention,
+            &[
+                (name("attn_q"), q_width),
+                (name("attn_k"), kv_width),
+                (name("attn_v"), kv_width),
+            ],
+            hidden,
+        )?,
+        attn_output: stacked(
+            file,
+            builder,
+            attention,
+            &[(name("attn_output"), hidden)],
+            q_width,
+        )?,
         ffn_norm: dequantized(file, &name("ffn_norm"), &[hidden])?,
-        ffn_gate: matrix(file, builder, &name("ffn_gate"), ffn, hidden)?,
-        ffn_up: matrix(file, builder, &name("ffn_up"), ffn, hidden)?,
-        ffn_down: matrix(file, builder, &name("ffn_down"), hidden, ffn)?,
+        ffn_gate_up: stacked(
+            file,
+            builder,
+            MatrixRole::Ffn,
+            &[(name("ffn_gate"), ffn), (name("ffn_up"), ffn)],
+            hidden,
+        )?,
+        ffn_down: stacked(
+            file,
+            builder,
+            MatrixRole::Ffn,
+            &[(name("ffn_down"), hidden)],
+            ffn,
+        )?,
     })
 }
 
@@ -139,14 +194,20 @@ fn dequantized(file: &GgufFile, name: &str, dims: &[usize]) -> Result<Vec<f32>, 
     file.dequantize(name)
 }
 
-/// A linear layer's weight: GGUF stores it as `[cols, rows]`, i.e. `rows × cols` row-major.
-fn matrix(
+/// Linear layers' weights with their rows stacked in the order given. GGUF stores each
+/// `(name, rows)` as `[cols, rows]`, i.e. `rows × cols` row-major.
+fn stacked(
     file: &GgufFile,
     builder: &dyn MatVecBuilder,
-    name: &str,
-    rows: usize,
+    role: MatrixRole,
+    parts: &[(String, usize)],
     cols: usize,
 ) -> Result<Box<dyn MatVec>, LlmError> {
-    let weights = dequantized(file, name, &[cols, rows])?;
-    builder.build(name, rows, cols, weights)
+    let rows: usize = parts.iter().map(|(_, rows)| rows).sum();
+    let mut weights = Vec::with_capacity(rows * cols);
+    for (name, part_rows) in parts {
+        weights.extend(dequantized(file, name, &[cols, *part_rows])?);
+    }
+    let names: Vec<&str> = parts.iter().map(|(name, _)| name.as_str()).collect();
+    builder.build(&names.join(" + "), role, rows, cols, weights)
 }
