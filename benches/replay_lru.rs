@@ -45,7 +45,8 @@ fn setup() -> Setup {
         description: String::new(),
         device: "jetson-agx-orin".into(),
         model: "mixtral-8x7b".into(),
-        trace: "generated".into(),
+        trace: Some("generated".into()),
+        workloads: vec![],
         resident_precision: Precision::Int8,
         offload_precision: Precision::Int8,
         budgets: vec![],
@@ -57,6 +58,7 @@ fn setup() -> Setup {
         seed: 1,
         max_prefill_chunk: None,
         max_context: Some(1024),
+        analysis: None,
     };
     let fp = Footprint::of(&model, Precision::Int8, Precision::Int8, 1024);
     let (budget, _) = BudgetSpec {

@@ -125,7 +125,7 @@ fn lru_hits_on_the_real_trace_match_an_independent_count() {
     let Some(dir) = data_dir() else { return };
     let out = tempfile::tempdir().unwrap();
     let trace = out.path().join("humaneval2.est");
-    import_mixtral_jsonl(&dir.join("humaneval_2_routing.jsonl"), &trace).unwrap();
+    import_mixtral_jsonl(&dir.join("humaneval_2_routing.jsonl"), &trace, &mixtral()).unwrap();
     let m = mixtral();
     let ps = passes(&trace);
     assert_eq!(ps.len(), 83 + 255);
@@ -149,7 +149,7 @@ fn every_expert_policy_plans_the_real_traces() {
         "humaneval_p0_routing_raw_prefill_decode.jsonl",
     ] {
         let trace = out.path().join(format!("{file}.est"));
-        import_mixtral_jsonl(&dir.join(file), &trace).unwrap();
+        import_mixtral_jsonl(&dir.join(file), &trace, &m).unwrap();
         let ps = passes(&trace);
         for &(name, _) in POLICIES {
             if let Some((h, l)) = run(&m, name, 96, serde_json::Value::Null, &ps) {

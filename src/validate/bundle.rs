@@ -574,7 +574,12 @@ fn stacked_columns(
     values: &[Vec<f64>],
 ) -> Result<(), String> {
     let e = |x: &dyn std::fmt::Display| format!("cannot draw {}: {x}", path.display());
-    let top = values.iter().map(|v| v.iter().sum::<f64>()).fold(0.0, f64::max).max(1e-9) * 1.25;
+    let top = values
+        .iter()
+        .map(|v| v.iter().sum::<f64>())
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.25;
     let n = categories.len().max(1);
     let root = SVGBackend::new(path, ((140 + 75 * n) as u32, 620)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
@@ -623,7 +628,10 @@ fn stacked_columns(
             .map(|(i, v)| {
                 let below: f64 = v[..j].iter().sum();
                 let mut bar = Rectangle::new(
-                    [(SegmentValue::Exact(i), below), (SegmentValue::Exact(i + 1), below + v[j])],
+                    [
+                        (SegmentValue::Exact(i), below),
+                        (SegmentValue::Exact(i + 1), below + v[j]),
+                    ],
                     c.filled(),
                 );
                 bar.set_margin(0, 0, 8, 8);

@@ -181,7 +181,11 @@ fn run_on<B: Backend>(
         spec.params.clone(),
     );
     let mut policy = crate::policy::build(&spec.policy, ctx).map_err(|e| format!("{what}: {e}"))?;
-    let reader = p.single_workload()?.trace.open().map_err(|e| e.to_string())?;
+    let reader = p
+        .single_workload()?
+        .trace
+        .open()
+        .map_err(|e| e.to_string())?;
     let chunk = p
         .experiment
         .max_prefill_chunk
