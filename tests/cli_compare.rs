@@ -209,8 +209,8 @@ fn budget_above_device_memory_is_refused() {
 #[test]
 fn unknown_policy_and_model_list_the_known_ones() {
     assert_rejected(
-        &["compare", "-q", "--policy", "fifo"],
-        &["unknown policy `fifo`", "lru", "on-demand"],
+        &["compare", "-q", "--policy", "no-such-policy"],
+        &["unknown policy `no-such-policy`", "lru", "on-demand"],
     );
     assert_rejected(
         &["compare", "-q", "--model", "mixtral-8x22b"],
