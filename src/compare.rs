@@ -456,7 +456,8 @@ pub fn run_one(p: &Prepared, spec: &RunSpec, options: &ReplayOptions) -> Result<
         .max_prefill_chunk
         .unwrap_or(DEFAULT_MAX_PREFILL_CHUNK);
     if policy.needs_future() {
-        let future = future_of(p, &workload.trace, chunk).map_err(|e| format!("{what}: {e}"))?;
+        let future =
+            future_of(p, &workload.trace, chunk, None).map_err(|e| format!("{what}: {e}"))?;
         policy.give_future(Arc::new(future));
     }
     let reader = workload.trace.open().map_err(|e| e.to_string())?;
@@ -478,17 +479,25 @@ pub fn run_one(p: &Prepared, spec: &RunSpec, options: &ReplayOptions) -> Result<
     })
 }
 
-/// Reads `trace` once, grouped exactly as the replay will group it, into the index of future
-/// accesses that offline policies plan with.
-fn future_of(p: &Prepared, trace: &TraceInput, chunk: u32) -> Result<FutureAccesses, String> {
+/// Reads `trace` once, grouped exactly as the replay will group it (and cut after `max_passes`
+/// as the replay will be), into the index of future accesses that offline policies plan with.
+pub fn future_of(
+    p: &Prepared,
+    trace: &TraceInput,
+    chunk: u32,
+    max_passes: Option<usize>,
+) -> Result<FutureAccesses, String> {
     let reader = trace.open().map_err(|e| e.to_string())?;
     let mut grouper = PassGrouper::new(reader, chunk as usize);
     let mut future = FutureAccesses::new(&p.model);
     let mut pass = ForwardPass::default();
-    while grouper
-        .next_pass_into(&mut pass)
-        .map_err(|e| e.to_string())?
+    let mut left = max_passes.unwrap_or(usize::MAX);
+    while left > 0
+        && grouper
+            .next_pass_into(&mut pass)
+            .map_err(|e| e.to_string())?
     {
+        left -= 1;
         future.push_pass(&pass);
     }
     Ok(future)

@@ -14,11 +14,10 @@
 
 use super::metrics::{pct_error, summarize, ErrorSummary};
 use super::{RunPair, Setup, ValidateOptions};
-use crate::report::plots::{line_chart, Series};
+use crate::report::plots::{line_chart, stacked_bars, Series};
 use crate::report::ReportDir;
 use crate::trace::Phase;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -556,103 +555,14 @@ fn plots(dir: &Path, pairs: &[RunPair]) -> Result<(), String> {
             );
         }
     }
-    stacked_columns(
+    stacked_bars(
         &dir.join("breakdown_decode.svg"),
         "op time per decode token by class (ops overlap, so bars exceed latency)",
+        "ms per decode token",
         &categories,
         &classes,
         &values,
     )
-}
-
-/// Stacked columns, one per category (labelled under it), segments per part.
-fn stacked_columns(
-    path: &Path,
-    title: &str,
-    categories: &[String],
-    parts: &[&str],
-    values: &[Vec<f64>],
-) -> Result<(), String> {
-    let e = |x: &dyn std::fmt::Display| format!("cannot draw {}: {x}", path.display());
-    let top = values
-        .iter()
-        .map(|v| v.iter().sum::<f64>())
-        .fold(0.0, f64::max)
-        .max(1e-9)
-        * 1.25;
-    let n = categories.len().max(1);
-    let root = SVGBackend::new(path, ((140 + 75 * n) as u32, 620)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(150)
-        .y_label_area_size(60)
-        .build_cartesian_2d((0..n).into_segmented(), 0f64..top)
-        .map_err(|x| e(&x))?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .y_desc("ms per decode token")
-        .x_labels(0)
-        .draw()
-        .map_err(|x| e(&x))?;
-    // Category labels drawn here, rotated and anchored at their start under each column
-    // (the mesh centres rotated labels on the axis, hiding half of each).
-    let label_style = TextStyle::from(
-        ("sans-serif", 11)
-            .into_font()
-            .transform(FontTransform::Rotate90),
-    )
-    .pos(Pos::new(HPos::Left, VPos::Center));
-    for (i, label) in categories.iter().enumerate() {
-        let (x, y) = chart.backend_coord(&(SegmentValue::CenterOf(i), 0.0));
-        root.draw(&Text::new(label.clone(), (x, y + 8), label_style.clone()))
-            .map_err(|x| e(&x))?;
-    }
-    const COLORS: [RGBColor; 8] = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(127, 127, 127),
-    ];
-    for (j, part) in parts.iter().enumerate() {
-        let c = COLORS[j % COLORS.len()];
-        let bars: Vec<Rectangle<(SegmentValue<usize>, f64)>> = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let below: f64 = v[..j].iter().sum();
-                let mut bar = Rectangle::new(
-                    [
-                        (SegmentValue::Exact(i), below),
-                        (SegmentValue::Exact(i + 1), below + v[j]),
-                    ],
-                    c.filled(),
-                );
-                bar.set_margin(0, 0, 8, 8);
-                bar
-            })
-            .collect();
-        chart
-            .draw_series(bars)
-            .map_err(|x| e(&x))?
-            .label(part.to_string())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))?;
-    Ok(())
 }
 
 fn scatter(path: &Path, pairs: &[RunPair]) -> Result<(), String> {

@@ -190,6 +190,11 @@ fn run_on<B: Backend>(
         .experiment
         .max_prefill_chunk
         .unwrap_or(DEFAULT_MAX_PREFILL_CHUNK);
+    if policy.needs_future() {
+        let future = compare::future_of(p, &p.single_workload()?.trace, chunk, max_passes)
+            .map_err(|e| format!("{what}: {e}"))?;
+        policy.give_future(std::sync::Arc::new(future));
+    }
     let mut grouper = PassGrouper::new(reader, chunk as usize);
     let mut source = Limited {
         inner: &mut grouper,

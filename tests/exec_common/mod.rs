@@ -35,7 +35,7 @@ pub fn tiny_store(dir: &Path, key: Option<StoreKey>) {
     let options = PrepareOptions {
         source_model: "tiny-moe.json".into(),
         scale: 1,
-        precisions: vec![Precision::Int8, Precision::Int4],
+        precisions: vec![Precision::Int8, Precision::Int4, Precision::Int2],
         seed: 3,
         key,
     };

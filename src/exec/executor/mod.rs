@@ -75,6 +75,8 @@ enum State {
 
 struct Entry {
     op: Op,
+    /// The op's dependencies: they name which copy of a tensor it means (see `Live::writers`).
+    deps: Vec<OpId>,
     priority: i16,
     pending: u32,
     successors: Vec<OpId>,
@@ -99,6 +101,11 @@ struct Live {
     content: Content,
     /// Ops reading (compute, decrypt) or writing (read) the region right now.
     busy: u32,
+    /// The Alloc that made the region and the Reads and Decrypts that have filled it. A policy
+    /// may hold two copies of one tensor at once (a copy being evicted while the next one
+    /// loads, or HOBBIT's high- and low-precision copies); an op means the copy whose writer
+    /// it depends on, as the plan's data flow says.
+    writers: Vec<OpId>,
 }
 
 struct Completion {
@@ -439,6 +446,7 @@ impl Executor {
                 node.id,
                 Entry {
                     op: node.op,
+                    deps: plan.deps(node).to_vec(),
                     priority: node.priority,
                     pending,
                     successors: Vec::new(),
@@ -535,6 +543,7 @@ impl Executor {
             bytes,
             content: Content::Empty,
             busy: 0,
+            writers: vec![id],
         });
         Ok(region)
     }
@@ -543,7 +552,11 @@ impl Executor {
         let queue = self.live.get_mut(&tensor).filter(|q| !q.is_empty()).ok_or_else(|| {
             bad(format!("op {id} evicts {tensor}, which holds no memory (every byte evicted must come from an Alloc)"))
         })?;
-        let pos = queue.iter().position(|l| l.bytes == bytes).ok_or_else(|| {
+        let deps = self.ops.get(&id).map(|e| e.deps.as_slice()).unwrap_or(&[]);
+        let named = queue
+            .iter()
+            .rposition(|l| l.bytes == bytes && l.writers.iter().any(|w| deps.contains(w)));
+        let pos = named.or_else(|| queue.iter().position(|l| l.bytes == bytes)).ok_or_else(|| {
             bad(format!("op {id} evicts {bytes} bytes of {tensor}, but no allocation of {tensor} has that size"))
         })?;
         if queue[pos].busy > 0 {
@@ -561,11 +574,26 @@ impl Executor {
         Ok(())
     }
 
-    /// The newest allocation of `tensor`.
-    fn live_of(&mut self, id: OpId, tensor: TensorRef) -> Result<&mut Live, BackendError> {
+    /// The allocation of `tensor` an op means: the newest one whose writer it depends on, else
+    /// the newest one `wanted` accepts, else the newest (whose content the caller then reports
+    /// as wrong).
+    fn live_of(
+        &mut self,
+        id: OpId,
+        tensor: TensorRef,
+        wanted: impl Fn(&Live) -> bool,
+    ) -> Result<&mut Live, BackendError> {
+        let deps = self.ops.get(&id).map(|e| e.deps.as_slice()).unwrap_or(&[]);
         self.live
             .get_mut(&tensor)
-            .and_then(|q| q.back_mut())
+            .and_then(|q| {
+                let at = q
+                    .iter()
+                    .rposition(|l| l.writers.iter().any(|w| deps.contains(w)))
+                    .or_else(|| q.iter().rposition(&wanted))
+                    .unwrap_or(q.len().wrapping_sub(1));
+                q.get_mut(at)
+            })
             .ok_or_else(|| {
                 bad(format!(
                     "op {id} uses {tensor}, which has no memory allocated"

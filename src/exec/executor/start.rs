@@ -85,7 +85,7 @@ impl Executor {
                 let (_, entry) = self.store.entry(tensor, precision).expect("checked");
                 let (offset, stored) = (entry.offset, align_up(entry.stored_bytes));
                 let sealed = self.store.is_encrypted();
-                let live = self.live_of(id, tensor)?;
+                let live = self.live_of(id, tensor, |l| matches!(l.content, Content::Empty))?;
                 if live.busy > 0 {
                     return Err(bad(format!(
                         "op {id} reads into {tensor} while another op uses its memory"
@@ -99,6 +99,7 @@ impl Executor {
                 }
                 live.busy += 1;
                 live.content = Content::Loaded { precision, sealed };
+                live.writers.push(id);
                 let region = live.region;
                 self.stats.reads += 1;
                 self.stats.plan_bytes_read += bytes;
@@ -163,7 +164,9 @@ impl Executor {
                     .key()
                     .cloned()
                     .expect("encrypted store has a key");
-                let live = self.live_of(id, tensor)?;
+                let live = self.live_of(id, tensor, |l| {
+                    matches!(l.content, Content::Loaded { sealed: true, .. })
+                })?;
                 let Content::Loaded {
                     precision,
                     sealed: true,
@@ -172,6 +175,7 @@ impl Executor {
                     return Err(bad(format!("op {id} decrypts {tensor}, which holds no encrypted weights (read it first)")));
                 };
                 live.busy += 1;
+                live.writers.push(id);
                 live.content = Content::Loaded {
                     precision,
                     sealed: false,
@@ -222,7 +226,11 @@ impl Executor {
                 flops,
                 ..
             } => {
-                let live = self.live_of(id, tensor)?;
+                let live = self.live_of(
+                    id,
+                    tensor,
+                    |l| matches!(l.content, Content::Loaded { precision: p, .. } if p == precision),
+                )?;
                 match live.content {
                     Content::Loaded { precision: p, sealed: false } if p == precision => {}
                     Content::Loaded { sealed: true, .. } => {
