@@ -32,8 +32,8 @@ fn a_good_store_holds_every_tensor_at_its_geometry_size_aligned() {
     tiny_store(dir.path(), None);
     let store = WeightStore::open(dir.path(), None).unwrap();
     let g = tiny_geometry();
-    // Embedding, 4 attention, 1 dense FFN, 3 routers, 12 experts, LM head; two precisions.
-    assert_eq!(store.index.entries.len(), 2 * (1 + 4 + 1 + 3 + 12 + 1));
+    // Embedding, 4 attention, 1 dense FFN, 3 routers, 12 experts, LM head; three precisions.
+    assert_eq!(store.index.entries.len(), 3 * (1 + 4 + 1 + 3 + 12 + 1));
     for e in &store.index.entries {
         let t = edgesim::exec::store::layout::parse_tensor(&e.tensor).unwrap();
         assert_eq!(
