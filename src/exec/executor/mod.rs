@@ -77,6 +77,9 @@ struct Entry {
     op: Op,
     /// The op's dependencies: they name which copy of a tensor it means (see `Live::writers`).
     deps: Vec<OpId>,
+    /// The region (by offset) of the copy the op reads or writes while it runs, released when
+    /// it ends.
+    using: Option<usize>,
     priority: i16,
     pending: u32,
     successors: Vec<OpId>,
@@ -447,6 +450,7 @@ impl Executor {
                 Entry {
                     op: node.op,
                     deps: plan.deps(node).to_vec(),
+                    using: None,
                     priority: node.priority,
                     pending,
                     successors: Vec::new(),
@@ -640,7 +644,11 @@ impl Executor {
                 unit: Unit::Cpu { .. },
                 ..
             } => {
-                if let Some(l) = self.live.get_mut(&tensor).and_then(|q| q.back_mut()) {
+                let copy = self
+                    .live
+                    .get_mut(&tensor)
+                    .and_then(|q| q.iter_mut().find(|l| Some(l.region.offset) == e.using));
+                if let Some(l) = copy {
                     l.busy = l.busy.saturating_sub(1);
                 }
             }

@@ -101,6 +101,7 @@ impl Executor {
                 live.content = Content::Loaded { precision, sealed };
                 live.writers.push(id);
                 let region = live.region;
+                self.ops.get_mut(&id).expect("op in table").using = Some(region.offset);
                 self.stats.reads += 1;
                 self.stats.plan_bytes_read += bytes;
                 self.stats.bytes_transferred += stored;
@@ -181,6 +182,7 @@ impl Executor {
                     sealed: false,
                 };
                 let region = live.region;
+                self.ops.get_mut(&id).expect("op in table").using = Some(region.offset);
                 let (index, entry) = self
                     .store
                     .entry(tensor, precision)
@@ -245,6 +247,7 @@ impl Executor {
                 }
                 live.busy += 1;
                 let region = live.region;
+                self.ops.get_mut(&id).expect("op in table").using = Some(region.offset);
                 let (_, entry) = self.store.entry(tensor, precision).expect("checked");
                 let matrices: Vec<MatrixSpec> = entry.matrices.clone();
                 let bits = layout::weight_bits(precision).map_err(BackendError::Unsupported)?;
