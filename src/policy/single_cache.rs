@@ -11,7 +11,7 @@ use super::eviction::UseRecord;
 use super::expert_cache::{ExpertCache, ReadOptions};
 use super::moe_pass::{expert_key, ExpertDemand, LayerCx, Supply};
 use super::resident::BULK_REQUEST_BYTES;
-use crate::model::{ModelGeometry, Precision, TensorRef};
+use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::OpId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ pub struct SingleCache {
     pub precision: Precision,
     model: Arc<ModelGeometry>,
     /// Access records, kept after eviction (LFU counts history).
-    pub records: BTreeMap<TensorRef, UseRecord>,
+    pub records: UseRecords,
     /// Logical clock: one tick per access.
     pub clock: u64,
     /// The current layer's demands whose compute is not planned yet: never victims.
@@ -39,8 +39,8 @@ impl SingleCache {
         SingleCache {
             cache: ExpertCache::new(capacity_bytes),
             precision,
+            records: UseRecords::new(&model),
             model,
-            records: BTreeMap::new(),
             clock: 0,
             demand_pins: Vec::new(),
             prefetch_pins: BTreeSet::new(),
@@ -63,16 +63,14 @@ impl SingleCache {
     /// Records an access to `key` now.
     pub fn touch(&mut self, key: TensorRef) {
         self.clock += 1;
-        let r = self.records.entry(key).or_default();
+        let r = self.records.entry(key);
         r.last_use = self.clock;
         r.uses += 1;
     }
 
     /// Forgets every access count (sequence-level LFU resets them at a sequence start).
     pub fn reset_counts(&mut self) {
-        for r in self.records.values_mut() {
-            r.uses = 0;
-        }
+        self.records.reset_uses();
     }
 
     /// Supplies a demand: from the cache on a hit, else by an on-demand load after evicting by
@@ -111,7 +109,7 @@ impl SingleCache {
             read,
             cx.builder,
         );
-        self.records.entry(key).or_default().inserted = self.clock;
+        self.records.entry(key).inserted = self.clock;
         Ok(Supply::Compute {
             precision: self.precision,
             ready: Some(ready),
@@ -149,7 +147,7 @@ impl SingleCache {
         );
         self.counters.prefetches += 1;
         self.clock += 1;
-        let r = self.records.entry(key).or_default();
+        let r = self.records.entry(key);
         r.inserted = self.clock;
         // About to be used: most recent, so recency-based rules keep it.
         r.last_use = self.clock;
@@ -177,6 +175,10 @@ impl SingleCache {
                 .sum()
         };
         let free = self.cache.free_bytes();
+        if free >= bytes {
+            // Nothing to evict (the common case on a hit-heavy run): skip the scans below.
+            return Ok(true);
+        }
         let hold_prefetch = if free + evictable_bytes(true, self) >= bytes {
             true
         } else if may_break_prefetch_pins && free + evictable_bytes(false, self) >= bytes {
@@ -221,5 +223,59 @@ impl SingleCache {
 
     pub fn is_pinned(&self, key: &TensorRef) -> bool {
         self.demand_pins.contains(key) || self.prefetch_pins.contains(key)
+    }
+}
+
+/// Access records of experts in a dense table indexed by layer and expert: a victim search
+/// asks for the record of every cached entry, and a table lookup keeps that search as cheap as
+/// the entries' scan itself. Keys that are not experts (none today) go to a map.
+#[derive(Clone, Debug)]
+pub struct UseRecords {
+    experts: usize,
+    table: Vec<UseRecord>,
+    other: BTreeMap<TensorRef, UseRecord>,
+}
+
+impl UseRecords {
+    pub fn new(model: &ModelGeometry) -> Self {
+        let experts = model.experts.max(1) as usize;
+        UseRecords {
+            experts,
+            table: vec![UseRecord::default(); model.layers as usize * experts],
+            other: BTreeMap::new(),
+        }
+    }
+
+    fn slot(&self, key: &TensorRef) -> Option<usize> {
+        match key.kind {
+            TensorKind::Expert(e) if (e as usize) < self.experts => {
+                let i = key.layer as usize * self.experts + e as usize;
+                (i < self.table.len()).then_some(i)
+            }
+            _ => None,
+        }
+    }
+
+    /// The record of `key` (every key has one; never accessed: all zero).
+    pub fn get(&self, key: &TensorRef) -> Option<&UseRecord> {
+        match self.slot(key) {
+            Some(i) => Some(&self.table[i]),
+            None => self.other.get(key),
+        }
+    }
+
+    /// The record of `key`, to update.
+    pub fn entry(&mut self, key: TensorRef) -> &mut UseRecord {
+        match self.slot(&key) {
+            Some(i) => &mut self.table[i],
+            None => self.other.entry(key).or_default(),
+        }
+    }
+
+    /// Sets every access count to zero (LFU's per-sequence reset), keeping recency.
+    pub fn reset_uses(&mut self) {
+        for r in self.table.iter_mut().chain(self.other.values_mut()) {
+            r.uses = 0;
+        }
     }
 }
