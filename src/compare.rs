@@ -694,7 +694,7 @@ pub fn compare(
 }
 
 /// A label as a file-name part: letters, digits and dashes.
-fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     let mut out: String = s
         .chars()
         .map(|c| {

@@ -205,7 +205,7 @@ impl ExpertState for MixtralOffloading {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::test_support::{context_for, decode, plan, reads, tiny_with};
+    use crate::policy::test_support::{context_for, decode, plan, plan_decodes, reads, tiny_with};
     use crate::policy::Policy;
     use serde_json::json;
 
@@ -262,15 +262,7 @@ mod tests {
             json!({"prefetch": false}),
         ))
         .unwrap();
-        let mut next = 0;
-        for pos in 0..4 {
-            next = plan(
-                &mut p,
-                &decode(0, pos, &[&w(0, 1), &w(2, 3), &w(4, 5)]),
-                next,
-            )
-            .end_id();
-        }
+        plan_decodes(&mut p, 0, 0..4, &[&w(0, 1), &w(2, 3), &w(4, 5)], 0);
         assert_eq!((p.counters().hits, p.counters().misses), (13, 11));
         // One shared LRU of 5 entries on the same cycle: each miss evicts the least recent
         // entry that is not the layer's other (pinned) demand, which leaves exactly that
@@ -283,15 +275,7 @@ mod tests {
             json!({"prefetch": false, "per_layer": false}),
         ))
         .unwrap();
-        let mut next = 0;
-        for pos in 0..4 {
-            next = plan(
-                &mut g,
-                &decode(0, pos, &[&w(0, 1), &w(2, 3), &w(4, 5)]),
-                next,
-            )
-            .end_id();
-        }
+        plan_decodes(&mut g, 0, 0..4, &[&w(0, 1), &w(2, 3), &w(4, 5)], 0);
         assert_eq!(g.counters().hits, 9);
     }
 }

@@ -296,7 +296,7 @@ impl ExpertState for MoeInfinity {
 mod tests {
     use super::*;
     use crate::model::Precision;
-    use crate::policy::test_support::{context_for, decode, plan, reads, tiny_with};
+    use crate::policy::test_support::{context_for, decode, plan, plan_decodes, reads, tiny_with};
     use crate::policy::Policy;
     use serde_json::json;
 
@@ -313,15 +313,7 @@ mod tests {
         .unwrap();
         let w = |a: u16, b: u16| [(a, 0.6f32), (b, 0.4f32)];
         // Request 0 uses experts (0,1), (2,3), (4,5).
-        let mut next = 0;
-        for pos in 0..3 {
-            next = plan(
-                &mut p,
-                &decode(0, pos, &[&w(0, 1), &w(2, 3), &w(4, 5)]),
-                next,
-            )
-            .end_id();
-        }
+        let next = plan_decodes(&mut p, 0, 0..3, &[&w(0, 1), &w(2, 3), &w(4, 5)], 0);
         // Request 1's first token routes layer 0 to (0, 1): its EAM matches request 0, whose
         // later layers are then prefetched -- already cached here, so nothing is read; a cold
         // policy with the same history prefetches them.
@@ -345,15 +337,7 @@ mod tests {
         ))
         .unwrap();
         let w = |a: u16, b: u16| [(a, 0.6f32), (b, 0.4f32)];
-        let mut next = 0;
-        for pos in 0..2 {
-            next = plan(
-                &mut p,
-                &decode(0, pos, &[&w(0, 1), &w(2, 3), &w(4, 5)]),
-                next,
-            )
-            .end_id();
-        }
+        let next = plan_decodes(&mut p, 0, 0..2, &[&w(0, 1), &w(2, 3), &w(4, 5)], 0);
         let before = p.counters().prefetches;
         plan(&mut p, &decode(1, 0, &[&w(0, 1), &w(6, 7), &w(4, 5)]), next);
         // At layer 0 the matched request predicts layer 1's (2, 3): a prefetch is issued even

@@ -88,6 +88,20 @@ pub fn decode(sequence: u32, position: u32, experts: &[&[(u16, f32)]]) -> Forwar
 }
 
 /// Plans `pass` with `policy` starting at op id `first`; returns the plan.
+/// Plans decode tokens `positions` of `sequence`, every one routed as `experts`, one plan
+/// after another from op id `first`; returns the next free op id.
+pub fn plan_decodes(
+    policy: &mut dyn super::Policy,
+    sequence: u32,
+    positions: std::ops::Range<u32>,
+    experts: &[&[(u16, f32)]],
+    first: u64,
+) -> u64 {
+    positions.fold(first, |next, pos| {
+        plan(policy, &decode(sequence, pos, experts), next).end_id()
+    })
+}
+
 pub fn plan(policy: &mut dyn super::Policy, pass: &ForwardPass, first: u64) -> Plan {
     let mut b = PlanBuilder::new(first);
     policy.plan_pass(pass, &mut b).unwrap();

@@ -547,17 +547,6 @@ fn file_part(w: &str) -> String {
         .join("-")
 }
 
-const COLORS: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-];
-
 /// Bars grouped by category, one bar per group within each; `values[category][group]`. An
 /// optional horizontal reference line (e.g. speedup 1).
 fn grouped_bars(
@@ -612,7 +601,7 @@ fn grouped_bars(
     let g = groups.len().max(1) as f64;
     let width_each = 0.8 / g;
     for (gi, group) in groups.iter().enumerate() {
-        let c = COLORS[gi % COLORS.len()];
+        let c = crate::report::plots::color(gi);
         let bars = values.iter().enumerate().map(move |(ci, v)| {
             let x0 = ci as f64 + 0.1 + gi as f64 * width_each;
             let y = v.get(gi).copied().filter(|y| y.is_finite()).unwrap_or(0.0);
@@ -683,7 +672,7 @@ fn line_chart_with_ceiling(
         .draw()
         .map_err(|x| e(&x))?;
     for (i, s) in series.iter().enumerate() {
-        let c = COLORS[i % COLORS.len()];
+        let c = crate::report::plots::color(i);
         let mut points = s.points.clone();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         if Some(s.name.as_str()) == ceiling {

@@ -22,7 +22,8 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-fn color(i: usize) -> RGBColor {
+/// The `i`-th series colour (Tableau's ten, repeating), shared by every plot of a report.
+pub fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 

@@ -123,23 +123,6 @@ fn ttft(outcome: &crate::replay::ReplayOutcome) -> BTreeMap<u32, f64> {
         .collect()
 }
 
-fn file_part(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    while out.contains("--") {
-        out = out.replace("--", "-");
-    }
-    out.trim_matches('-').to_string()
-}
-
 #[derive(Serialize)]
 struct BundleInfo<'a> {
     edgesim_version: &'static str,
@@ -497,8 +480,8 @@ fn plots(dir: &Path, pairs: &[RunPair]) -> Result<(), String> {
         };
         let name = format!(
             "series_{}_{}.svg",
-            file_part(&r.label),
-            file_part(&r.budget_label)
+            crate::compare::sanitize(&r.label),
+            crate::compare::sanitize(&r.budget_label)
         );
         line_chart(
             &dir.join(name),
@@ -611,18 +594,8 @@ fn scatter(path: &Path, pairs: &[RunPair]) -> Result<(), String> {
         .map_err(|x| e(&x))?
         .label("predicted = measured")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.5)));
-    const COLORS: [RGBColor; 8] = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(127, 127, 127),
-    ];
     for (i, (name, pts)) in series.iter().enumerate() {
-        let c = COLORS[i % COLORS.len()];
+        let c = crate::report::plots::color(i);
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 2, c.filled())))
             .map_err(|x| e(&x))?
