@@ -39,6 +39,11 @@ pub struct ValidateArgs {
     /// measured latency is their median.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub repeat: usize,
+    /// Probe the disk's read rate (1 s of 1 MiB reads of the store) right before every
+    /// measured run and predict that run with the profile's read curve scaled to it: for
+    /// shared or throttled disks whose rate drifts during a validation.
+    #[arg(long)]
+    pub probe_disk: bool,
     /// Key of an encrypted store (not needed for the fixed test key).
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
@@ -55,6 +60,7 @@ pub fn run(a: ValidateArgs) -> Result<(), CliError> {
         budgets: Vec::new(),
         max_passes: a.max_passes,
         repeat: a.repeat,
+        probe_disk: a.probe_disk,
         out: a.out,
         command,
     };

@@ -146,6 +146,9 @@ struct BundleInfo<'a> {
     max_passes: Option<usize>,
     experiment: &'a crate::scenario::Experiment,
     seed: u64,
+    /// How the predictions were made: one profile for all runs, or per run scaled to a disk
+    /// probe taken right before it (`--probe-disk`; each probe is in `runs.json`).
+    predictions: &'static str,
     targets: &'static str,
 }
 
@@ -322,6 +325,11 @@ pub fn write(
         max_passes: options.max_passes,
         experiment: &p.experiment,
         seed: p.experiment.seed,
+        predictions: if options.probe_disk {
+            "per measured run, with the profile's read curve scaled to a 1 s disk probe taken right before that run (runs.json: repetitions[].disk_probe); each pass's predicted latency is the median over the repetitions"
+        } else {
+            "once per run, with the device profile as given"
+        },
         targets: "decode latency: median |error| <= 5 %, p90 <= 10 %, |bias| <= 3 % per policy; TTFT: median |error| <= 10 %",
     };
 
@@ -376,8 +384,8 @@ fn summary_markdown(info: &BundleInfo<'_>, rows: &[SummaryRow], pairs: &[RunPair
     );
     let _ = writeln!(
         out,
-        "Targets: {}. A ✗ marks a figure that misses its target.\n",
-        info.targets
+        "Predictions: {}.\n\nTargets: {}. A ✗ marks a figure that misses its target.\n",
+        info.predictions, info.targets
     );
     let _ = writeln!(out, "| policy | budget | metric | samples | median abs % error | p90 abs % error | bias % | predicted median ms | measured median ms |");
     let _ = writeln!(

@@ -242,6 +242,75 @@ pub struct Repetition {
     pub seconds: f64,
     pub load_before: Option<f64>,
     pub load_after: Option<f64>,
+    /// The disk probe taken right before this run, when `--probe-disk` asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_probe: Option<DiskProbe>,
+}
+
+/// The disk's read rate measured right before a run, and the factor by which the profile's
+/// read curve was scaled for that run's prediction.
+///
+/// A shared virtual disk changes its rate from one minute to the next (docs/validation.md
+/// measured the same plans at 57 to 86 ms per token within 20 minutes), more than the
+/// validation's error targets. A profile calibrated once cannot follow that. The probe is a
+/// measurement of the device with calibration's own method (1 MiB random `O_DIRECT` reads at
+/// the profile's channel count, over the store's weight file), taken before the run and never
+/// from it; the simulator then predicts the run for the disk as it is. What remains is the
+/// model's error, not the disk's drift.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct DiskProbe {
+    pub request_bytes: u64,
+    pub depth: u32,
+    pub seconds: f64,
+    pub measured_bytes_per_s: f64,
+    pub profile_bytes_per_s: f64,
+    /// measured / profile: every point of the read curve is multiplied by it.
+    pub scale: f64,
+}
+
+const PROBE_REQUEST_BYTES: u64 = 1 << 20;
+const PROBE_SECONDS: f64 = 1.0;
+
+/// Probes the store's weight file and returns the probe with the device profile scaled to it.
+fn probe_disk(
+    setup: &Setup,
+    seed: u64,
+) -> Result<(DiskProbe, std::sync::Arc<crate::hw::DeviceProfile>), String> {
+    let device = &setup.prepared.device;
+    let flash = crate::hw::cost::FlashModel::new(&device.storage)
+        .map_err(|e| format!("device profile: {e}"))?;
+    let depth = flash.channels();
+    let profile_bytes_per_s = flash.curve_bytes_per_s(PROBE_REQUEST_BYTES);
+    let measured_bytes_per_s = crate::exec::calibrate::storage::probe(
+        &setup.store.dir.join(crate::exec::store::index::DATA_FILE),
+        PROBE_REQUEST_BYTES,
+        depth,
+        PROBE_SECONDS,
+        seed,
+    )?;
+    let scale = measured_bytes_per_s / profile_bytes_per_s;
+    let mut scaled = (**device).clone();
+    for point in scaled.storage.read_curve.value.iter_mut() {
+        point.bytes_per_s *= scale;
+    }
+    scaled.storage.read_curve.source = format!(
+        "{} -- scaled by {scale:.4} for one validation run: a {PROBE_SECONDS} s probe right before it read {:.3} GB/s in {} KiB requests at depth {depth}, against {:.3} GB/s in the profile",
+        scaled.storage.read_curve.source,
+        measured_bytes_per_s / 1e9,
+        PROBE_REQUEST_BYTES >> 10,
+        profile_bytes_per_s / 1e9
+    );
+    Ok((
+        DiskProbe {
+            request_bytes: PROBE_REQUEST_BYTES,
+            depth,
+            seconds: PROBE_SECONDS,
+            measured_bytes_per_s,
+            profile_bytes_per_s,
+            scale,
+        },
+        std::sync::Arc::new(scaled),
+    ))
 }
 
 /// One run on the executor.
@@ -252,9 +321,19 @@ struct Measured {
 }
 
 fn predict(setup: &Setup, spec: &RunSpec, max_passes: Option<usize>) -> Result<RunData, String> {
+    predict_on(setup, &setup.prepared.device, spec, max_passes)
+}
+
+/// Predicts `spec` on `device` (the setup's profile, or one scaled by a disk probe).
+fn predict_on(
+    setup: &Setup,
+    device: &crate::hw::DeviceProfile,
+    spec: &RunSpec,
+    max_passes: Option<usize>,
+) -> Result<RunData, String> {
     let p = &setup.prepared;
     let what = format!("policy `{}` at budget {}", spec.label, spec.budget_label);
-    let sim = Simulator::new(&p.device, spec.budget_bytes).map_err(|e| format!("{what}: {e}"))?;
+    let sim = Simulator::new(device, spec.budget_bytes).map_err(|e| format!("{what}: {e}"))?;
     Ok(run_on(p, spec, sim, max_passes, |s| {
         s.drain().map_err(|e| e.to_string())
     })?
@@ -285,6 +364,7 @@ fn measure(setup: &Setup, spec: &RunSpec, max_passes: Option<usize>) -> Result<M
             seconds,
             load_before,
             load_after: load_average(),
+            disk_probe: None,
         },
     })
 }
@@ -315,6 +395,32 @@ fn combine(mut reps: Vec<Measured>) -> Result<(RunData, ExecStats, Vec<Repetitio
         p.latency = m;
     }
     Ok((data, mid.stats, info))
+}
+
+/// One prediction per repetition (with disk probes) becomes one: each pass's latency is the
+/// median over the repetitions, the rest is the first repetition's (plans are the same).
+fn median_prediction(mut reps: Vec<RunData>) -> Result<RunData, String> {
+    if reps.len() <= 1 {
+        return reps.pop().ok_or_else(|| "no prediction".to_string());
+    }
+    let n = reps[0].outcome.passes.len();
+    if reps.iter().any(|r| r.outcome.passes.len() != n) {
+        return Err("predictions ran different numbers of passes".into());
+    }
+    let mut medians = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut v: Vec<crate::units::Nanos> = reps
+            .iter()
+            .map(|r| r.outcome.passes[i].latency)
+            .collect();
+        v.sort_unstable();
+        medians.push(v[v.len() / 2]);
+    }
+    let mut data = reps.swap_remove(0);
+    for (p, m) in data.outcome.passes.iter_mut().zip(medians) {
+        p.latency = m;
+    }
+    Ok(data)
 }
 
 fn pair(spec: &RunSpec, predicted: RunData, measured: Vec<Measured>) -> Result<RunPair, String> {
@@ -372,6 +478,9 @@ pub struct ValidateOptions {
     /// repetitions go round all runs, so a slow spell of a shared machine hits one sample of
     /// several runs rather than every sample of one.
     pub repeat: usize,
+    /// Probe the disk's read rate right before every measured run and predict that run with
+    /// the profile's read curve scaled to it (see [`DiskProbe`]).
+    pub probe_disk: bool,
     pub out: PathBuf,
     /// The command line, echoed into the bundle.
     pub command: String,
@@ -393,16 +502,31 @@ pub fn validate(
     )?;
     let runs = &setup.prepared.runs;
     let total = runs.len();
-    let predicted = runs
-        .iter()
-        .map(|spec| predict(&setup, spec, options.max_passes))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut measured: Vec<Vec<Measured>> = runs.iter().map(|_| Vec::new()).collect();
-    for _ in 0..options.repeat.max(1) {
+    let mut predicted: Vec<Vec<RunData>> = runs.iter().map(|_| Vec::new()).collect();
+    if !options.probe_disk {
         for (i, spec) in runs.iter().enumerate() {
-            measured[i].push(measure(&setup, spec, options.max_passes)?);
+            predicted[i].push(predict(&setup, spec, options.max_passes)?);
         }
     }
+    let mut measured: Vec<Vec<Measured>> = runs.iter().map(|_| Vec::new()).collect();
+    for rep in 0..options.repeat.max(1) {
+        for (i, spec) in runs.iter().enumerate() {
+            let probe = if options.probe_disk {
+                let (probe, device) = probe_disk(&setup, (rep * runs.len() + i) as u64)?;
+                predicted[i].push(predict_on(&setup, &device, spec, options.max_passes)?);
+                Some(probe)
+            } else {
+                None
+            };
+            let mut m = measure(&setup, spec, options.max_passes)?;
+            m.rep.disk_probe = probe;
+            measured[i].push(m);
+        }
+    }
+    let predicted = predicted
+        .into_iter()
+        .map(median_prediction)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut pairs = Vec::with_capacity(total);
     for (i, (spec, (p, m))) in runs
         .iter()

@@ -133,6 +133,30 @@ fn point(
     Ok((total as f64 / elapsed, first_lat))
 }
 
+/// The disk's read rate right now: random aligned reads of `size` by `depth` threads over an
+/// existing file (the weight store's, so the validation probes the very file it reads) for
+/// `seconds`, with the method of every calibration point. Aggregate bytes/s.
+pub fn probe(
+    path: &std::path::Path,
+    size: u64,
+    depth: u32,
+    seconds: f64,
+    seed: u64,
+) -> Result<f64, String> {
+    let file = DirectFile::open(path)?;
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if bytes < size {
+        return Err(format!(
+            "{}: {bytes} bytes, too small to probe with {size}-byte reads",
+            path.display()
+        ));
+    }
+    file.prepare_run();
+    Ok(point(&file, bytes, size, depth, seconds, seed)?.0)
+}
+
 /// Measures every (size, depth) point on a fresh scratch file, then removes it.
 pub fn measure(
     options: &CalibrateOptions,
