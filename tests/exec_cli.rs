@@ -161,6 +161,52 @@ fn validate_writes_a_bundle_for_every_policy_and_budget() {
 }
 
 #[test]
+fn validate_with_disk_probes_records_a_probe_per_measured_run() {
+    let dir = tempfile::tempdir().unwrap();
+    inputs(dir.path());
+    edgesim()
+        .current_dir(dir.path())
+        .args([
+            "validate",
+            "-e",
+            "exp.json",
+            "--store",
+            "store",
+            "--device",
+            "device.json",
+            "--policy",
+            "on-demand",
+            "--repeat",
+            "2",
+            "--probe-disk",
+            "--out",
+            "bundle",
+        ])
+        .assert()
+        .success();
+    let runs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("bundle/runs.json")).unwrap())
+            .unwrap();
+    let runs = runs.as_array().unwrap();
+    // One policy at three budgets, two repetitions each, a probe before every one.
+    assert_eq!(runs.len(), 3);
+    for run in runs {
+        let reps = run["repetitions"].as_array().unwrap();
+        assert_eq!(reps.len(), 2);
+        for rep in reps {
+            let probe = &rep["disk_probe"];
+            let measured = probe["measured_bytes_per_s"].as_f64().unwrap();
+            let profile = probe["profile_bytes_per_s"].as_f64().unwrap();
+            assert!(measured > 0.0 && profile > 0.0, "{probe}");
+            let scale = probe["scale"].as_f64().unwrap();
+            assert!((scale - measured / profile).abs() < 1e-9 * scale, "{probe}");
+        }
+    }
+    let summary = std::fs::read_to_string(dir.path().join("bundle/summary.md")).unwrap();
+    assert!(summary.contains("disk probe"), "{summary}");
+}
+
+#[test]
 fn exec_run_prints_prediction_and_measurement() {
     let dir = tempfile::tempdir().unwrap();
     inputs(dir.path());

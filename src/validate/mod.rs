@@ -280,14 +280,15 @@ fn probe_disk(
     let flash = crate::hw::cost::FlashModel::new(&device.storage)
         .map_err(|e| format!("device profile: {e}"))?;
     let depth = flash.channels();
-    let profile_bytes_per_s = flash.curve_bytes_per_s(PROBE_REQUEST_BYTES);
-    let measured_bytes_per_s = crate::exec::calibrate::storage::probe(
-        &setup.store.dir.join(crate::exec::store::index::DATA_FILE),
-        PROBE_REQUEST_BYTES,
-        depth,
-        PROBE_SECONDS,
-        seed,
-    )?;
+    let path = setup.store.dir.join(crate::exec::store::index::DATA_FILE);
+    let file_bytes = std::fs::metadata(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    // 1 MiB requests, or whole pages of a store smaller than that (test stores).
+    let request_bytes = PROBE_REQUEST_BYTES.min(file_bytes / 4096 * 4096).max(4096);
+    let profile_bytes_per_s = flash.curve_bytes_per_s(request_bytes);
+    let measured_bytes_per_s =
+        crate::exec::calibrate::storage::probe(&path, request_bytes, depth, PROBE_SECONDS, seed)?;
     let scale = measured_bytes_per_s / profile_bytes_per_s;
     let mut scaled = (**device).clone();
     for point in scaled.storage.read_curve.value.iter_mut() {
@@ -297,12 +298,12 @@ fn probe_disk(
         "{} -- scaled by {scale:.4} for one validation run: a {PROBE_SECONDS} s probe right before it read {:.3} GB/s in {} KiB requests at depth {depth}, against {:.3} GB/s in the profile",
         scaled.storage.read_curve.source,
         measured_bytes_per_s / 1e9,
-        PROBE_REQUEST_BYTES >> 10,
+        request_bytes >> 10,
         profile_bytes_per_s / 1e9
     );
     Ok((
         DiskProbe {
-            request_bytes: PROBE_REQUEST_BYTES,
+            request_bytes,
             depth,
             seconds: PROBE_SECONDS,
             measured_bytes_per_s,
@@ -409,10 +410,8 @@ fn median_prediction(mut reps: Vec<RunData>) -> Result<RunData, String> {
     }
     let mut medians = Vec::with_capacity(n);
     for i in 0..n {
-        let mut v: Vec<crate::units::Nanos> = reps
-            .iter()
-            .map(|r| r.outcome.passes[i].latency)
-            .collect();
+        let mut v: Vec<crate::units::Nanos> =
+            reps.iter().map(|r| r.outcome.passes[i].latency).collect();
         v.sort_unstable();
         medians.push(v[v.len() / 2]);
     }
