@@ -13,6 +13,22 @@ fn edgesim() -> Command {
     Command::cargo_bin("edgesim").unwrap()
 }
 
+/// `edgesim validate` on the inputs of [`inputs`] in `dir`, with `extra` arguments.
+fn validate(dir: &Path, extra: &[&str]) -> Command {
+    let mut c = edgesim();
+    c.current_dir(dir).args([
+        "validate",
+        "-e",
+        "exp.json",
+        "--store",
+        "store",
+        "--device",
+        "device.json",
+    ]);
+    c.args(extra);
+    c
+}
+
 /// A tiny model profile, a trace for it, a host-like device profile and an experiment, in `dir`.
 fn inputs(dir: &Path) {
     std::fs::write(dir.join("tiny.json"), TINY_MODEL).unwrap();
@@ -106,19 +122,7 @@ fn collect_sources(v: &serde_json::Value, out: &mut Vec<String>) {
 fn validate_writes_a_bundle_for_every_policy_and_budget() {
     let dir = tempfile::tempdir().unwrap();
     inputs(dir.path());
-    edgesim()
-        .current_dir(dir.path())
-        .args([
-            "validate",
-            "-e",
-            "exp.json",
-            "--store",
-            "store",
-            "--device",
-            "device.json",
-            "--out",
-            "bundle",
-        ])
+    validate(dir.path(), &["--out", "bundle"])
         .assert()
         .success();
     let b = dir.path().join("bundle");
@@ -164,16 +168,9 @@ fn validate_writes_a_bundle_for_every_policy_and_budget() {
 fn validate_with_disk_probes_records_a_probe_per_measured_run() {
     let dir = tempfile::tempdir().unwrap();
     inputs(dir.path());
-    edgesim()
-        .current_dir(dir.path())
-        .args([
-            "validate",
-            "-e",
-            "exp.json",
-            "--store",
-            "store",
-            "--device",
-            "device.json",
+    validate(
+        dir.path(),
+        &[
             "--policy",
             "on-demand",
             "--repeat",
@@ -181,9 +178,10 @@ fn validate_with_disk_probes_records_a_probe_per_measured_run() {
             "--probe-disk",
             "--out",
             "bundle",
-        ])
-        .assert()
-        .success();
+        ],
+    )
+    .assert()
+    .success();
     let runs: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("bundle/runs.json")).unwrap())
             .unwrap();
@@ -244,21 +242,7 @@ fn a_damaged_store_is_refused_before_timing_and_nothing_is_written() {
     let mut bytes = std::fs::read(&data).unwrap();
     bytes[10] ^= 1;
     std::fs::write(&data, bytes).unwrap();
-    let out = edgesim()
-        .current_dir(dir.path())
-        .args([
-            "validate",
-            "-e",
-            "exp.json",
-            "--store",
-            "store",
-            "--device",
-            "device.json",
-            "--out",
-            "bundle",
-        ])
-        .assert()
-        .code(2);
+    let out = validate(dir.path(), &["--out", "bundle"]).assert().code(2);
     let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(
         err.contains("weights.bin") && err.contains("fails its checksum"),
