@@ -113,6 +113,26 @@ impl<'a> Analysis<'a> {
         ))
     }
 
+    /// One markdown row per baseline: the speedup `pick` takes from (decode, prefill) at the
+    /// headline budget for every workload, then their geometric mean.
+    fn speedup_rows(&self, md: &mut String, pick: impl Fn((f64, f64)) -> f64) {
+        for base in &self.baselines {
+            let mut line = format!("| {} |", md_cell(base));
+            let mut logs = Vec::new();
+            for w in self.workloads {
+                match self.speedup(w, &self.headline, base).map(&pick) {
+                    Some(x) if x.is_finite() && x > 0.0 => {
+                        logs.push(x.ln());
+                        let _ = write!(line, " {x:.2}x |");
+                    }
+                    _ => line.push_str(" - |"),
+                }
+            }
+            let _ = write!(line, " {} |", geo(&logs));
+            let _ = writeln!(md, "{line}");
+        }
+    }
+
     fn speedups_csv(&self) -> String {
         let mut out = String::from(
             "workload,budget,baseline,subject,subject_decode_tokens_per_s,baseline_decode_tokens_per_s,decode_speedup,subject_prefill_ms,baseline_prefill_ms,prefill_speedup\n",
@@ -229,42 +249,14 @@ impl<'a> Analysis<'a> {
         header.push_str(" geometric mean |");
         rule.push_str(" ---: |");
         let _ = writeln!(md, "{header}\n{rule}");
-        for base in &self.baselines {
-            let mut line = format!("| {} |", md_cell(base));
-            let mut logs = Vec::new();
-            for w in self.workloads {
-                match self.speedup(w, &self.headline, base) {
-                    Some((d, _)) if d.is_finite() && d > 0.0 => {
-                        logs.push(d.ln());
-                        let _ = write!(line, " {d:.2}x |");
-                    }
-                    _ => line.push_str(" - |"),
-                }
-            }
-            let _ = write!(line, " {} |", geo(&logs));
-            let _ = writeln!(md, "{line}");
-        }
+        self.speedup_rows(&mut md, |(decode, _)| decode);
         let _ = writeln!(
             md,
             "\n## Prefill speedup of `{subject}` at {}\n",
             self.headline
         );
         let _ = writeln!(md, "{header}\n{rule}");
-        for base in &self.baselines {
-            let mut line = format!("| {} |", md_cell(base));
-            let mut logs = Vec::new();
-            for w in self.workloads {
-                match self.speedup(w, &self.headline, base) {
-                    Some((_, p)) if p.is_finite() && p > 0.0 => {
-                        logs.push(p.ln());
-                        let _ = write!(line, " {p:.2}x |");
-                    }
-                    _ => line.push_str(" - |"),
-                }
-            }
-            let _ = write!(line, " {} |", geo(&logs));
-            let _ = writeln!(md, "{line}");
-        }
+        self.speedup_rows(&mut md, |(_, prefill)| prefill);
         if !self.spec.ablations.is_empty() {
             let _ = writeln!(
                 md,
