@@ -416,14 +416,23 @@ impl<'a> Analysis<'a> {
                         })
                         .collect(),
                 })
+                .map(|mut s: Series| {
+                    s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    s
+                })
                 .collect();
-            let file = format!("tokens_per_s_vs_budget-{}.svg", file_part(w));
-            line_chart_with_ceiling(
+            let file = format!(
+                "tokens_per_s_vs_budget-{}.svg",
+                crate::compare::sanitize(&workload_name(w))
+            );
+            plots::line_chart_with_ceiling(
                 &dir.join(&file),
                 &format!(
                     "{experiment} {}: decode speed vs memory budget",
                     workload_name(w)
                 ),
+                "memory budget (GiB)",
+                "decode tokens/s",
                 &series,
                 self.spec.ceiling.as_deref(),
             )?;
@@ -522,23 +531,6 @@ fn workload_name(w: &str) -> String {
     }
 }
 
-fn file_part(w: &str) -> String {
-    let s: String = workload_name(w)
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    s.split('-')
-        .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
 /// Bars grouped by category, one bar per group within each; `values[category][group]`. An
 /// optional horizontal reference line (e.g. speedup 1).
 fn grouped_bars(
@@ -616,84 +608,6 @@ fn grouped_bars(
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))?;
-    Ok(())
-}
-
-/// Lines of decode speed over budget, the `ceiling` series dashed.
-fn line_chart_with_ceiling(
-    path: &Path,
-    title: &str,
-    series: &[Series],
-    ceiling: Option<&str>,
-) -> Result<(), String> {
-    let e = |x: &dyn std::fmt::Display| format!("cannot draw {}: {x}", path.display());
-    let pts = series.iter().flat_map(|s| s.points.iter());
-    let (mut x_min, mut x_max, mut y_max) = (f64::INFINITY, 0f64, 0f64);
-    for &(x, y) in pts {
-        x_min = x_min.min(x);
-        x_max = x_max.max(x);
-        if y.is_finite() {
-            y_max = y_max.max(y);
-        }
-    }
-    if !x_min.is_finite() {
-        x_min = 0.0;
-    }
-    if x_max <= x_min {
-        x_max = x_min + 1.0;
-    }
-    let pad = (x_max - x_min) * 0.05;
-    let root = SVGBackend::new(path, (820, 540)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(65)
-        .build_cartesian_2d((x_min - pad)..(x_max + pad), 0f64..(y_max.max(1e-9) * 1.15))
-        .map_err(|x| e(&x))?;
-    chart
-        .configure_mesh()
-        .x_desc("memory budget (GiB)")
-        .y_desc("decode tokens/s")
-        .draw()
-        .map_err(|x| e(&x))?;
-    for (i, s) in series.iter().enumerate() {
-        let c = crate::report::plots::color(i);
-        let mut points = s.points.clone();
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        if Some(s.name.as_str()) == ceiling {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    points.clone(),
-                    8,
-                    5,
-                    BLACK.stroke_width(2),
-                ))
-                .map_err(|x| e(&x))?
-                .label(format!("{} (ceiling)", s.name))
-                .legend(|(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(2))
-                });
-            continue;
-        }
-        chart
-            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
-            .map_err(|x| e(&x))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()

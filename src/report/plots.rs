@@ -45,6 +45,19 @@ pub fn line_chart(
     y_desc: &str,
     series: &[Series],
 ) -> PlotResult {
+    line_chart_with_ceiling(path, title, x_desc, y_desc, series, None)
+}
+
+/// [`line_chart`] with the series named `ceiling` (an upper bound such as Belady's cache)
+/// drawn dashed in black and labelled as the ceiling.
+pub fn line_chart_with_ceiling(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    ceiling: Option<&str>,
+) -> PlotResult {
     let e = err(path);
     let (mut x_max, mut y_max) = (0f64, 0f64);
     let mut x_min = f64::INFINITY;
@@ -52,7 +65,9 @@ pub fn line_chart(
         for &(x, y) in &s.points {
             x_min = x_min.min(x);
             x_max = x_max.max(x);
-            y_max = y_max.max(y);
+            if y.is_finite() {
+                y_max = y_max.max(y);
+            }
         }
     }
     if !x_min.is_finite() {
@@ -79,6 +94,15 @@ pub fn line_chart(
         .draw()
         .map_err(&e)?;
     for (i, s) in series.iter().enumerate() {
+        if Some(s.name.as_str()) == ceiling {
+            let line = BLACK.stroke_width(2);
+            chart
+                .draw_series(DashedLineSeries::new(s.points.iter().copied(), 8, 5, line))
+                .map_err(&e)?
+                .label(format!("{} (ceiling)", s.name))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], line));
+            continue;
+        }
         let c = color(i);
         chart
             .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
