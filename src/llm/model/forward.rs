@@ -119,6 +119,22 @@ impl LlamaModel {
         mut observer: Option<&mut dyn FfnObserver>,
         logits: &mut Vec<f32>,
     ) -> Result<(), LlmError> {
+        let pass = self.begin_pass(tokens, cache)?;
+        for layer in 0..self.config.layer_count {
+            self.attention_block(layer, &pass, cache)?;
+            self.dense_ffn_block(layer, &pass, cache, observer.as_deref_mut())?;
+        }
+        self.finish_pass(&pass, cache, logits_wanted, logits)
+    }
+
+    /// Starts a forward call that the caller drives one block at a time: the token embeddings
+    /// go into the residual stream. [`LlamaModel::forward_into`] is `begin_pass`, then per
+    /// layer [`attention_block`](LlamaModel::attention_block) and
+    /// [`dense_ffn_block`](LlamaModel::dense_ffn_block), then
+    /// [`finish_pass`](LlamaModel::finish_pass). The stepped form exists for callers that
+    /// compute the FFN elsewhere: the executor runs each block as an op of a policy's plan,
+    /// with FFN neurons loaded from its weight store (`exec::model`).
+    pub fn begin_pass(&self, tokens: &[u32], cache: &mut KvCache) -> Result<SteppedPass, LlmError> {
         let c = &self.config;
         let n = tokens.len();
         let start = cache.len();
@@ -138,41 +154,39 @@ impl LlamaModel {
             )));
         }
         let hidden = c.hidden_size;
-        let (q_width, kv_width, ffn) = (c.q_width(), c.kv_width(), c.ffn_size);
-        let qkv_width = q_width + 2 * kv_width;
         let pairs = self.rope.pairs();
-
-        let mut workspace = std::mem::take(&mut cache.workspace);
         let threads = current_threads();
-        while workspace.scores.len() < threads {
-            workspace.scores.push(Mutex::new(Vec::new()));
+        let w = &mut cache.workspace;
+        while w.scores.len() < threads {
+            w.scores.push(Mutex::new(Vec::new()));
         }
-        let Workspace {
-            x,
-            normed,
-            qkv,
-            attention,
-            projected,
-            gate_up,
-            activations,
-            rotations,
-            scores,
-        } = &mut workspace;
-        let x = sized(x, n * hidden);
+        let x = sized(&mut w.x, n * hidden);
         for (row, &token) in x.chunks_exact_mut(hidden).zip(tokens) {
             let at = token as usize * hidden;
             row.copy_from_slice(&self.weights.token_embedding[at..at + hidden]);
         }
-        let normed = sized(normed, n * hidden);
-        let qkv = sized(qkv, n * qkv_width);
-        let attention = sized(attention, n * q_width);
-        let projected = sized(projected, n * hidden);
-        let gate_up = sized(gate_up, n * 2 * ffn);
-        let activations = sized(activations, n * ffn);
-        let rotations = sized(rotations, n * pairs);
+        let rotations = sized(&mut w.rotations, n * pairs);
         for (i, token_rotations) in rotations.chunks_exact_mut(pairs.max(1)).enumerate() {
             self.rope.rotations(start + i, token_rotations);
         }
+        Ok(SteppedPass { n, start })
+    }
+
+    /// Block `layer`'s attention: `x += Wo·attention(…)`, the new keys and values stored in the
+    /// cache; then the FFN norm of the result, which [`LlamaModel::ffn_input`] returns.
+    pub fn attention_block(
+        &self,
+        layer_index: usize,
+        pass: &SteppedPass,
+        cache: &mut KvCache,
+    ) -> Result<(), LlmError> {
+        let c = &self.config;
+        let layer = self.layer(layer_index)?;
+        let SteppedPass { n, start } = *pass;
+        let hidden = c.hidden_size;
+        let (q_width, kv_width) = (c.q_width(), c.kv_width());
+        let qkv_width = q_width + 2 * kv_width;
+        let pairs = self.rope.pairs();
         let shape = AttentionShape {
             head_count: c.head_count,
             kv_head_count: c.kv_head_count,
@@ -181,59 +195,128 @@ impl LlamaModel {
             capacity: cache.capacity(),
             query_stride: qkv_width,
         };
-
+        let mut workspace = std::mem::take(&mut cache.workspace);
         let result = (|| -> Result<(), LlmError> {
-            for (layer_index, layer) in self.weights.layers.iter().enumerate() {
-                rms_norm_rows(x, &layer.attn_norm, c.rms_norm_eps, normed);
-                layer.attn_qkv.gemm(normed, n, qkv)?;
-                for (i, row) in qkv.chunks_exact_mut(qkv_width).enumerate() {
-                    let token_rotations = &rotations[i * pairs..(i + 1) * pairs];
-                    let (queries_and_keys, _) = row.split_at_mut(q_width + kv_width);
-                    self.rope.apply_rotations(queries_and_keys, token_rotations);
-                }
-                cache.store(
-                    layer_index,
-                    start,
-                    qkv,
-                    qkv_width,
-                    q_width,
-                    q_width + kv_width,
-                );
-                let (cached_keys, cached_values) = cache.layer(layer_index);
-                attend(&shape, qkv, cached_keys, cached_values, attention, scores);
-                layer.attn_output.gemm(attention, n, projected)?;
-                add_into(x, projected);
-
-                rms_norm_rows(x, &layer.ffn_norm, c.rms_norm_eps, normed);
-                layer.ffn_gate_up.gemm(normed, n, gate_up)?;
-                swiglu_rows(gate_up, ffn, activations);
-                if let Some(observer) = observer.as_deref_mut() {
-                    observer.ffn_activations(layer_index, start, activations);
-                }
-                layer.ffn_down.gemm(activations, n, projected)?;
-                add_into(x, projected);
+            let Workspace {
+                x,
+                normed,
+                qkv,
+                attention,
+                projected,
+                rotations,
+                scores,
+                ..
+            } = &mut workspace;
+            let x = &mut x[..n * hidden];
+            let normed = sized(normed, n * hidden);
+            let qkv = sized(qkv, n * qkv_width);
+            let attention = sized(attention, n * q_width);
+            let projected = sized(projected, n * hidden);
+            rms_norm_rows(x, &layer.attn_norm, c.rms_norm_eps, normed);
+            layer.attn_qkv.gemm(normed, n, qkv)?;
+            for (i, row) in qkv.chunks_exact_mut(qkv_width).enumerate() {
+                let token_rotations = &rotations[i * pairs..(i + 1) * pairs];
+                let (queries_and_keys, _) = row.split_at_mut(q_width + kv_width);
+                self.rope.apply_rotations(queries_and_keys, token_rotations);
             }
-            cache.set_len(start + n);
-
-            let vocab = c.vocab_size;
-            let rows: &[f32] = match logits_wanted {
-                LogitsWanted::Last => &x[(n - 1) * hidden..],
-                LogitsWanted::All => x,
-            };
-            let count = rows.len() / hidden;
-            let final_normed = &mut normed[..rows.len()];
-            rms_norm_rows(
-                rows,
-                &self.weights.output_norm,
-                c.rms_norm_eps,
-                final_normed,
+            cache.store(
+                layer_index,
+                start,
+                qkv,
+                qkv_width,
+                q_width,
+                q_width + kv_width,
             );
-            logits.resize(count * vocab, 0.0);
-            self.weights.output.gemm(final_normed, count, logits)
+            let (cached_keys, cached_values) = cache.layer(layer_index);
+            attend(&shape, qkv, cached_keys, cached_values, attention, scores);
+            layer.attn_output.gemm(attention, n, projected)?;
+            add_into(x, projected);
+            rms_norm_rows(x, &layer.ffn_norm, c.rms_norm_eps, normed);
+            Ok(())
         })();
         cache.workspace = workspace;
         result
     }
+
+    /// The FFN's input after [`LlamaModel::attention_block`]: `n × hidden`, one row per token.
+    pub fn ffn_input<'c>(&self, pass: &SteppedPass, cache: &'c KvCache) -> &'c [f32] {
+        &cache.workspace.normed[..pass.n * self.config.hidden_size]
+    }
+
+    /// Adds an FFN's output (`n × hidden`) to the residual stream.
+    pub fn add_ffn_output(&self, pass: &SteppedPass, cache: &mut KvCache, delta: &[f32]) {
+        let x = &mut cache.workspace.x[..pass.n * self.config.hidden_size];
+        add_into(x, delta);
+    }
+
+    /// Block `layer`'s FFN from the model's own matrices: `x += Wdown·(SiLU(Wgate·m) ⊙ Wup·m)`,
+    /// the activations reported to `observer`.
+    pub fn dense_ffn_block(
+        &self,
+        layer_index: usize,
+        pass: &SteppedPass,
+        cache: &mut KvCache,
+        observer: Option<&mut (dyn FfnObserver + '_)>,
+    ) -> Result<(), LlmError> {
+        let layer = self.layer(layer_index)?;
+        let SteppedPass { n, start } = *pass;
+        let (hidden, ffn) = (self.config.hidden_size, self.config.ffn_size);
+        let w = &mut cache.workspace;
+        let gate_up = sized(&mut w.gate_up, n * 2 * ffn);
+        let activations = sized(&mut w.activations, n * ffn);
+        let projected = sized(&mut w.projected, n * hidden);
+        layer.ffn_gate_up.gemm(&w.normed[..n * hidden], n, gate_up)?;
+        swiglu_rows(gate_up, ffn, activations);
+        if let Some(observer) = observer {
+            observer.ffn_activations(layer_index, start, activations);
+        }
+        layer.ffn_down.gemm(activations, n, projected)?;
+        add_into(&mut w.x[..n * hidden], projected);
+        Ok(())
+    }
+
+    /// Ends the call: the cache takes the new positions, and the logits of the last token (or
+    /// of every token) go into `logits`.
+    pub fn finish_pass(
+        &self,
+        pass: &SteppedPass,
+        cache: &mut KvCache,
+        logits_wanted: LogitsWanted,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), LlmError> {
+        let c = &self.config;
+        let SteppedPass { n, start } = *pass;
+        let hidden = c.hidden_size;
+        cache.set_len(start + n);
+        let w = &mut cache.workspace;
+        let x = &w.x[..n * hidden];
+        let rows: &[f32] = match logits_wanted {
+            LogitsWanted::Last => &x[(n - 1) * hidden..],
+            LogitsWanted::All => x,
+        };
+        let count = rows.len() / hidden;
+        let final_normed = &mut w.normed[..rows.len()];
+        rms_norm_rows(rows, &self.weights.output_norm, c.rms_norm_eps, final_normed);
+        logits.resize(count * c.vocab_size, 0.0);
+        self.weights.output.gemm(final_normed, count, logits)
+    }
+
+    fn layer(&self, index: usize) -> Result<&super::weights::LayerWeights, LlmError> {
+        self.weights.layers.get(index).ok_or_else(|| {
+            LlmError::Input(format!(
+                "layer {index}: the model has {} layers",
+                self.weights.layers.len()
+            ))
+        })
+    }
+}
+
+/// A forward call in progress (see [`LlamaModel::begin_pass`]): `n` tokens after `start`
+/// cached positions. Its activations live in the cache's workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SteppedPass {
+    pub n: usize,
+    pub start: usize,
 }
 
 /// RMSNorm of each `weight.len()`-wide row of `x` into `out`.

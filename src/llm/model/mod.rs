@@ -13,7 +13,7 @@ mod weights;
 mod workspace;
 
 pub use config::{LlamaConfig, ARCHITECTURE};
-pub use forward::{load_model, LlamaModel, LogitsWanted};
+pub use forward::{load_model, LlamaModel, LogitsWanted, SteppedPass};
 pub use kv_cache::KvCache;
 pub use observer::FfnObserver;
 pub use ops::RopeLayout;
