@@ -13,6 +13,11 @@
 //! recording's own tokens, so the recorded active fraction equals the requested one (up to
 //! ties), and they are written into the header with the rule.
 //!
+//! The header also keeps the token ids of every sequence (`parameters.token_ids`: the prompt's
+//! tokens, then each greedy token fed back), so the offloaded real-model run
+//! (`exec::model`) can process exactly the tokens each record describes without re-deriving
+//! them from the prompts.
+//!
 //! Memory: the magnitudes of every recorded token are kept until the thresholds are known
 //! (4 bytes × layers × FFN width per token: 184 KB per token for SmolLM2).
 
@@ -98,6 +103,7 @@ pub fn record_neuron_trace(
         per_layer: vec![Vec::new(); layers],
     };
     let mut places = Vec::new();
+    let mut token_ids: Vec<Vec<u32>> = Vec::with_capacity(prompts.len());
     let mut logits = Vec::new();
     for (sequence, prompt) in prompts.iter().enumerate() {
         let tokens = loaded.prompt_tokens(prompt, options.system.as_deref(), options.raw)?;
@@ -132,6 +138,7 @@ pub fn record_neuron_trace(
             phase,
         };
         places.extend((0..tokens.len()).map(|p| place(p, Phase::Prefill)));
+        let mut fed = tokens.clone();
         for _ in 0..options.max_new_tokens {
             let token = argmax(&logits);
             if stops.contains(&token) || cache.len() >= cache.capacity() {
@@ -146,7 +153,9 @@ pub fn record_neuron_trace(
                 &mut logits,
             )?;
             places.push(place(position, Phase::Decode));
+            fed.push(token);
         }
+        token_ids.push(fed);
     }
 
     let thresholds: Vec<f32> = magnitudes
@@ -204,6 +213,7 @@ pub fn record_neuron_trace(
         "max_new_tokens": options.max_new_tokens,
         "prefill_tokens": prefill_tokens,
         "decode_tokens": decode_tokens,
+        "token_ids": token_ids,
     });
     let header = TraceHeader {
         format: FORMAT_NAME.to_string(),
