@@ -34,6 +34,7 @@ pub mod calibrate;
 mod executor;
 pub mod io;
 pub mod memory;
+pub mod model;
 pub mod scale;
 pub mod store;
 pub mod work;

@@ -40,6 +40,7 @@ use crate::units::Nanos;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::mpsc::{channel, Receiver, Sender};
+use crate::exec::model::ModelSession;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,15 +54,19 @@ pub struct ExecutorOptions {
     /// buffered with the file dropped from the page cache before each plan, the fallback for
     /// file systems that refuse `O_DIRECT`.
     pub direct_io: bool,
+    /// The real model to compute with: compute ops then run its forward pass on the weights
+    /// read ([`crate::exec::model`]) instead of the synthetic work of [`crate::exec::work`].
+    pub model: Option<Arc<ModelSession>>,
 }
 
 impl ExecutorOptions {
-    /// Direct I/O, the given budget and seed.
+    /// Direct I/O, the given budget and seed, synthetic compute.
     pub fn new(budget_bytes: u64, seed: u64) -> Self {
         ExecutorOptions {
             budget_bytes,
             seed,
             direct_io: true,
+            model: None,
         }
     }
 }
@@ -145,6 +150,7 @@ pub struct Executor {
     failure: Option<BackendError>,
     stats: ExecStats,
     emulated: BTreeMap<&'static str, u64>,
+    model: Option<Arc<ModelSession>>,
 }
 
 /// Where an op runs: its resource, the servers it holds, and its priced duration (used only
@@ -253,6 +259,7 @@ impl Executor {
             failure: None,
             stats,
             emulated: BTreeMap::new(),
+            model: options.model.clone(),
         })
     }
 

@@ -248,6 +248,18 @@ impl Executor {
                 live.busy += 1;
                 let region = live.region;
                 self.ops.get_mut(&id).expect("op in table").using = Some(region.offset);
+                if let Some(session) = self.model.clone() {
+                    let weights = self.slice(region);
+                    self.stats.compute_ops += 1;
+                    self.running += 1;
+                    self.cpu_pools[cluster as usize].spawn(move || {
+                        // SAFETY: the region is marked busy (read-only use) for this op.
+                        let payload: &[u8] = unsafe { weights.bytes() };
+                        let result = session.compute(tensor, batch, precision, payload);
+                        send(result.map_err(|m| format!("{tensor} at {precision}: {m}")));
+                    });
+                    return Ok(());
+                }
                 let (_, entry) = self.store.entry(tensor, precision).expect("checked");
                 let matrices: Vec<MatrixSpec> = entry.matrices.clone();
                 let bits = layout::weight_bits(precision).map_err(BackendError::Unsupported)?;

@@ -34,6 +34,10 @@ pub struct StoreIndex {
     pub alignment: u64,
     #[serde(default)]
     pub encryption: Option<EncryptionInfo>,
+    /// Set when the dense FFNs are stored as neuron clusters of this many neurons (a store
+    /// for neuron-level policies, `layout::stored_tensors_with_neurons`) instead of whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neuron_cluster: Option<u32>,
     pub entries: Vec<StoreEntry>,
 }
 

@@ -35,7 +35,7 @@ pub enum MatrixFormat {
 /// One matrix of a tensor: a name within the tensor and its shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatrixSpec {
-    /// `qkv`, `o`, `norms`, `router`, `gate`, `up`, `down`, `embedding`, `lm_head`.
+    /// `qkv`, `o`, `norms`, `router`, `gate`, `up`, `down`, `embedding`, `lm_head`, `bundles`.
     pub name: String,
     pub rows: u32,
     pub cols: u32,
@@ -58,6 +58,40 @@ pub fn weight_bits(precision: Precision) -> Result<WeightBits, String> {
                 .into(),
         ),
     }
+}
+
+/// The tensors of a store whose dense FFNs are kept as neuron clusters of `cluster`
+/// consecutive neurons (PowerInfer's Gate-Up-Down bundles, for neuron-level policies): the
+/// embedding, per layer the attention and its clusters (the last one shorter when the FFN
+/// width is not a multiple of `cluster`), and the LM head when not tied.
+pub fn stored_tensors_with_neurons(m: &ModelGeometry, cluster: u32) -> Vec<TensorRef> {
+    let mut out = vec![TensorRef::new(0, TensorKind::Embedding)];
+    for l in 0..m.layers {
+        out.push(TensorRef::new(l, TensorKind::Attention));
+        let width = m.ffn_width(l);
+        let mut first = 0;
+        while first < width {
+            let count = cluster.max(1).min(width - first);
+            out.push(neuron_cluster(l, first, count));
+            first += count;
+        }
+    }
+    if !m.tied_embeddings {
+        out.push(TensorRef::new(0, TensorKind::LmHead));
+    }
+    out
+}
+
+/// The tensor of `count` neurons of a dense FFN from `first` on.
+pub fn neuron_cluster(layer: u32, first: u32, count: u32) -> TensorRef {
+    TensorRef::new(
+        layer,
+        TensorKind::Neurons {
+            expert: crate::model::DENSE_FFN,
+            first,
+            count,
+        },
+    )
 }
 
 /// Bytes of a `rows x cols` matrix at `precision` in `format` (cols a multiple of 64).
@@ -122,6 +156,16 @@ pub fn tensor_matrices(
         TensorKind::Router => vec![("router", m.experts, h)],
         TensorKind::DenseFfn => ffn_matrices(m.ffn_kind, h, m.ffn_width(layer)),
         TensorKind::Expert(_) => ffn_matrices(m.ffn_kind, h, m.ffn),
+        // A cluster's neurons one after the other, each as its gate row, its up row and its
+        // down column (rows 3k, 3k + 1, 3k + 2 for a gated FFN); row-wise because a cluster
+        // rarely fills 32-row tiles.
+        TensorKind::Neurons {
+            expert: crate::model::DENSE_FFN,
+            count,
+            ..
+        } if !m.is_moe_layer(layer) => {
+            vec![("bundles", m.ffn_kind.matrices() as u32 * count, h)]
+        }
         TensorKind::Neurons { .. } | TensorKind::KvCache | TensorKind::Whole => {
             return Err(format!("{tensor}: the weight store holds no such tensor"))
         }
@@ -136,7 +180,7 @@ pub fn tensor_matrices(
                 GROUP.get()
             ));
         }
-        let format = if (rows as usize).is_multiple_of(TILE_ROWS) {
+        let format = if (rows as usize).is_multiple_of(TILE_ROWS) && name != "bundles" {
             MatrixFormat::Lut
         } else {
             MatrixFormat::Rowwise
@@ -180,6 +224,14 @@ pub fn parse_tensor(label: &str) -> Option<TensorRef> {
         "attn" => TensorKind::Attention,
         "router" => TensorKind::Router,
         "ffn" => TensorKind::DenseFfn,
+        n if n.starts_with('n') => {
+            let (first, count) = n[1..].split_once('+')?;
+            TensorKind::Neurons {
+                expert: crate::model::DENSE_FFN,
+                first: first.parse().ok()?,
+                count: count.parse().ok()?,
+            }
+        }
         e => TensorKind::Expert(e.strip_prefix('E')?.parse().ok()?),
     };
     Some(TensorRef::new(layer, kind))
@@ -231,6 +283,29 @@ mod tests {
         }
         let router = tensor_matrices(&m, TensorRef::new(0, TensorKind::Router), Precision::Int8);
         assert_eq!(router.unwrap()[0].format, MatrixFormat::Rowwise);
+    }
+
+    #[test]
+    fn neuron_clusters_cover_the_ffn_and_take_the_geometry_size() {
+        let p = crate::scenario::load_model("smollm2-135m").unwrap();
+        let m = ModelGeometry::from_profile(&p).unwrap();
+        for cluster in [1, 7, 16] {
+            let tensors = stored_tensors_with_neurons(&m, cluster);
+            let mut covered = 0u64;
+            for t in &tensors {
+                assert_eq!(parse_tensor(&t.to_string()), Some(*t));
+                if let TensorKind::Neurons { first, count, .. } = t.kind {
+                    assert!(count <= cluster && first + count <= m.ffn);
+                    covered += count as u64;
+                    for p in [Precision::Int8, Precision::Int4] {
+                        let mats = tensor_matrices(&m, *t, p).unwrap();
+                        assert_eq!(mats[0].format, MatrixFormat::Rowwise);
+                        assert_eq!(mats[0].bytes, m.bytes(t.layer as u32, t.kind, p));
+                    }
+                }
+            }
+            assert_eq!(covered, m.ffn as u64 * m.layers as u64, "cluster {cluster}");
+        }
     }
 
     #[test]

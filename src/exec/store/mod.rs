@@ -24,7 +24,9 @@ pub mod rowwise;
 
 pub use crypt::StoreKey;
 pub use index::{StoreEntry, StoreIndex};
-pub use prepare::{prepare, synthetic_tensor, PrepareOptions, Prepared};
+pub use prepare::{
+    prepare, prepare_with, synthetic_tensor, MatrixSource, PrepareOptions, Prepared, Synthetic,
+};
 
 use crate::model::{ModelGeometry, Precision, TensorRef};
 use index::{DATA_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE};

@@ -110,17 +110,59 @@ pub fn synthetic_tensor(
 /// A tensor's payload and its matrices.
 type Encoded = (Vec<u8>, Vec<MatrixSpec>);
 
+/// Where a store's f32 weights come from before they are quantized: seeded ([`Synthetic`]) or
+/// a real model's file (`exec::model::GgufWeights`).
+pub trait MatrixSource: Sync {
+    /// The `spec.rows × spec.cols` row-major weights of matrix `spec` of `tensor`.
+    fn weights(&self, tensor: TensorRef, spec: &MatrixSpec) -> Result<Vec<f32>, String>;
+
+    /// How the weights were made, for the index.
+    fn describe(&self) -> String;
+}
+
+/// Seeded synthetic weights: uniform in ±1/sqrt(cols), one ChaCha8 stream per matrix.
+pub struct Synthetic {
+    pub seed: u64,
+}
+
+impl MatrixSource for Synthetic {
+    fn weights(&self, tensor: TensorRef, spec: &MatrixSpec) -> Result<Vec<f32>, String> {
+        Ok(generate(
+            matrix_seed(self.seed, &tensor, &spec.name),
+            spec.rows,
+            spec.cols,
+        ))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "synthetic: uniform in ±1/sqrt(columns) from ChaCha8Rng seeded per matrix from seed {}, quantized min/max per group of {} (edgesim::kernels::QuantScheme::MinMax)",
+            self.seed,
+            GROUP.get()
+        )
+    }
+}
+
 /// One tensor at one precision: its payload and matrices.
 fn encode_tensor(
     m: &ModelGeometry,
     tensor: TensorRef,
     precision: Precision,
-    seed: u64,
+    source: &dyn MatrixSource,
 ) -> Result<(Vec<u8>, Vec<MatrixSpec>), String> {
     let specs = layout::tensor_matrices(m, tensor, precision)?;
     let mut payload = Vec::with_capacity(specs.iter().map(|s| s.bytes as usize).sum());
     for s in &specs {
-        let w = generate(matrix_seed(seed, &tensor, &s.name), s.rows, s.cols);
+        let w = source.weights(tensor, s)?;
+        if w.len() != s.rows as usize * s.cols as usize {
+            return Err(format!(
+                "{tensor} `{}`: the weight source gave {} values for {} x {}",
+                s.name,
+                w.len(),
+                s.rows,
+                s.cols
+            ));
+        }
         let bytes = encode_matrix(s, &w, precision)?;
         if bytes.len() as u64 != s.bytes {
             return Err(format!(
@@ -135,12 +177,37 @@ fn encode_tensor(
     Ok((payload, specs))
 }
 
-/// Writes the store for `profile` (already scaled) into `dir`, replacing a store there.
-/// `progress` is called with (entries written, entries in all).
+/// Writes the store for `profile` (already scaled) into `dir`, replacing a store there, with
+/// seeded synthetic weights. `progress` is called with (entries written, entries in all).
 pub fn prepare(
     profile: &ModelProfile,
     dir: &Path,
     options: &PrepareOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Prepared, String> {
+    let m = ModelGeometry::from_profile(profile)
+        .map_err(|e| format!("model `{}`: {e}", profile.name))?;
+    let source = Synthetic { seed: options.seed };
+    prepare_with(
+        profile,
+        dir,
+        options,
+        &layout::stored_tensors(&m),
+        None,
+        &source,
+        progress,
+    )
+}
+
+/// Writes a store of `tensors` with weights from `source`. `neuron_cluster` is recorded in
+/// the index when the tensors are a neuron-cluster layout.
+pub fn prepare_with(
+    profile: &ModelProfile,
+    dir: &Path,
+    options: &PrepareOptions,
+    tensors: &[TensorRef],
+    neuron_cluster: Option<u32>,
+    source: &dyn MatrixSource,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Prepared, String> {
     let m = ModelGeometry::from_profile(profile)
@@ -151,7 +218,7 @@ pub fn prepare(
     for &p in &options.precisions {
         layout::weight_bits(p)?;
     }
-    let tensors = layout::stored_tensors(&m);
+    let tensors = tensors.to_vec();
     // Fail on an unstorable shape before writing anything.
     for &t in &tensors {
         for &p in &options.precisions {
@@ -178,7 +245,7 @@ pub fn prepare(
     for batch in jobs.chunks(32) {
         let encoded: Vec<Result<Encoded, String>> = batch
             .par_iter()
-            .map(|&(t, p)| encode_tensor(&m, t, p, options.seed))
+            .map(|&(t, p)| encode_tensor(&m, t, p, source))
             .collect();
         for (&(tensor, precision), result) in batch.iter().zip(encoded) {
             let (payload, matrices) = result?;
@@ -220,11 +287,7 @@ pub fn prepare(
         scale: options.scale,
         model: profile.clone(),
         seed: options.seed,
-        weights: format!(
-            "synthetic: uniform in ±1/sqrt(columns) from ChaCha8Rng seeded per matrix from seed {}, quantized min/max per group of {} (edgesim::kernels::QuantScheme::MinMax)",
-            options.seed,
-            GROUP.get()
-        ),
+        weights: source.describe(),
         group: GROUP.get() as u32,
         precisions: options.precisions.clone(),
         data_file: DATA_FILE.into(),
@@ -237,6 +300,7 @@ pub fn prepare(
             key_sha256: k.fingerprint(),
         }),
         entries,
+        neuron_cluster,
     };
     let mut text =
         serde_json::to_vec_pretty(&index).map_err(|e| format!("cannot format the index: {e}"))?;
