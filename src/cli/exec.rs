@@ -49,6 +49,19 @@ pub struct PrepareArgs {
     /// Seed of the weight generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Store a real model's weights instead of synthetic ones: a model name in the cache
+    /// (`smollm2`, see `edgesim model fetch`) or a GGUF path. `--model` must then be the file's
+    /// profile (`smollm2-135m`); the FFNs are stored as neuron clusters for the neuron-level
+    /// policies.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub gguf: Option<String>,
+    /// With --gguf: neurons per stored cluster (the `cluster_neurons` the policies must use).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub cluster: u32,
+    /// With --gguf: the model cache folder [default: $EDGESIM_CACHE, else
+    /// ~/.cache/edgesim/models].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -138,14 +151,33 @@ fn prepare(a: PrepareArgs) -> Result<(), CliError> {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
+    let gguf = match &a.gguf {
+        Some(model) => {
+            let cache = crate::llm::fetch::cache_dir(a.cache_dir.as_deref())?;
+            Some(crate::llm::fetch::locate_model(model, &cache)?)
+        }
+        None => None,
+    };
     let options = PrepareOptions {
         source_model: a.model.clone(),
         scale: a.scale,
         precisions: a.precisions.clone(),
         seed: a.seed,
         key,
+        model_file: gguf.as_ref().map(|p| p.display().to_string()),
     };
-    let done = store::prepare(&scaled, &out, &options, &progress).map_err(CliError::new)?;
+    let done = match &gguf {
+        Some(path) => {
+            eprintln!(
+                "  weights from {}, FFN neurons in clusters of {}",
+                path.display(),
+                a.cluster
+            );
+            crate::exec::model::prepare_real(path, &scaled, &out, &options, a.cluster, &progress)
+        }
+        None => store::prepare(&scaled, &out, &options, &progress),
+    }
+    .map_err(CliError::new)?;
     bar.finish_and_clear();
     println!(
         "wrote {} tensors ({} entries, {}) to {}{}",
@@ -260,6 +292,24 @@ fn run_one(a: RunArgs) -> Result<(), CliError> {
     );
     if s.emulated.is_empty() {
         println!("emulated ops: none (every op ran for real)");
+    }
+    if let (Some(q), Some(real)) = (&pair.quality, &setup.real) {
+        println!(
+            "real model: {} ({} attention and head, FFN neurons from the store at {})",
+            real.model_file, real.format, setup.prepared.experiment.offload_precision
+        );
+        println!(
+            "  output: {} of {} next-token choices equal the dense in-memory model's, {} of {} the recorded next token; logits {} the in-memory sparse run's",
+            q.agree_with_dense,
+            q.predictions,
+            q.agree_with_recorded,
+            q.with_recorded_next,
+            if q.identical_to_in_memory {
+                "bit-identical to".to_string()
+            } else {
+                format!("differ (max |Δ| {}) from", q.max_logit_difference)
+            }
+        );
     }
     for e in &s.emulated {
         println!("emulated: {} x {}: {}", e.count, e.what, e.how);

@@ -15,6 +15,7 @@
 
 pub mod bundle;
 pub mod metrics;
+pub mod real_model;
 pub mod record;
 
 use crate::backend::{Backend, ResourceInfo};
@@ -38,6 +39,8 @@ pub struct Setup {
     /// The device profile as given (name or path).
     pub device_arg: String,
     pub experiment_arg: String,
+    /// Set when the store holds a real model: measured runs then compute its forward pass.
+    pub real: Option<Arc<real_model::RealModel>>,
 }
 
 /// Loads the experiment, opens (and fully verifies) the store, and resolves the runs with the
@@ -94,11 +97,13 @@ pub fn setup(
     exp.model = store_dir.join(MODEL_FILE).display().to_string();
     let prepared = compare::prepare(exp, base.as_deref())?;
     prepared.single_workload()?;
+    let real = real_model::RealModel::for_store(&store, &prepared)?.map(Arc::new);
     Ok(Setup {
         prepared,
         store: Arc::new(store),
         device_arg: device.to_string(),
         experiment_arg: experiment.to_string(),
+        real,
     })
 }
 
@@ -152,6 +157,11 @@ pub struct RunPair {
     pub measured_seconds: f64,
     /// Every measured run: its wall time and load.
     pub repetitions: Vec<Repetition>,
+    /// Real-model runs: the output against the in-memory runs (every repetition's must be
+    /// bit-identical to the in-memory sparse run; this is the first's, with
+    /// `identical_to_in_memory` true only if all were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<crate::exec::model::Quality>,
 }
 
 /// Reads the 1-minute load average.
@@ -319,6 +329,7 @@ struct Measured {
     data: RunData,
     stats: ExecStats,
     rep: Repetition,
+    quality: Option<crate::exec::model::Quality>,
 }
 
 fn predict(setup: &Setup, spec: &RunSpec, max_passes: Option<usize>) -> Result<RunData, String> {
@@ -344,12 +355,14 @@ fn predict_on(
 fn measure(setup: &Setup, spec: &RunSpec, max_passes: Option<usize>) -> Result<Measured, String> {
     let p = &setup.prepared;
     let what = format!("policy `{}` at budget {}", spec.label, spec.budget_label);
-    let exec = Executor::new(
-        &p.device,
-        setup.store.clone(),
-        &ExecutorOptions::new(spec.budget_bytes, p.experiment.seed),
-    )
-    .map_err(|e| format!("{what}: {e}"))?;
+    let mut options = ExecutorOptions::new(spec.budget_bytes, p.experiment.seed);
+    let session = match &setup.real {
+        Some(real) => Some(real.session().map_err(|e| format!("{what}: {e}"))?),
+        None => None,
+    };
+    options.model = session.clone();
+    let exec = Executor::new(&p.device, setup.store.clone(), &options)
+        .map_err(|e| format!("{what}: {e}"))?;
     let load_before = load_average();
     let started = std::time::Instant::now();
     let (data, exec) = run_on(p, spec, exec, max_passes, |e| {
@@ -358,6 +371,10 @@ fn measure(setup: &Setup, spec: &RunSpec, max_passes: Option<usize>) -> Result<M
     let seconds = started.elapsed().as_secs_f64();
     let stats = exec.stats();
     drop(exec);
+    let quality = match (&setup.real, &session) {
+        (Some(real), Some(session)) => Some(real.quality(session)),
+        _ => None,
+    };
     Ok(Measured {
         data,
         stats,
@@ -367,6 +384,7 @@ fn measure(setup: &Setup, spec: &RunSpec, max_passes: Option<usize>) -> Result<M
             load_after: load_average(),
             disk_probe: None,
         },
+        quality,
     })
 }
 
@@ -424,6 +442,13 @@ fn median_prediction(mut reps: Vec<RunData>) -> Result<RunData, String> {
 
 fn pair(spec: &RunSpec, predicted: RunData, measured: Vec<Measured>) -> Result<RunPair, String> {
     let what = format!("policy `{}` at budget {}", spec.label, spec.budget_label);
+    let all_identical = measured
+        .iter()
+        .all(|m| m.quality.as_ref().is_some_and(|q| q.identical_to_in_memory));
+    let quality = measured.first().and_then(|m| m.quality.clone()).map(|mut q| {
+        q.identical_to_in_memory = all_identical;
+        q
+    });
     let (measured, stats, repetitions) = combine(measured).map_err(|e| format!("{what}: {e}"))?;
     if predicted.outcome.passes.len() != measured.outcome.passes.len() {
         return Err(format!(
@@ -447,6 +472,7 @@ fn pair(spec: &RunSpec, predicted: RunData, measured: Vec<Measured>) -> Result<R
         load_after: repetitions.last().and_then(|r| r.load_after),
         measured_seconds: repetitions.iter().map(|r| r.seconds).sum(),
         repetitions,
+        quality,
     })
 }
 

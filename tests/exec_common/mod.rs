@@ -33,6 +33,7 @@ pub fn tiny_geometry() -> ModelGeometry {
 /// Writes the tiny model's store (int8 and int4) into `dir`.
 pub fn tiny_store(dir: &Path, key: Option<StoreKey>) {
     let options = PrepareOptions {
+        model_file: None,
         source_model: "tiny-moe.json".into(),
         scale: 1,
         precisions: vec![Precision::Int8, Precision::Int4, Precision::Int2],

@@ -18,9 +18,14 @@ impl RecordedRun {
     /// Reads `path`, a neuron trace recorded by `edgesim trace record` (its header keeps each
     /// sequence's token ids in `source.parameters.token_ids`).
     pub fn open(path: &Path) -> Result<RecordedRun, String> {
-        let at = |m: String| format!("{}: {m}", path.display());
-        let reader = TraceReader::open(path).map_err(|e| e.to_string())?;
-        let header = reader.header().clone();
+        let mut reader = TraceReader::open(path).map_err(|e| e.to_string())?;
+        RecordedRun::read(&mut reader, &path.display().to_string())
+    }
+
+    /// Reads every record of `source` (named `name` in errors).
+    pub fn read(source: &mut dyn TokenSource, name: &str) -> Result<RecordedRun, String> {
+        let at = |m: String| format!("{name}: {m}");
+        let header = source.header().clone();
         if header.kind != TraceKind::Neuron {
             return Err(at("a real-model run needs a neuron trace".into()));
         }
@@ -34,19 +39,21 @@ impl RecordedRun {
             })?;
         let mut records = Vec::new();
         let mut token_ids = Vec::new();
-        for (i, record) in reader.enumerate() {
-            let record = record.map_err(|e| e.to_string())?;
+        let mut record = TokenRecord::default();
+        while source.next_into(&mut record).map_err(|e| e.to_string())? {
             let token = ids
                 .get(record.sequence as usize)
                 .and_then(|s| s.get(record.position as usize))
                 .ok_or_else(|| {
                     at(format!(
-                        "record {i} (sequence {}, position {}) has no token id in the header",
-                        record.sequence, record.position
+                        "record {} (sequence {}, position {}) has no token id in the header",
+                        records.len(),
+                        record.sequence,
+                        record.position
                     ))
                 })?;
             token_ids.push(*token);
-            records.push(record);
+            records.push(record.clone());
         }
         let ffn = header.neurons_per_layer.first().copied().unwrap_or(0);
         if header.neurons_per_layer.iter().any(|&n| n != ffn) {

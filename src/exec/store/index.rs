@@ -38,6 +38,10 @@ pub struct StoreIndex {
     /// for neuron-level policies, `layout::stored_tensors_with_neurons`) instead of whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neuron_cluster: Option<u32>,
+    /// The model file a real-model store was made from (a GGUF path), which the executor
+    /// loads the attention and head from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_file: Option<String>,
     pub entries: Vec<StoreEntry>,
 }
 

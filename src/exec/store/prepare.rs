@@ -26,6 +26,8 @@ pub struct PrepareOptions {
     pub seed: u64,
     /// Encrypt every tensor with this key.
     pub key: Option<StoreKey>,
+    /// The real model file the weights come from, recorded in the index.
+    pub model_file: Option<String>,
 }
 
 /// What was written.
@@ -301,6 +303,7 @@ pub fn prepare_with(
         }),
         entries,
         neuron_cluster,
+        model_file: options.model_file.clone(),
     };
     let mut text =
         serde_json::to_vec_pretty(&index).map_err(|e| format!("cannot format the index: {e}"))?;

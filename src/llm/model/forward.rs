@@ -70,6 +70,14 @@ impl LlamaModel {
         self
     }
 
+    /// The model without its FFN matrices (see [`LlamaWeights::offload_ffn`]): only
+    /// [`LlamaModel::attention_block`] and the head still work, for a caller that computes the
+    /// FFN from offloaded weights.
+    pub fn without_ffn(mut self) -> LlamaModel {
+        self.weights.offload_ffn();
+        self
+    }
+
     pub fn config(&self) -> &LlamaConfig {
         &self.config
     }

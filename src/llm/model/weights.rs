@@ -211,3 +211,54 @@ fn stacked(
     let names: Vec<&str> = parts.iter().map(|(name, _)| name.as_str()).collect();
     builder.build(&names.join(" + "), role, rows, cols, weights)
 }
+
+/// Stands in for a matrix whose weights live elsewhere (an FFN offloaded to the executor's
+/// weight store): the shape stays, the bytes are gone, and any product is an error rather than
+/// a silent zero.
+pub struct Offloaded {
+    rows: usize,
+    cols: usize,
+}
+
+impl MatVec for Offloaded {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn gemv(&self, _x: &[f32], _y: &mut [f32]) -> Result<(), LlmError> {
+        Err(self.refuse())
+    }
+    fn gemm(&self, _x: &[f32], _n: usize, _y: &mut [f32]) -> Result<(), LlmError> {
+        Err(self.refuse())
+    }
+    fn format(&self) -> String {
+        "offloaded".into()
+    }
+    fn storage_bytes(&self) -> usize {
+        0
+    }
+}
+
+impl Offloaded {
+    fn refuse(&self) -> LlmError {
+        LlmError::Input(format!(
+            "this {} x {} matrix is offloaded: its weights are in the executor's store, not in the model",
+            self.rows, self.cols
+        ))
+    }
+}
+
+impl LlamaWeights {
+    /// Drops every FFN matrix (keeping shapes), for a model whose FFN is computed from
+    /// offloaded neuron bundles.
+    pub fn offload_ffn(&mut self) {
+        for layer in &mut self.layers {
+            for m in [&mut layer.ffn_gate_up, &mut layer.ffn_down] {
+                let (rows, cols) = (m.rows(), m.cols());
+                *m = Box::new(Offloaded { rows, cols });
+            }
+        }
+    }
+}
