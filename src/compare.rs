@@ -386,8 +386,27 @@ pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, 
     })
 }
 
-/// The trace must record the model the experiment simulates.
+/// The trace must record the model the experiment simulates: an expert trace for an MoE model,
+/// or a neuron trace (what the neuron-level policies plan) for a dense one.
 fn check_trace_fits_model(h: &TraceHeader, m: &ModelGeometry, name: &str) -> Result<(), String> {
+    if h.kind == TraceKind::Neuron && !m.is_moe() {
+        if h.layers != m.layers {
+            return Err(format!(
+                "{name}: header field `layers` is {}, but model `{}` has {}; the trace was recorded for `{}`",
+                h.layers, m.name, m.layers, h.model
+            ));
+        }
+        for (l, &got) in h.neurons_per_layer.iter().enumerate() {
+            let want = m.neurons_in_layer(l as u32);
+            if got != want {
+                return Err(format!(
+                    "{name}: header field `neurons_per_layer` gives layer {l} {got} neurons, but model `{}` has {want}; the trace was recorded for `{}`",
+                    m.name, h.model
+                ));
+            }
+        }
+        return Ok(());
+    }
     if h.kind != TraceKind::Expert {
         return Err(format!(
             "{name}: a {:?} trace cannot drive expert-offloading policies; give an expert trace",

@@ -11,6 +11,9 @@
 //! - pinned experts are not evicted: a prefetched expert survives at least until the next
 //!   layer starts (checked at budgets where pins never need breaking).
 //!
+//! Dense models with neuron traces run through the neuron-level `on-demand` and `lru` (the
+//! same invariants, with neuron clusters as the offloaded unit).
+//!
 //! Policies a device does not support (`fiddler` on flash, `llama-cpp-mmap` on host memory)
 //! are run on the other test device. `belady` and `hobbit` with Belady's cache order are given
 //! the future of the same passes, as `compare` does.
@@ -24,7 +27,9 @@ use edgesim::plan::{Op, OpId, Plan, PlanBuilder};
 use edgesim::policy::{self, FutureAccesses, PolicyContext, PolicyError, POLICIES};
 use edgesim::scenario::Footprint;
 use edgesim::sim::Simulator;
-use edgesim::trace::{ForwardPass, Phase, TokenRecord};
+use edgesim::sourced::Sourced;
+use edgesim::trace::gen::{NeuronGenConfig, NeuronTraceGenerator};
+use edgesim::trace::{ForwardPass, PassGrouper, Phase, TokenRecord};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -97,9 +102,55 @@ fn random_passes(
     passes
 }
 
+/// A small dense model: what the neuron-level policies plan.
+fn small_dense() -> ModelGeometry {
+    let json = r#"{
+        "name": "tiny-dense", "description": "test model",
+        "layers": {"value": 4, "source": "test"}, "hidden": {"value": 256, "source": "test"},
+        "ffn": {"value": 512, "source": "test"}, "heads": {"value": 4, "source": "test"},
+        "kv_heads": {"value": 2, "source": "test"}, "vocab": {"value": 1000, "source": "test"},
+        "ffn_kind": "gated", "tied_embeddings": false, "native_bits": {"value": 16.0, "source": "test"}
+    }"#;
+    let p: ModelProfile = serde_json::from_str(json).unwrap();
+    ModelGeometry::from_profile(&p).unwrap()
+}
+
+/// A seeded neuron trace of `small_dense()` from the generator, grouped into passes as the
+/// replay groups them (prefill chunks of up to 4 tokens, then one pass per decode token).
+fn neuron_passes(seed: u64, sequences: u32, tokens: u64) -> Vec<ForwardPass> {
+    let model = small_dense();
+    let mut cfg = NeuronGenConfig::new(seed, tokens, Sourced::new(0.3, "test"));
+    cfg.sequences = sequences;
+    cfg.prefill_per_sequence = 3;
+    let generator = NeuronTraceGenerator::new(&model, &cfg).unwrap();
+    let mut grouper = PassGrouper::new(generator, 4);
+    let mut passes = Vec::new();
+    let mut pass = ForwardPass::default();
+    while grouper.next_pass_into(&mut pass).unwrap() {
+        passes.push(pass.clone());
+    }
+    passes
+}
+
+/// Tensors that policies load and evict: experts, and neuron clusters of dense models.
+fn offloaded(tensor: &TensorRef) -> bool {
+    matches!(
+        tensor.kind,
+        TensorKind::Expert(_) | TensorKind::Neurons { .. }
+    )
+}
+
 fn context(device: edgesim::hw::DeviceProfile, budget: u64) -> PolicyContext {
+    context_for(small_moe(), device, budget)
+}
+
+fn context_for(
+    model: ModelGeometry,
+    device: edgesim::hw::DeviceProfile,
+    budget: u64,
+) -> PolicyContext {
     PolicyContext {
-        model: Arc::new(small_moe()),
+        model: Arc::new(model),
         device: Arc::new(device),
         budget_bytes: budget,
         resident_precision: Precision::Int8,
@@ -113,6 +164,7 @@ fn context(device: edgesim::hw::DeviceProfile, budget: u64) -> PolicyContext {
 /// Builds `name`, on `device` if it supports the policy, else on the other test device;
 /// returns the policy and the device it runs on. Policies that need the future get it.
 fn build_on(
+    model: &ModelGeometry,
     name: &str,
     params: serde_json::Value,
     host: bool,
@@ -125,12 +177,12 @@ fn build_on(
         [test_device(), test_device_host_memory()]
     };
     for device in devices {
-        let mut ctx = context(device.clone(), budget);
+        let mut ctx = context_for(model.clone(), device.clone(), budget);
         ctx.params = params.clone();
         match policy::build(name, ctx) {
             Ok(mut p) => {
                 if p.needs_future() {
-                    p.give_future(Arc::new(FutureAccesses::from_passes(&small_moe(), passes)));
+                    p.give_future(Arc::new(FutureAccesses::from_passes(model, passes)));
                 }
                 return Ok((p, device));
             }
@@ -151,6 +203,7 @@ fn precision_of(model: &ModelGeometry, tensor: TensorRef, bytes: u64) -> Option<
 /// Runs `passes` and checks the invariants; returns a description of the first violation.
 /// With `check_pins`, also checks that prefetched experts survive until the next layer.
 fn check_policy(
+    model: &ModelGeometry,
     name: &str,
     params: serde_json::Value,
     host: bool,
@@ -158,14 +211,17 @@ fn check_policy(
     passes: &[ForwardPass],
     check_pins: bool,
 ) -> Result<(), String> {
-    let model = small_moe();
-    let fp = Footprint::of(&model, Precision::Int8, Precision::Int4, 64);
-    let one_expert = model.bytes(1, TensorKind::Expert(0), Precision::Int4);
+    let fp = Footprint::of(model, Precision::Int8, Precision::Int4, 64);
     // Two experts beyond the resident set: what the most demanding policy (hobbit: one high-
-    // and one low-precision expert) needs to make progress.
-    let budget =
-        fp.resident_bytes + 2 * one_expert + (fraction * fp.offloadable_bytes as f64) as u64;
-    let (mut pol, device) = build_on(name, params, host, budget, passes)?;
+    // and one low-precision expert) needs to make progress. Neuron policies need one cluster;
+    // the caller's `fraction` then starts from a cache smaller than one layer's demand.
+    let minimum = if model.is_moe() {
+        2 * model.bytes(1, TensorKind::Expert(0), Precision::Int4)
+    } else {
+        2 * min_cluster_neurons(&params) as u64 * model.neuron_bytes(Precision::Int4)
+    };
+    let budget = fp.resident_bytes + minimum + (fraction * fp.offloadable_bytes as f64) as u64;
+    let (mut pol, device) = build_on(model, name, params, host, budget, passes)?;
     let host_experts = device.offload_tier == OffloadTier::HostMemory;
     let mut sim = Simulator::new(&device, budget).map_err(|e| e.to_string())?;
 
@@ -230,12 +286,12 @@ fn check_policy(
         match *op {
             Op::Read {
                 tensor, precision, ..
-            } if matches!(tensor.kind, TensorKind::Expert(_)) => {
+            } if offloaded(&tensor) => {
                 last_read.insert((tensor, precision), id);
                 last_read_precision.insert(tensor, precision);
             }
-            Op::Evict { tensor, bytes, .. } if matches!(tensor.kind, TensorKind::Expert(_)) => {
-                let p = precision_of(&model, tensor, bytes)
+            Op::Evict { tensor, bytes, .. } if offloaded(&tensor) => {
+                let p = precision_of(model, tensor, bytes)
                     .or_else(|| last_read_precision.get(&tensor).copied())
                     .ok_or_else(|| format!("{name}: {tensor} evicted (op {id}) but never read"))?;
                 last_evict.insert((tensor, p), id);
@@ -245,7 +301,7 @@ fn check_policy(
                 precision,
                 unit,
                 ..
-            } if matches!(tensor.kind, TensorKind::Expert(_)) => {
+            } if offloaded(&tensor) => {
                 let start = timings[&id].start;
                 let Some(read) = last_read.get(&(tensor, precision)) else {
                     if host_experts && matches!(unit, Unit::Cpu { .. }) {
@@ -280,6 +336,9 @@ fn check_policy(
                 }
             }
         }
+    }
+    if let Some(id) = plans.keys().find(|id| !timings.contains_key(id)) {
+        return Err(format!("{name}: op {id} never ran"));
     }
     if check_pins {
         check_prefetch_pins(name, &plans)?;
@@ -318,6 +377,14 @@ fn check_prefetch_pins(name: &str, plans: &BTreeMap<OpId, Op>) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+/// The `cluster_neurons` a neuron policy's parameters ask for (1 when not given).
+fn min_cluster_neurons(params: &serde_json::Value) -> u32 {
+    params
+        .get("cluster_neurons")
+        .and_then(|v| v.as_u64())
+        .map_or(1, |c| c as u32)
 }
 
 /// Decode-only passes (one token each): pins stay a few experts per layer.
@@ -367,7 +434,7 @@ proptest! {
         let model = small_moe();
         let passes = random_passes(&model, seed, 3, 6);
         for (name, params) in variants() {
-            if let Err(e) = check_policy(name, params.clone(), host, fraction, &passes, false) {
+            if let Err(e) = check_policy(&model, name, params.clone(), host, fraction, &passes, false) {
                 prop_assert!(false, "{} {}: {}", name, params, e);
             }
         }
@@ -378,9 +445,47 @@ proptest! {
         let model = small_moe();
         let passes = decode_passes(&random_passes(&model, seed, 2, 8));
         for (name, params) in variants() {
-            if let Err(e) = check_policy(name, params.clone(), host, fraction, &passes, true) {
+            if let Err(e) = check_policy(&model, name, params.clone(), host, fraction, &passes, true) {
                 prop_assert!(false, "{} {}: {}", name, params, e);
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Both neuron-level policies on generated neuron traces of a dense model, from a cache of
+    /// two clusters (less than one layer's demand) to the whole FFN, with clusters of 1, 3 and
+    /// 48 neurons (48 leaves a short last cluster of 512 % 48 = 32 neurons).
+    #[test]
+    fn neuron_policies_keep_their_budget_and_residency(seed in any::<u64>(), fraction in 0.0f64..1.0, host in any::<bool>(), cluster in prop::sample::select(vec![1u32, 3, 48])) {
+        let model = small_dense();
+        let passes = neuron_passes(seed, 2, 14);
+        for name in ["on-demand", "lru"] {
+            let params = serde_json::json!({"cluster_neurons": cluster});
+            if let Err(e) = check_policy(&model, name, params.clone(), host, fraction, &passes, false) {
+                prop_assert!(false, "{} {}: {}", name, params, e);
+            }
+        }
+    }
+}
+
+/// On a dense model, only `on-demand` and `lru` plan (at neuron level); every other policy
+/// says it is expert-level.
+#[test]
+fn on_a_dense_model_only_the_neuron_policies_build() {
+    let model = small_dense();
+    let fp = Footprint::of(&model, Precision::Int8, Precision::Int4, 64);
+    for &(name, _) in POLICIES {
+        let budget = fp.resident_bytes + fp.offloadable_bytes;
+        let built = policy::build(name, context_for(model.clone(), test_device(), budget));
+        match name {
+            "on-demand" | "lru" => assert!(built.is_ok(), "{name}: {:?}", built.err()),
+            _ => assert!(
+                matches!(built, Err(PolicyError::Unsupported(_))),
+                "{name} builds on a dense model"
+            ),
         }
     }
 }

@@ -21,6 +21,9 @@ pub mod llama_cpp_mmap;
 pub mod mixtral_offloading;
 pub mod moe_infinity;
 pub mod moe_pass;
+pub mod neuron_cache;
+pub mod neuron_pass;
+mod neuron_policy;
 mod on_demand;
 pub mod page_cache;
 pub mod placement;
@@ -71,11 +74,11 @@ pub trait Policy {
 pub const POLICIES: &[(&str, &str)] = &[
     (
         "on-demand",
-        "no expert cache: every expert is read when the router picks it and dropped after use",
+        "no cache: every expert (MoE) or active neuron cluster (dense model, neuron trace) is read when needed and dropped after use",
     ),
     (
         "lru",
-        "expert cache in the budget left after the resident set, least recently used evicted",
+        "expert (MoE) or neuron-cluster (dense model, neuron trace) cache in the budget left after the resident set, least recently used evicted",
     ),
     (
         "lfu",
@@ -112,9 +115,11 @@ pub const POLICIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Builds the policy called `name`.
+/// Builds the policy called `name`. On a dense model, `on-demand` and `lru` are the
+/// neuron-level policies, so "on-demand vs lru" compares the same idea on any model.
 pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
     match name {
+        "on-demand" | "lru" if !ctx.model.is_moe() => neuron_policy::build(name, ctx),
         "on-demand" => Ok(Box::new(OnDemand::new(ctx)?)),
         "lru" => Ok(Box::new(caching::build("lru", Eviction::Lru, ctx)?)),
         "lfu" => Ok(Box::new(caching::build("lfu", Eviction::Lfu, ctx)?)),

@@ -123,3 +123,72 @@ pub fn reads(plan: &Plan) -> Vec<(crate::model::TensorRef, Precision, u64)> {
         })
         .collect()
 }
+
+/// A dense model of `layers` layers whose FFN is `ffn` neurons wide (gated: three matrices).
+pub fn tiny_dense(layers: u32, ffn: u32) -> ModelGeometry {
+    let json = format!(
+        r#"{{
+        "name": "tiny-dense", "description": "test model",
+        "layers": {{"value": {layers}, "source": "test"}}, "hidden": {{"value": 64, "source": "test"}},
+        "ffn": {{"value": {ffn}, "source": "test"}}, "heads": {{"value": 4, "source": "test"}},
+        "kv_heads": {{"value": 2, "source": "test"}}, "vocab": {{"value": 100, "source": "test"}},
+        "ffn_kind": "gated", "tied_embeddings": false, "native_bits": {{"value": 16.0, "source": "test"}}
+    }}"#
+    );
+    let p: ModelProfile = serde_json::from_str(&json).unwrap();
+    ModelGeometry::from_profile(&p).unwrap()
+}
+
+/// A context for a dense `model` with `cache_neurons` neurons of cache at int4 beyond the
+/// resident set (attention, embeddings, KV cache; no FFN), on the flash test device.
+pub fn dense_context(
+    model: ModelGeometry,
+    cache_neurons: u64,
+    params: serde_json::Value,
+) -> PolicyContext {
+    let neuron = model.neuron_bytes(Precision::Int4);
+    let mut ctx = PolicyContext {
+        budget_bytes: 0,
+        model: Arc::new(model),
+        device: Arc::new(test_device()),
+        resident_precision: Precision::Int8,
+        offload_precision: Precision::Int4,
+        max_context: 16,
+        seed: 3,
+        params,
+    };
+    ctx.budget_bytes =
+        super::resident::ResidentSet::new(&ctx, false).bytes() + cache_neurons * neuron;
+    ctx
+}
+
+/// One token of `sequence` at `position` whose active neurons at layer l are `neurons[l]`
+/// (sorted ascending).
+pub fn neuron_token(sequence: u32, position: u32, neurons: &[&[u32]]) -> TokenRecord {
+    let mut t = TokenRecord {
+        sequence,
+        position,
+        phase: Phase::Decode,
+        ..TokenRecord::default()
+    };
+    t.neuron_offsets.push(0);
+    for layer in neurons {
+        t.neurons.extend_from_slice(layer);
+        t.neuron_offsets.push(t.neurons.len() as u32);
+    }
+    t
+}
+
+/// A pass of `tokens` (a decode token when one, else a prefill chunk).
+pub fn neuron_pass(tokens: Vec<TokenRecord>) -> ForwardPass {
+    let phase = if tokens.len() == 1 {
+        Phase::Decode
+    } else {
+        Phase::Prefill
+    };
+    ForwardPass {
+        sequence: tokens[0].sequence,
+        phase,
+        tokens,
+    }
+}
