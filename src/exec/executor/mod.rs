@@ -220,8 +220,10 @@ impl Executor {
                 )));
             }
         }
-        let arena =
-            Arena::new(align_up(budget as u64) as usize + SLACK_BYTES).map_err(BackendError::Io)?;
+        let arena = Arena::new(
+            align_up(budget as u64) as usize + SLACK_BYTES + rounding_room(&store, budget),
+        )
+        .map_err(BackendError::Io)?;
         let (tx, rx) = channel();
         let stats = ExecStats {
             io_mode: Some(file.mode()),
@@ -395,7 +397,8 @@ impl Executor {
                         | TensorKind::Attention
                         | TensorKind::Router
                         | TensorKind::LmHead
-                        | TensorKind::Embedding => {}
+                        | TensorKind::Embedding
+                        | TensorKind::Neurons { .. } => {}
                         _ => {
                             return Err(BackendError::Unsupported(format!(
                                 "{}: the executor cannot compute this tensor",
@@ -718,6 +721,27 @@ impl Executor {
 
 /// The request size a read is issued in: its `request_bytes`, at most its size, in whole
 /// pages (direct I/O transfers pages).
+/// Arena room for rounding regions up to pages when the store holds tensors so small that
+/// [`SLACK_BYTES`] would not cover it (a neuron bundle of 1,836 bytes takes a 4 KiB page):
+/// the worst case is a budget filled with the store's smallest tensor, each region wasting
+/// the rest of its last page. The budget is still enforced on the plan's byte counts; this
+/// is the executor's overhead, reported as [`ExecStats::arena_bytes`].
+fn rounding_room(store: &WeightStore, budget: usize) -> usize {
+    let smallest = store
+        .index
+        .entries
+        .iter()
+        .map(|e| e.stored_bytes.max(1))
+        .min()
+        .unwrap_or(u64::MAX);
+    let waste = align_up(smallest) - smallest;
+    if smallest >= (1 << 20) || waste == 0 {
+        return 0;
+    }
+    let regions = budget as u64 / smallest + 1;
+    usize::try_from(regions.saturating_mul(waste)).unwrap_or(usize::MAX)
+}
+
 pub fn request_size(request_bytes: u32, bytes: u64) -> u64 {
     align_up((request_bytes as u64).min(bytes).max(1))
 }

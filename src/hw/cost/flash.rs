@@ -17,6 +17,9 @@
 //! - Latency: a read reaches the device `L` (`request_latency_ns`, idle device, first byte)
 //!   after it is issued, and only then joins the channel queue; the channels are held for the
 //!   transfer alone, `B · C / (k · curve(r_eff))`, rounded up to whole nanoseconds.
+//! - A read smaller than `s` moves `s` bytes: block devices transfer whole blocks (and the
+//!   executor's direct I/O whole 4 KiB pages), so a 1.8 KB neuron bundle costs what a 4 KiB
+//!   read costs. Only neuron-level policies issue such reads.
 //!
 //! Consequences, each tested below: an unloaded read takes exactly `L + transfer`; a big read
 //! alone gets the curve's full bandwidth at its request size; a single small request gets
@@ -146,10 +149,14 @@ impl FlashModel {
         let k = self.channels_for(bytes);
         let share = k as f64 / self.channels as f64;
         let bandwidth = self.curve_bytes_per_s(effective_request_bytes) * share;
+        let moved = match bytes {
+            0 => 0,
+            b => b.max(self.smallest_request_bytes()),
+        };
         FlashRead {
             channels: k,
             latency: Nanos(self.request_latency_ns),
-            transfer: transfer_time(bytes, bandwidth),
+            transfer: transfer_time(moved, bandwidth),
         }
     }
 }
@@ -229,6 +236,14 @@ mod tests {
         assert_eq!(r.channels, 1);
         // One of 8 channels: 4096 B at 1e9 / 8 B/s = 32768 ns.
         assert_eq!(r.unloaded(), Nanos(50_000 + 32_768));
+    }
+
+    #[test]
+    fn a_read_below_the_smallest_request_moves_a_whole_one() {
+        let m = ufs_like();
+        let s = m.smallest_request_bytes();
+        assert_eq!(m.read(s / 3, s / 3), m.read(s, s));
+        assert_eq!(m.read(1, 1), m.read(s, s));
     }
 
     #[test]
