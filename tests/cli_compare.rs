@@ -263,3 +263,79 @@ fn a_trace_of_another_model_is_refused() {
         &["olmoe.est", "olmoe-1b-7b", "mixtral-8x7b"],
     );
 }
+
+/// A dense model with a neuron trace compares the neuron-level `on-demand` and `lru`: with the
+/// whole FFN cached, `lru` reads only first loads (a neuron no earlier token activated) while
+/// `on-demand` reads every active neuron of every decode token.
+#[test]
+fn a_dense_model_compares_neuron_policies_on_a_neuron_trace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("smollm2.est");
+    let (code, _, stderr) = run(&[
+        "trace",
+        "gen",
+        "--model",
+        "smollm2-135m",
+        "--tokens",
+        "24",
+        "--seed",
+        "1",
+        "--prefill",
+        "4",
+        "--active-fraction",
+        "0.5",
+        "--out",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let out = tmp.path().join("report");
+    let experiment = root().join("scenarios/experiments/smollm2-host.json");
+    let (code, _, stderr) = run(&[
+        "compare",
+        "-q",
+        "--experiment",
+        experiment.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--cache-fraction",
+        "1.0",
+        "--policy",
+        "on-demand",
+        "--policy",
+        "lru",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    let field = |policy: &str, name: &str| {
+        rows.iter()
+            .find(|r| r["policy"] == policy)
+            .and_then(|r| r[name].as_f64())
+            .unwrap_or_else(|| panic!("{policy}: no {name} in {rows:?}"))
+    };
+    let on_demand = field("on-demand", "bytes_read_per_decode_token");
+    let lru = field("lru", "bytes_read_per_decode_token");
+    assert!(
+        on_demand > 0.0 && lru < on_demand / 10.0,
+        "{lru} vs {on_demand}"
+    );
+    assert!(field("lru", "hit_rate") > 0.5);
+    assert_eq!(field("on-demand", "hit_rate"), 0.0);
+    // The same neuron trace does not fit another dense model.
+    assert_rejected(
+        &[
+            "compare",
+            "-q",
+            "--experiment",
+            experiment.to_str().unwrap(),
+            "--trace",
+            trace.to_str().unwrap(),
+            "--model",
+            "qwen2.5-3b",
+        ],
+        &["smollm2.est", "layers", "qwen2.5-3b", "smollm2-135m"],
+    );
+}

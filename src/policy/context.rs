@@ -79,7 +79,8 @@ pub struct Counters {
     /// Prefetched units that were then used before eviction.
     pub prefetch_used: u64,
     pub evictions: u64,
-    /// Expert invocations computed at each precision.
+    /// Expert invocations (tokens routed to an expert) computed at each precision; for
+    /// neuron policies, cluster computes (one per demanded cluster and pass).
     pub served_by_precision: [u64; 5],
     /// Expert invocations skipped (not computed).
     pub skipped: u64,
