@@ -11,6 +11,7 @@
 //! | `scatter_decode.svg` | predicted vs measured decode latency, every token of every run |
 //! | `series_<policy>_<budget>.svg` | per-pass latency, predicted and measured, over the run |
 //! | `breakdown_decode.svg` | op time per decode token by class, predicted beside measured |
+//! | `quality.csv` | real-model stores only: per run, the output against the in-memory runs |
 
 use super::metrics::{pct_error, summarize, ErrorSummary};
 use super::{RunPair, Setup, ValidateOptions};
@@ -312,10 +313,20 @@ pub fn write(
         model: &p.model.name,
         source_model: &setup.store.index.source_model,
         scale: setup.store.index.scale,
-        scale_note: format!(
-            "the model is `{}` SCALED DOWN by {} on its matrix dimensions (layers, experts, top-k and heads kept); see the store's model.json",
-            setup.store.index.source_model, setup.store.index.scale
-        ),
+        scale_note: match (&setup.real, setup.store.index.scale) {
+            (Some(real), _) => format!(
+                "the real model: weights from {}, attention and head computed in {}, FFN neurons computed from the bytes each policy read from the store",
+                real.model_file, real.format
+            ),
+            (None, 1) => format!(
+                "`{}` at full size, synthetic weights",
+                setup.store.index.source_model
+            ),
+            (None, scale) => format!(
+                "the model is `{}` SCALED DOWN by {scale} on its matrix dimensions (layers, experts, top-k and heads kept); see the store's model.json",
+                setup.store.index.source_model
+            ),
+        },
         store: setup.store.dir.display().to_string(),
         store_seed: setup.store.index.seed,
         store_weights: &setup.store.index.weights,
@@ -344,6 +355,10 @@ pub fn write(
     dir.write("summary.csv", &summary).map_err(io)?;
     dir.write("breakdown.csv", breakdown.as_bytes())
         .map_err(io)?;
+    if pairs.iter().any(|p| p.quality.is_some()) {
+        dir.write("quality.csv", quality_csv(pairs)?.as_bytes())
+            .map_err(io)?;
+    }
     let mut runs = serde_json::to_vec_pretty(pairs).map_err(|e| e.to_string())?;
     runs.push(b'\n');
     dir.write("runs.json", &runs).map_err(io)?;
@@ -419,6 +434,37 @@ fn summary_markdown(info: &BundleInfo<'_>, rows: &[SummaryRow], pairs: &[RunPair
             r.measured_median_ms
         );
     }
+    if pairs.iter().any(|p| p.quality.is_some()) {
+        let _ = writeln!(out, "\n## Output of the real model\n");
+        let _ = writeln!(
+            out,
+            "Each pass's last token predicts the next. *Dense*: the whole model in memory in the same format; *recorded*: the token the trace's recording chose; *in-memory sparse*: the same neurons computed from bundles read into ordinary memory beforehand (must be bit-identical).\n"
+        );
+        let _ = writeln!(
+            out,
+            "| policy | budget | same choice as dense | same as recorded next | logits vs in-memory sparse |"
+        );
+        let _ = writeln!(out, "| --- | --- | ---: | ---: | --- |");
+        for r in pairs {
+            if let Some(q) = &r.quality {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {}/{} | {}/{} | {} |",
+                    r.label,
+                    r.budget_label,
+                    q.agree_with_dense,
+                    q.predictions,
+                    q.agree_with_recorded,
+                    q.with_recorded_next,
+                    if q.identical_to_in_memory {
+                        "bit-identical".to_string()
+                    } else {
+                        format!("DIFFERENT (max |Δ| {})", q.max_logit_difference)
+                    }
+                );
+            }
+        }
+    }
     let _ = writeln!(out, "\n## Measured runs\n");
     let _ = writeln!(
         out,
@@ -460,6 +506,40 @@ fn summary_markdown(info: &BundleInfo<'_>, rows: &[SummaryRow], pairs: &[RunPair
         );
     }
     out
+}
+
+/// One row per real-model run: how its output compares with the in-memory runs.
+fn quality_csv(pairs: &[RunPair]) -> Result<String, String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "policy",
+        "label",
+        "budget_label",
+        "predictions",
+        "agree_with_dense",
+        "with_recorded_next",
+        "agree_with_recorded",
+        "identical_to_in_memory",
+        "max_logit_difference",
+    ])
+    .map_err(|e| e.to_string())?;
+    for p in pairs {
+        if let Some(q) = &p.quality {
+            w.write_record([
+                p.policy.clone(),
+                p.label.clone(),
+                p.budget_label.clone(),
+                q.predictions.to_string(),
+                q.agree_with_dense.to_string(),
+                q.with_recorded_next.to_string(),
+                q.agree_with_recorded.to_string(),
+                q.identical_to_in_memory.to_string(),
+                q.max_logit_difference.to_string(),
+            ])
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    String::from_utf8(w.into_inner().map_err(|e| e.to_string())?).map_err(|e| e.to_string())
 }
 
 fn host_description() -> String {

@@ -11,6 +11,58 @@
 /// Fixed-point units per 1.0.
 const SCALE: f64 = (1u64 << 32) as f64;
 
+/// `p` on the fixed-point grid, rounded half away from zero (for any finite value).
+#[inline(always)]
+fn to_fixed(p: f32) -> i64 {
+    let y = p as f64 * SCALE;
+    (y + 0.5f64.copysign(y)) as i64
+}
+
+/// 1.5·2⁵²: adding it to an f64 below 2⁵¹ in magnitude leaves the value, rounded to the
+/// nearest integer (ties to even), in the low bits of the sum's mantissa.
+const MAGIC: f64 = 6_755_399_441_055_744.0;
+/// Parts below this magnitude take the fast conversion (|p|·2³² < 2⁵¹).
+const FAST_LIMIT: f32 = (1u32 << 18) as f32;
+
+/// The same grid as [`to_fixed`] but rounded ties-to-even, in a form the compiler vectorizes
+/// (no float-to-integer instruction: an add and an integer subtract). A prefill's FFN parts
+/// are tens of thousands of values per cluster, and the scalar conversion dominated.
+#[inline(always)]
+fn to_fixed_fast(p: f32) -> i64 {
+    ((p as f64 * SCALE + MAGIC).to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64)
+}
+
+#[inline(always)]
+fn add_part(values: &mut [i64], part: &[f32]) {
+    let max = part.iter().fold(0.0f32, |m, p| m.max(p.abs()));
+    if max < FAST_LIMIT {
+        for (v, &p) in values.iter_mut().zip(part) {
+            *v = v.wrapping_add(to_fixed_fast(p));
+        }
+    } else {
+        // Huge or non-finite parts: rare, exact, slow.
+        for (v, &p) in values.iter_mut().zip(part) {
+            *v = v.wrapping_add(to_fixed(p));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_part_avx2(values: &mut [i64], part: &[f32]) {
+    add_part(values, part)
+}
+
+/// [`add_part`] in the AVX2 build where the CPU has it (same operations, same bits).
+fn add_part_best(values: &mut [i64], part: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { add_part_avx2(values, part) };
+    }
+    add_part(values, part)
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FixedSum {
     values: Vec<i64>,
@@ -35,8 +87,14 @@ impl FixedSum {
     /// Adds `part` (same length), each value rounded to the fixed-point grid.
     pub fn add(&mut self, part: &[f32]) {
         debug_assert_eq!(part.len(), self.values.len());
-        for (v, &p) in self.values.iter_mut().zip(part) {
-            *v = v.wrapping_add((p as f64 * SCALE).round() as i64);
+        add_part_best(&mut self.values, part);
+    }
+
+    /// Adds `rows` (each `width` values) into the rows `at` of the sum (a part that touches
+    /// only some tokens of a pass).
+    pub fn add_rows(&mut self, at: &[usize], rows: &[f32], width: usize) {
+        for (&row, part) in at.iter().zip(rows.chunks_exact(width)) {
+            add_part_best(&mut self.values[row * width..(row + 1) * width], part);
         }
     }
 
@@ -76,6 +134,13 @@ mod tests {
         let a = sum(&forward);
         assert_eq!(a, sum(&backward));
         assert_eq!(a, sum(&shuffled));
+        // Huge values take the exact path and still sum.
+        let mut big = FixedSum::zeros(2);
+        big.add(&[3.0e6, -1.5]);
+        big.add(&[1.0e6, 0.25]);
+        let mut out = vec![0.0; 2];
+        big.to_f32(&mut out);
+        assert_eq!(out, vec![4.0e6, -1.25]);
         // And it is the sum, up to the grid.
         for j in 0..16 {
             let exact: f64 = parts.iter().map(|p| p[j] as f64).sum();

@@ -248,9 +248,8 @@ impl ModelSession {
             (pass.input.clone(), pass.first, pass.stepped.n)
         };
         let bits = weight_bits(precision)?;
-        let mut part = vec![0.0f32; tokens * self.hidden];
         let records = &self.run.records[first_token..first_token + tokens];
-        let pairs = cluster_ffn(
+        let part = cluster_ffn(
             &ClusterInput {
                 payload: weights,
                 bits,
@@ -261,13 +260,12 @@ impl ModelSession {
                 tokens,
             },
             &|t| records[t].neurons_at(layer),
-            &mut part,
         )
         .map_err(|m| format!("L{layer}.n{first}+{count}: {m}"))?;
         let mut s = self.lock();
         let pass = s.pass.as_mut().expect("a cluster op runs inside its pass");
-        pass.sum.add(&part);
-        pass.pairs += pairs;
+        pass.sum.add_rows(&part.tokens, &part.rows, self.hidden);
+        pass.pairs += part.pairs;
         Ok(())
     }
 
