@@ -36,8 +36,7 @@ fn store(gguf: &Path, dir: &Path, cluster: u32) -> WeightStore {
         key: None,
         model_file: Some(gguf.display().to_string()),
     };
-    edgesim::exec::model::prepare_real(gguf, &profile, dir, &options, cluster, &|_, _| {})
-        .unwrap();
+    edgesim::exec::model::prepare_real(gguf, &profile, dir, &options, cluster, &|_, _| {}).unwrap();
     WeightStore::open(dir, None).unwrap()
 }
 
@@ -103,5 +102,92 @@ fn a_plan_that_skips_a_demanded_cluster_is_an_error() {
     let err = session
         .compute(attn(1), pass.batch(), Precision::Int8, &[])
         .unwrap_err();
-    assert!(err.contains("layer 0") && err.contains("not computed"), "{err}");
+    assert!(
+        err.contains("layer 0") && err.contains("not computed"),
+        "{err}"
+    );
+}
+
+/// `exec prepare --gguf` then `validate` on the real model through the built binary: every
+/// run's output must be bit-identical to the in-memory sparse run, and the bundle says so.
+#[test]
+fn validate_runs_the_real_model_from_the_store() {
+    let Some(gguf) = llm_common::smollm2_path() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let store = dir.path().join("store");
+    let bin = || assert_cmd::Command::cargo_bin("edgesim").unwrap();
+    bin()
+        .current_dir(root)
+        .args(["exec", "prepare", "--model", "smollm2-135m", "--gguf"])
+        .arg(&gguf)
+        .args(["--cluster", "16", "--precisions", "int8", "--out"])
+        .arg(&store)
+        .assert()
+        .success();
+    let out = dir.path().join("bundle");
+    bin()
+        .current_dir(root)
+        .args([
+            "validate",
+            "-e",
+            "scenarios/experiments/validation-smollm2.json",
+            "--policy",
+            "lru",
+            "--max-passes",
+            "3",
+            "--store",
+        ])
+        .arg(&store)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    let quality = std::fs::read_to_string(out.join("quality.csv")).unwrap();
+    let rows: Vec<&str> = quality.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{quality}");
+    for row in rows {
+        let f: Vec<&str> = row.split(',').collect();
+        // policy,label,budget,predictions,agree_dense,with_next,agree_next,identical,max_diff
+        assert_eq!(f[3], "3", "{row}");
+        assert_eq!(f[7], "true", "{row}");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("## Output of the real model"), "{summary}");
+    // The plan's clusters must match the store's: a store of single neurons cannot serve
+    // clusters of 16, and says so before anything runs.
+    let single = dir.path().join("store1");
+    bin()
+        .current_dir(root)
+        .args(["exec", "prepare", "--model", "smollm2-135m", "--gguf"])
+        .arg(&gguf)
+        .args(["--cluster", "1", "--precisions", "int8", "--out"])
+        .arg(&single)
+        .assert()
+        .success();
+    let err = bin()
+        .current_dir(root)
+        .args([
+            "validate",
+            "-e",
+            "scenarios/experiments/validation-smollm2.json",
+            "--policy",
+            "lru",
+            "--max-passes",
+            "2",
+            "--store",
+        ])
+        .arg(&single)
+        .arg("-o")
+        .arg(dir.path().join("bundle1"))
+        .assert()
+        .failure()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8_lossy(&err);
+    assert!(err.contains("clusters of 1 neurons"), "{err}");
 }

@@ -29,7 +29,8 @@ pub struct ValidateArgs {
         value_name = "DIR"
     )]
     pub out: PathBuf,
-    /// Policy to validate (repeat for several); replaces the experiment's.
+    /// Policy to validate (repeat for several); replaces the experiment's list. A name the
+    /// experiment lists (as a policy or a label) keeps its parameters.
     #[arg(long = "policy", value_name = "NAME")]
     pub policies: Vec<String>,
     /// Replay at most this many passes of the trace per run.

@@ -81,12 +81,20 @@ pub fn setup(
         }
     }
     if !policies.is_empty() {
+        // A name the experiment lists (as a label or a policy) keeps its parameters.
         exp.policies = policies
             .iter()
-            .map(|n| crate::scenario::PolicySpec {
-                name: n.clone(),
-                label: None,
-                params: serde_json::Value::Null,
+            .map(|n| {
+                exp.policies
+                    .iter()
+                    .find(|s| s.label.as_deref() == Some(n.as_str()))
+                    .or_else(|| exp.policies.iter().find(|s| s.name == *n))
+                    .cloned()
+                    .unwrap_or_else(|| crate::scenario::PolicySpec {
+                        name: n.clone(),
+                        label: None,
+                        params: serde_json::Value::Null,
+                    })
             })
             .collect();
     }
@@ -445,10 +453,13 @@ fn pair(spec: &RunSpec, predicted: RunData, measured: Vec<Measured>) -> Result<R
     let all_identical = measured
         .iter()
         .all(|m| m.quality.as_ref().is_some_and(|q| q.identical_to_in_memory));
-    let quality = measured.first().and_then(|m| m.quality.clone()).map(|mut q| {
-        q.identical_to_in_memory = all_identical;
-        q
-    });
+    let quality = measured
+        .first()
+        .and_then(|m| m.quality.clone())
+        .map(|mut q| {
+            q.identical_to_in_memory = all_identical;
+            q
+        });
     let (measured, stats, repetitions) = combine(measured).map_err(|e| format!("{what}: {e}"))?;
     if predicted.outcome.passes.len() != measured.outcome.passes.len() {
         return Err(format!(

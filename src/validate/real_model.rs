@@ -102,7 +102,11 @@ fn grouped_passes(p: &Prepared) -> Result<Vec<ForwardPass>, String> {
         .experiment
         .max_prefill_chunk
         .unwrap_or(DEFAULT_MAX_PREFILL_CHUNK);
-    let reader = p.single_workload()?.trace.open().map_err(|e| e.to_string())?;
+    let reader = p
+        .single_workload()?
+        .trace
+        .open()
+        .map_err(|e| e.to_string())?;
     let mut grouper = PassGrouper::new(reader, chunk as usize);
     let mut out = Vec::new();
     loop {

@@ -32,6 +32,7 @@ use super::store::layout::align_up;
 use super::store::WeightStore;
 use super::work::Activations;
 use crate::backend::{Backend, BackendError, OpTiming, ResourceId, ResourceInfo, StepResult};
+use crate::exec::model::ModelSession;
 use crate::hw::DeviceProfile;
 use crate::model::{Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId, Plan, Unit};
@@ -40,7 +41,6 @@ use crate::units::Nanos;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use crate::exec::model::ModelSession;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -363,11 +363,20 @@ impl Executor {
                     request_bytes,
                 } => {
                     let (_, e) = self.store.entry(tensor, precision).ok_or_else(|| {
+                        let held = match (tensor.kind, self.store.index.neuron_cluster) {
+                            (TensorKind::Neurons { .. }, Some(c)) => format!(
+                                "its FFNs are stored in clusters of {c} neurons: give the policy \"cluster_neurons\": {c}, or prepare the store with --cluster matching the policy"
+                            ),
+                            (TensorKind::Neurons { .. }, None) => "it holds no neuron clusters: prepare it with `edgesim exec prepare --gguf`".to_string(),
+                            _ => format!(
+                                "it holds {}",
+                                self.store.index.precisions.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+                            ),
+                        };
                         BackendError::Unsupported(format!(
-                            "{}: the weight store in {} has no {tensor} at {precision} (it holds {})",
+                            "{}: the weight store in {} has no {tensor} at {precision} ({held})",
                             what(tensor),
                             self.store.dir.display(),
-                            self.store.index.precisions.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
                         ))
                     })?;
                     if e.bytes != bytes {

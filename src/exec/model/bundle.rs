@@ -117,7 +117,11 @@ pub fn cluster_ffn<'t>(
         dequantize(&c.payload[at..at + per_neuron], c.bits, hidden, &mut rows)?;
         out.pairs += users.len();
         inputs.clear();
-        inputs.extend(users.iter().map(|&(row, t)| (row, &c.inputs[t * hidden..(t + 1) * hidden])));
+        inputs.extend(
+            users
+                .iter()
+                .map(|&(row, t)| (row, &c.inputs[t * hidden..(t + 1) * hidden])),
+        );
         neuron(&rows, &inputs, hidden, &mut out.rows);
     }
     Ok(out)
@@ -157,7 +161,12 @@ fn neuron_body(rows: &[f32], users: &[(usize, &[f32])], hidden: usize, out: &mut
 /// [`rowwise::dequantize`] computes it). Bytes are codes at 8 bits, so that case reads them
 /// directly instead of through the bit unpacker, which took longer than the neuron's
 /// arithmetic.
-fn dequantize(bytes: &[u8], bits: WeightBits, hidden: usize, out: &mut Vec<f32>) -> Result<(), String> {
+fn dequantize(
+    bytes: &[u8],
+    bits: WeightBits,
+    hidden: usize,
+    out: &mut Vec<f32>,
+) -> Result<(), String> {
     out.clear();
     if bits != WeightBits::B8 {
         out.extend(rowwise::dequantize(bytes, bits, ROWS_PER_NEURON, hidden)?);
@@ -167,7 +176,10 @@ fn dequantize(bytes: &[u8], bits: WeightBits, hidden: usize, out: &mut Vec<f32>)
     let per_group = group + 4;
     let needed = ROWS_PER_NEURON * hidden / group * per_group;
     if bytes.len() < needed {
-        return Err(format!("a neuron's rows need {needed} bytes, {} given", bytes.len()));
+        return Err(format!(
+            "a neuron's rows need {needed} bytes, {} given",
+            bytes.len()
+        ));
     }
     let h = bits.code_midpoint();
     for block in bytes[..needed].chunks_exact(per_group) {
@@ -218,9 +230,7 @@ mod tests {
         let mut weights = Vec::new();
         for k in 0..count {
             let row = |r: usize| -> Vec<f32> {
-                (0..hidden)
-                    .map(|j| value(k * 1000 + r * 300 + j))
-                    .collect()
+                (0..hidden).map(|j| value(k * 1000 + r * 300 + j)).collect()
             };
             let (g, u, d) = (row(0), row(1), row(2));
             bundle_rows(&g, &u, &d, &mut rows);
@@ -269,9 +279,16 @@ mod tests {
                     *w += a * dj;
                 }
             }
-            for (j, (&got, &w)) in out[t * hidden..(t + 1) * hidden].iter().zip(&want).enumerate() {
+            for (j, (&got, &w)) in out[t * hidden..(t + 1) * hidden]
+                .iter()
+                .zip(&want)
+                .enumerate()
+            {
                 // Same weights, another summation order.
-                assert!((got - w).abs() <= 1e-4 * w.abs().max(1.0), "t{t} j{j}: {got} vs {w}");
+                assert!(
+                    (got - w).abs() <= 1e-4 * w.abs().max(1.0),
+                    "t{t} j{j}: {got} vs {w}"
+                );
             }
         }
     }
@@ -279,7 +296,9 @@ mod tests {
     #[test]
     fn the_8_bit_fast_path_dequantizes_like_the_row_wise_format() {
         let hidden = 128;
-        let rows: Vec<f32> = (0..3 * hidden).map(|i| ((i * 37 % 113) as f32 - 56.0) * 0.03).collect();
+        let rows: Vec<f32> = (0..3 * hidden)
+            .map(|i| ((i * 37 % 113) as f32 - 56.0) * 0.03)
+            .collect();
         let bytes = encode(&rows, 3, hidden, WeightBits::B8);
         let mut fast = Vec::new();
         dequantize(&bytes, WeightBits::B8, hidden, &mut fast).unwrap();

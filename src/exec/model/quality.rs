@@ -35,8 +35,7 @@ pub fn in_memory_sparse(
         )
     })?;
     let path = store.data_path();
-    let mut file =
-        std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut payloads: BTreeMap<TensorRef, Vec<u8>> = BTreeMap::new();
     let mut clusters: Vec<Vec<TensorRef>> = vec![Vec::new(); store.geometry.layers as usize];
     for t in stored_tensors_with_neurons(&store.geometry, cluster) {
@@ -75,12 +74,7 @@ pub fn in_memory_sparse(
                 }
             }
         }
-        session.compute(
-            TensorRef::new(0, TensorKind::Embedding),
-            1,
-            precision,
-            &[],
-        )?;
+        session.compute(TensorRef::new(0, TensorKind::Embedding), 1, precision, &[])?;
     }
     Ok(session.outputs())
 }
@@ -125,7 +119,8 @@ pub struct Quality {
     /// it (the recorded replies are the recording model's greedy tokens).
     pub with_recorded_next: usize,
     pub agree_with_recorded: usize,
-    /// Every logit bit-identical to the in-memory sparse run's.
+    /// Every logit bit-identical to the in-memory sparse run's (whose passes may run further:
+    /// a run limited to its first passes is compared with the first passes).
     pub identical_to_in_memory: bool,
     /// Largest |logit difference| from the in-memory sparse run (0 when identical).
     pub max_logit_difference: f32,
@@ -143,7 +138,7 @@ impl Quality {
             agree_with_dense: 0,
             with_recorded_next: 0,
             agree_with_recorded: 0,
-            identical_to_in_memory: offloaded.len() == in_memory.len(),
+            identical_to_in_memory: offloaded.len() <= in_memory.len(),
             max_logit_difference: 0.0,
         };
         for (i, out) in offloaded.iter().enumerate() {

@@ -273,7 +273,9 @@ impl LlamaModel {
         let gate_up = sized(&mut w.gate_up, n * 2 * ffn);
         let activations = sized(&mut w.activations, n * ffn);
         let projected = sized(&mut w.projected, n * hidden);
-        layer.ffn_gate_up.gemm(&w.normed[..n * hidden], n, gate_up)?;
+        layer
+            .ffn_gate_up
+            .gemm(&w.normed[..n * hidden], n, gate_up)?;
         swiglu_rows(gate_up, ffn, activations);
         if let Some(observer) = observer {
             observer.ffn_activations(layer_index, start, activations);
@@ -304,7 +306,12 @@ impl LlamaModel {
         };
         let count = rows.len() / hidden;
         let final_normed = &mut w.normed[..rows.len()];
-        rms_norm_rows(rows, &self.weights.output_norm, c.rms_norm_eps, final_normed);
+        rms_norm_rows(
+            rows,
+            &self.weights.output_norm,
+            c.rms_norm_eps,
+            final_normed,
+        );
         logits.resize(count * c.vocab_size, 0.0);
         self.weights.output.gemm(final_normed, count, logits)
     }
