@@ -170,3 +170,62 @@ impl Quality {
         q
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::TokenRecord;
+
+    fn run() -> RecordedRun {
+        // Two sequences: tokens 0..3 of sequence 0, tokens 3..5 of sequence 1.
+        let record = |sequence, position| TokenRecord {
+            sequence,
+            position,
+            neuron_offsets: vec![0, 0],
+            ..TokenRecord::default()
+        };
+        RecordedRun {
+            records: vec![record(0, 0), record(0, 1), record(0, 2), record(1, 0), record(1, 1)],
+            token_ids: vec![5, 1, 2, 7, 0],
+            ffn: 1,
+            layers: 1,
+        }
+    }
+
+    fn output(token: usize, best: usize) -> PassOutput {
+        let mut logits = vec![0.0f32; 4];
+        logits[best] = 1.0;
+        PassOutput { token, logits }
+    }
+
+    #[test]
+    fn choices_are_counted_against_dense_and_recorded_tokens() {
+        let run = run();
+        // Passes end at tokens 1 (predicts token 2, recorded id 2), 2 (the end of sequence 0:
+        // nothing recorded next) and 4.
+        let offloaded = vec![output(1, 2), output(2, 3), output(4, 1)];
+        let dense = vec![0, 2, 0, 0, 0];
+        let q = Quality::compare(&run, &offloaded, &offloaded, &dense);
+        assert_eq!(q.predictions, 3);
+        assert_eq!(q.agree_with_dense, 1);
+        assert_eq!(q.with_recorded_next, 1);
+        assert_eq!(q.agree_with_recorded, 1);
+        assert!(q.identical_to_in_memory);
+        assert_eq!(q.max_logit_difference, 0.0);
+    }
+
+    #[test]
+    fn one_differing_bit_breaks_identity_and_a_longer_reference_does_not() {
+        let run = run();
+        let offloaded = vec![output(1, 2)];
+        let mut reference = vec![output(1, 2), output(4, 1)];
+        let q = Quality::compare(&run, &offloaded, &reference, &[0; 5]);
+        assert!(q.identical_to_in_memory, "a limited run compares with the first passes");
+        reference[0].logits[0] = f32::from_bits(1);
+        let q = Quality::compare(&run, &offloaded, &reference, &[0; 5]);
+        assert!(!q.identical_to_in_memory);
+        assert!(q.max_logit_difference > 0.0);
+        let q = Quality::compare(&run, &[output(1, 2), output(4, 1), output(4, 1)], &reference, &[0; 5]);
+        assert!(!q.identical_to_in_memory, "more passes than the reference");
+    }
+}
