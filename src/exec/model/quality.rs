@@ -185,7 +185,13 @@ mod tests {
             ..TokenRecord::default()
         };
         RecordedRun {
-            records: vec![record(0, 0), record(0, 1), record(0, 2), record(1, 0), record(1, 1)],
+            records: vec![
+                record(0, 0),
+                record(0, 1),
+                record(0, 2),
+                record(1, 0),
+                record(1, 1),
+            ],
             token_ids: vec![5, 1, 2, 7, 0],
             ffn: 1,
             layers: 1,
@@ -220,12 +226,20 @@ mod tests {
         let offloaded = vec![output(1, 2)];
         let mut reference = vec![output(1, 2), output(4, 1)];
         let q = Quality::compare(&run, &offloaded, &reference, &[0; 5]);
-        assert!(q.identical_to_in_memory, "a limited run compares with the first passes");
+        assert!(
+            q.identical_to_in_memory,
+            "a limited run compares with the first passes"
+        );
         reference[0].logits[0] = f32::from_bits(1);
         let q = Quality::compare(&run, &offloaded, &reference, &[0; 5]);
         assert!(!q.identical_to_in_memory);
         assert!(q.max_logit_difference > 0.0);
-        let q = Quality::compare(&run, &[output(1, 2), output(4, 1), output(4, 1)], &reference, &[0; 5]);
+        let q = Quality::compare(
+            &run,
+            &[output(1, 2), output(4, 1), output(4, 1)],
+            &reference,
+            &[0; 5],
+        );
         assert!(!q.identical_to_in_memory, "more passes than the reference");
     }
 }
