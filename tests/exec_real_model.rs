@@ -108,6 +108,48 @@ fn a_plan_that_skips_a_demanded_cluster_is_an_error() {
     );
 }
 
+fn edgesim() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("edgesim").unwrap();
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// `edgesim exec prepare --gguf` of SmolLM2 at int8 in clusters of `cluster` into `out`.
+fn prepare_cli(gguf: &Path, cluster: u32, out: &Path) {
+    edgesim()
+        .args(["exec", "prepare", "--model", "smollm2-135m", "--gguf"])
+        .arg(gguf)
+        .args([
+            "--precisions",
+            "int8",
+            "--cluster",
+            &cluster.to_string(),
+            "--out",
+        ])
+        .arg(out)
+        .assert()
+        .success();
+}
+
+/// `edgesim validate` of the bundled SmolLM2 experiment (`lru` only, `passes` passes).
+fn validate_cli(store: &Path, passes: u32, out: &Path) -> assert_cmd::assert::Assert {
+    edgesim()
+        .args([
+            "validate",
+            "-e",
+            "scenarios/experiments/validation-smollm2.json",
+            "--policy",
+            "lru",
+            "--max-passes",
+            &passes.to_string(),
+            "--store",
+        ])
+        .arg(store)
+        .arg("-o")
+        .arg(out)
+        .assert()
+}
+
 /// `exec prepare --gguf` then `validate` on the real model through the built binary: every
 /// run's output must be bit-identical to the in-memory sparse run, and the bundle says so.
 #[test]
@@ -116,35 +158,10 @@ fn validate_runs_the_real_model_from_the_store() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
     let store = dir.path().join("store");
-    let bin = || assert_cmd::Command::cargo_bin("edgesim").unwrap();
-    bin()
-        .current_dir(root)
-        .args(["exec", "prepare", "--model", "smollm2-135m", "--gguf"])
-        .arg(&gguf)
-        .args(["--cluster", "16", "--precisions", "int8", "--out"])
-        .arg(&store)
-        .assert()
-        .success();
+    prepare_cli(&gguf, 16, &store);
     let out = dir.path().join("bundle");
-    bin()
-        .current_dir(root)
-        .args([
-            "validate",
-            "-e",
-            "scenarios/experiments/validation-smollm2.json",
-            "--policy",
-            "lru",
-            "--max-passes",
-            "3",
-            "--store",
-        ])
-        .arg(&store)
-        .arg("-o")
-        .arg(&out)
-        .assert()
-        .success();
+    validate_cli(&store, 3, &out).success();
     let quality = std::fs::read_to_string(out.join("quality.csv")).unwrap();
     let rows: Vec<&str> = quality.lines().skip(1).collect();
     assert_eq!(rows.len(), 3, "{quality}");
@@ -159,35 +176,14 @@ fn validate_runs_the_real_model_from_the_store() {
     // The plan's clusters must match the store's: a store of single neurons cannot serve
     // clusters of 16, and says so before anything runs.
     let single = dir.path().join("store1");
-    bin()
-        .current_dir(root)
-        .args(["exec", "prepare", "--model", "smollm2-135m", "--gguf"])
-        .arg(&gguf)
-        .args(["--cluster", "1", "--precisions", "int8", "--out"])
-        .arg(&single)
-        .assert()
-        .success();
-    let err = bin()
-        .current_dir(root)
-        .args([
-            "validate",
-            "-e",
-            "scenarios/experiments/validation-smollm2.json",
-            "--policy",
-            "lru",
-            "--max-passes",
-            "2",
-            "--store",
-        ])
-        .arg(&single)
-        .arg("-o")
-        .arg(dir.path().join("bundle1"))
-        .assert()
+    prepare_cli(&gguf, 1, &single);
+    let failed = validate_cli(&single, 2, &dir.path().join("bundle1"))
         .failure()
-        .code(2)
-        .get_output()
-        .stderr
-        .clone();
-    let err = String::from_utf8_lossy(&err);
+        .code(2);
+    let err = String::from_utf8_lossy(&failed.get_output().stderr).into_owned();
     assert!(err.contains("clusters of 1 neurons"), "{err}");
+    assert!(
+        !dir.path().join("bundle1").exists(),
+        "no bundle after a failure"
+    );
 }
