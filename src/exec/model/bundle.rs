@@ -307,6 +307,21 @@ mod tests {
     }
 
     #[test]
+    fn the_avx2_build_gives_the_portable_builds_bits() {
+        let hidden = 136; // not a multiple of 8: the remainder loop runs too
+        let v = |i: usize| ((i * 7919 % 1009) as f32 - 504.0) / 333.0;
+        let rows: Vec<f32> = (0..3 * hidden).map(v).collect();
+        let m0: Vec<f32> = (0..hidden).map(|i| v(i + 11)).collect();
+        let m1: Vec<f32> = (0..hidden).map(|i| v(i + 29)).collect();
+        let users: Vec<(usize, &[f32])> = vec![(0, &m0), (1, &m1)];
+        let (mut fast, mut portable) = (vec![0.5f32; 2 * hidden], vec![0.5f32; 2 * hidden]);
+        neuron(&rows, &users, hidden, &mut fast);
+        neuron_body(&rows, &users, hidden, &mut portable);
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fast), bits(&portable));
+    }
+
+    #[test]
     fn a_short_payload_is_an_error() {
         let c = ClusterInput {
             payload: &[0u8; 10],
