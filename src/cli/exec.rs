@@ -154,7 +154,9 @@ fn prepare(a: PrepareArgs) -> Result<(), CliError> {
     let gguf = match &a.gguf {
         Some(model) => {
             let cache = crate::llm::fetch::cache_dir(a.cache_dir.as_deref())?;
-            Some(crate::llm::fetch::locate_model(model, &cache)?)
+            let path = crate::llm::fetch::locate_model(model, &cache)?;
+            // The index keeps the path for later runs from any folder.
+            Some(std::fs::canonicalize(&path).unwrap_or(path))
         }
         None => None,
     };

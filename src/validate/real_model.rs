@@ -9,8 +9,7 @@ use crate::exec::model::{
 };
 use crate::exec::store::WeightStore;
 use crate::llm::format::WeightFormat;
-use crate::llm::model::LlamaModel;
-use crate::llm::LoadedModel;
+use crate::llm::model::{load_model, LlamaModel};
 use crate::model::Precision;
 use crate::trace::{ForwardPass, PassGrouper};
 use std::path::Path;
@@ -59,15 +58,17 @@ impl RealModel {
         let workload = p.single_workload()?;
         let mut stream = workload.trace.open().map_err(|e| e.to_string())?;
         let run = RecordedRun::read(&mut stream, &workload.trace.name())?;
-        let format = format_for(p.experiment.resident_precision)?;
-        let loaded = LoadedModel::load(Path::new(&file), format).map_err(|e| {
+        let builder = format_for(p.experiment.resident_precision)?
+            .builder()
+            .map_err(|e| e.to_string())?;
+        let (_, loaded) = load_model(Path::new(&file), builder.as_ref()).map_err(|e| {
             at(format!(
                 "its model file {file}: {e} (run `edgesim model fetch smollm2`, or prepare the store again)"
             ))
         })?;
-        let dense = dense_reference(&loaded.model, &run)?;
-        let format_name = loaded.model.format().to_string();
-        let model = Arc::new(loaded.model.without_ffn());
+        let dense = dense_reference(&loaded, &run)?;
+        let format_name = loaded.format().to_string();
+        let model = Arc::new(loaded.without_ffn());
         let run = Arc::new(run);
         let session = ModelSession::new(model.clone(), run.clone())?;
         let passes = grouped_passes(p)?;

@@ -1,4 +1,8 @@
-//! Shared by the tests/llm_*.rs files: where the real model is, and skipping without it.
+//! Shared by the tests that run the real model: where it is, skipping without it, and a tiny
+//! random stand-in ([`tiny`]) for tests that must run everywhere.
+#![allow(dead_code)]
+
+pub mod tiny;
 
 use std::path::PathBuf;
 
