@@ -224,3 +224,44 @@ fn a_trace_without_token_ids_is_refused_with_a_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn prepare_refuses_a_profile_that_is_not_the_files_and_cluster_without_a_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::write(
+        dir.join("tiny.gguf"),
+        gguf_bytes(&random_tensors(42), "llama"),
+    )
+    .unwrap();
+    let stderr = |args: &[&str]| {
+        let out = edgesim(dir).args(args).assert().failure().code(2);
+        String::from_utf8_lossy(&out.get_output().stderr).into_owned()
+    };
+    let err = stderr(&[
+        "exec",
+        "prepare",
+        "--model",
+        "smollm2-135m",
+        "--gguf",
+        "tiny.gguf",
+        "--out",
+        "s1",
+    ]);
+    assert!(
+        err.contains("tiny.gguf") && err.contains("give the profile of this file"),
+        "{err}"
+    );
+    let err = stderr(&[
+        "exec",
+        "prepare",
+        "--model",
+        "smollm2-135m",
+        "--cluster",
+        "4",
+        "--out",
+        "s2",
+    ]);
+    assert!(err.contains("only used with --gguf"), "{err}");
+    assert!(!dir.join("s1").exists() && !dir.join("s2").exists());
+}

@@ -18,8 +18,9 @@ pub struct ExecArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ExecCommand {
-    /// Write a model's weights in edgesim's layout (seeded synthetic weights, packed for the
-    /// LUT kernels, 4 KiB aligned, with an index of offsets, sizes and CRC-32s).
+    /// Write a model's weights in edgesim's layout (seeded synthetic weights, or a real
+    /// model's with --gguf; packed for the LUT kernels, 4 KiB aligned, with an index of
+    /// offsets, sizes and CRC-32s).
     Prepare(PrepareArgs),
     /// Replay an experiment's trace under one policy on the real executor.
     Run(RunArgs),
@@ -151,6 +152,11 @@ fn prepare(a: PrepareArgs) -> Result<(), CliError> {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
+    if a.gguf.is_none() && (a.cluster != 1 || a.cache_dir.is_some()) {
+        return Err(CliError::new(
+            "--cluster and --cache-dir are only used with --gguf (a real model's store)",
+        ));
+    }
     let gguf = match &a.gguf {
         Some(model) => {
             let cache = crate::llm::fetch::cache_dir(a.cache_dir.as_deref())?;
