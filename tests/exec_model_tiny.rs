@@ -265,3 +265,43 @@ fn prepare_refuses_a_profile_that_is_not_the_files_and_cluster_without_a_model_f
     assert!(err.contains("only used with --gguf"), "{err}");
     assert!(!dir.join("s1").exists() && !dir.join("s2").exists());
 }
+
+/// A sequence that does not start at position 0 would continue the previous sequence's KV
+/// cache; the session refuses it instead.
+#[test]
+fn a_sequence_not_starting_at_zero_is_refused() {
+    use edgesim::exec::model::ModelSession;
+    use edgesim::model::{Precision, TensorKind, TensorRef};
+    let file =
+        edgesim::llm::gguf::GgufFile::parse(gguf_bytes(&random_tensors(42), "llama"), "tiny.gguf")
+            .unwrap();
+    let model =
+        edgesim::llm::model::LlamaModel::load(&file, &edgesim::llm::matvec::F32Builder).unwrap();
+    let record = |sequence, position| TokenRecord {
+        sequence,
+        position,
+        neuron_offsets: vec![0; LAYERS + 1],
+        ..TokenRecord::default()
+    };
+    let run = RecordedRun {
+        records: vec![record(0, 0), record(0, 1), record(1, 2), record(1, 3)],
+        token_ids: vec![1, 2, 3, 4],
+        ffn: FFN as u32,
+        layers: LAYERS,
+    };
+    let session = ModelSession::new(
+        std::sync::Arc::new(model.without_ffn()),
+        std::sync::Arc::new(run),
+    )
+    .unwrap();
+    let attn = |l: u32| TensorRef::new(l, TensorKind::Attention);
+    let head = TensorRef::new(0, TensorKind::Embedding);
+    for l in 0..LAYERS as u32 {
+        session.compute(attn(l), 2, Precision::Int8, &[]).unwrap();
+    }
+    session.compute(head, 1, Precision::Int8, &[]).unwrap();
+    let err = session
+        .compute(attn(0), 2, Precision::Int8, &[])
+        .unwrap_err();
+    assert!(err.contains("sequence 1 at position 2"), "{err}");
+}

@@ -56,9 +56,10 @@ pub struct PrepareArgs {
     /// policies.
     #[arg(long, value_name = "NAME|PATH")]
     pub gguf: Option<String>,
-    /// With --gguf: neurons per stored cluster (the `cluster_neurons` the policies must use).
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub cluster: u32,
+    /// With --gguf: neurons per stored cluster (the `cluster_neurons` the policies must use)
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    pub cluster: Option<u32>,
     /// With --gguf: the model cache folder [default: $EDGESIM_CACHE, else
     /// ~/.cache/edgesim/models].
     #[arg(long, value_name = "DIR")]
@@ -152,7 +153,7 @@ fn prepare(a: PrepareArgs) -> Result<(), CliError> {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    if a.gguf.is_none() && (a.cluster != 1 || a.cache_dir.is_some()) {
+    if a.gguf.is_none() && (a.cluster.is_some() || a.cache_dir.is_some()) {
         return Err(CliError::new(
             "--cluster and --cache-dir are only used with --gguf (a real model's store)",
         ));
@@ -176,12 +177,12 @@ fn prepare(a: PrepareArgs) -> Result<(), CliError> {
     };
     let done = match &gguf {
         Some(path) => {
+            let cluster = a.cluster.unwrap_or(1);
             eprintln!(
-                "  weights from {}, FFN neurons in clusters of {}",
-                path.display(),
-                a.cluster
+                "  weights from {}, FFN neurons in clusters of {cluster}",
+                path.display()
             );
-            crate::exec::model::prepare_real(path, &scaled, &out, &options, a.cluster, &progress)
+            crate::exec::model::prepare_real(path, &scaled, &out, &options, cluster, &progress)
         }
         None => store::prepare(&scaled, &out, &options, &progress),
     }

@@ -368,6 +368,7 @@ impl Executor {
                                 "its FFNs are stored in clusters of {c} neurons: give the policy \"cluster_neurons\": {c}, or prepare the store with --cluster matching the policy"
                             ),
                             (TensorKind::Neurons { .. }, None) => "it holds no neuron clusters: prepare it with `edgesim exec prepare --gguf`".to_string(),
+                            (_, Some(_)) => "it holds a real model with its FFNs as neuron clusters: only the neuron-level `on-demand` and `lru` run on it".to_string(),
                             _ => format!(
                                 "it holds {}",
                                 self.store.index.precisions.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
@@ -728,29 +729,29 @@ impl Executor {
     }
 }
 
-/// The request size a read is issued in: its `request_bytes`, at most its size, in whole
-/// pages (direct I/O transfers pages).
-/// Arena room for rounding regions up to pages when the store holds tensors so small that
-/// [`SLACK_BYTES`] would not cover it (a neuron bundle of 1,836 bytes takes a 4 KiB page):
-/// the worst case is a budget filled with the store's smallest tensor, each region wasting
-/// the rest of its last page. The budget is still enforced on the plan's byte counts; this
-/// is the executor's overhead, reported as [`ExecStats::arena_bytes`].
+/// Arena room for rounding regions up to whole pages, for stores with tensors so small that
+/// [`SLACK_BYTES`] would not cover it (a neuron bundle of 1,836 bytes takes a 4 KiB page).
+/// An upper bound: for each stored size, as many regions of it as the budget or the store
+/// allows (every tensor twice at most: a copy being evicted while the next loads), each
+/// wasting the rest of its last page. The budget is still enforced on the plan's byte counts;
+/// this is the executor's overhead, reported as [`ExecStats::arena_bytes`].
 fn rounding_room(store: &WeightStore, budget: usize) -> usize {
-    let smallest = store
-        .index
-        .entries
-        .iter()
-        .map(|e| e.stored_bytes.max(1))
-        .min()
-        .unwrap_or(u64::MAX);
-    let waste = align_up(smallest) - smallest;
-    if smallest >= (1 << 20) || waste == 0 {
-        return 0;
+    let mut sizes: BTreeMap<u64, u64> = BTreeMap::new();
+    for e in &store.index.entries {
+        *sizes.entry(e.stored_bytes.max(1)).or_default() += 1;
     }
-    let regions = budget as u64 / smallest + 1;
-    usize::try_from(regions.saturating_mul(waste)).unwrap_or(usize::MAX)
+    let room: u64 = sizes
+        .iter()
+        .map(|(&size, &count)| {
+            let regions = (budget as u64 / size + 1).min(2 * count);
+            regions.saturating_mul(align_up(size) - size)
+        })
+        .fold(0u64, |a, b| a.saturating_add(b));
+    usize::try_from(room).unwrap_or(usize::MAX)
 }
 
+/// The request size a read is issued in: its `request_bytes`, at most its size, in whole
+/// pages (direct I/O transfers pages).
 pub fn request_size(request_bytes: u32, bytes: u64) -> u64 {
     align_up((request_bytes as u64).min(bytes).max(1))
 }

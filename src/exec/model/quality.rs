@@ -4,8 +4,8 @@
 //!   every cluster's bytes read from the store into ordinary memory beforehand. The offloaded
 //!   run must give bit-identical logits: that shows the executor computed with the right bytes
 //!   of the right neurons, whatever the policy loaded, evicted or reused.
-//! - **Dense in memory**: the whole model (every FFN neuron) in the same weight format, over
-//!   the same tokens. Agreement with it measures what computing only the trace's active
+//! - **Dense in memory**: the whole model (every FFN neuron) in memory, every matrix in the LUT
+//!   format at the caller's bits, over the same tokens. Agreement with it measures what computing only the trace's active
 //!   neurons costs.
 
 use super::recorded::RecordedRun;
@@ -65,9 +65,9 @@ pub fn in_memory_sparse(
                     continue;
                 };
                 let demanded = pass.tokens.iter().any(|r| {
-                    r.neurons_at(layer)
-                        .iter()
-                        .any(|&n| n >= first && n < first + count)
+                    let a = r.neurons_at(layer);
+                    let at = a.partition_point(|&n| n < first);
+                    at < a.len() && a[at] < first + count
                 });
                 if demanded {
                     session.compute(t, pass.batch(), precision, &payloads[&t])?;

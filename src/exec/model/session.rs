@@ -22,6 +22,7 @@ use super::recorded::RecordedRun;
 use crate::exec::store::layout::weight_bits;
 use crate::llm::model::{KvCache, LlamaModel, LogitsWanted, SteppedPass};
 use crate::model::{Precision, TensorKind, TensorRef};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 /// The logits at the end of one pass: the last token's.
@@ -42,7 +43,11 @@ struct Pass {
     input: Arc<Vec<f32>>,
     sum: FixedSum,
     /// Clusters (by first neuron) computed for `layer`.
-    computed: Vec<u32>,
+    computed: BTreeSet<u32>,
+    /// Cluster ops of `layer` started and not yet added in.
+    in_flight: usize,
+    /// Numbers passes, so a cluster op can tell that its pass is still the current one.
+    serial: u64,
     pairs: usize,
 }
 
@@ -50,6 +55,9 @@ struct State {
     cache: KvCache,
     cursor: usize,
     pass: Option<Pass>,
+    passes_started: u64,
+    /// The sequence the KV cache holds.
+    sequence: Option<u32>,
     outputs: Vec<PassOutput>,
     scratch: Vec<f32>,
 }
@@ -90,6 +98,8 @@ impl ModelSession {
                 cache,
                 cursor: 0,
                 pass: None,
+                passes_started: 0,
+                sequence: None,
                 outputs: Vec::new(),
                 scratch: Vec::new(),
             }),
@@ -154,8 +164,15 @@ impl ModelSession {
                     ));
                 }
             }
+            if s.sequence != Some(head.sequence) && head.position != 0 {
+                return Err(format!(
+                    "token {first} starts sequence {} at position {}: the real-model run needs every sequence from position 0 (record the trace with `edgesim trace record`)",
+                    head.sequence, head.position
+                ));
+            }
             if head.position == 0 {
                 s.cache.clear();
+                s.sequence = Some(head.sequence);
             } else if s.cache.len() != head.position as usize {
                 return Err(format!(
                     "token {first} is at position {} but the KV cache holds {}",
@@ -167,13 +184,16 @@ impl ModelSession {
                 .model
                 .begin_pass(&self.run.token_ids[first..end], &mut s.cache)
                 .map_err(|e| e.to_string())?;
+            s.passes_started += 1;
             s.pass = Some(Pass {
                 stepped,
                 first,
                 layer: 0,
                 input: Arc::new(Vec::new()),
                 sum: FixedSum::zeros(batch * self.hidden),
-                computed: Vec::new(),
+                computed: BTreeSet::new(),
+                in_flight: 0,
+                serial: s.passes_started,
                 pairs: 0,
             });
         } else {
@@ -203,6 +223,12 @@ impl ModelSession {
                 pass.layer
             ));
         }
+        if pass.in_flight > 0 {
+            return Err(format!(
+                "layer {layer} ended with {} cluster computes still running (the layer's join must depend on every cluster compute)",
+                pass.in_flight
+            ));
+        }
         let expected: usize = (pass.first..pass.first + pass.stepped.n)
             .map(|t| self.run.records[t].neurons_at(layer).len())
             .sum();
@@ -227,7 +253,7 @@ impl ModelSession {
         precision: Precision,
         weights: &[u8],
     ) -> Result<(), String> {
-        let (input, first_token, tokens) = {
+        let (input, first_token, tokens, serial) = {
             let mut s = self.lock();
             let pass = s
                 .pass
@@ -239,31 +265,45 @@ impl ModelSession {
                     pass.layer
                 ));
             }
-            if pass.computed.contains(&first) {
+            if !pass.computed.insert(first) {
                 return Err(format!(
                     "L{layer}.n{first}+{count}: computed twice in one pass"
                 ));
             }
-            pass.computed.push(first);
-            (pass.input.clone(), pass.first, pass.stepped.n)
+            pass.in_flight += 1;
+            (pass.input.clone(), pass.first, pass.stepped.n, pass.serial)
         };
-        let bits = weight_bits(precision)?;
         let records = &self.run.records[first_token..first_token + tokens];
-        let part = cluster_ffn(
-            &ClusterInput {
-                payload: weights,
-                bits,
-                hidden: self.hidden,
-                first,
-                count,
-                inputs: &input,
-                tokens,
-            },
-            &|t| records[t].neurons_at(layer),
-        )
-        .map_err(|m| format!("L{layer}.n{first}+{count}: {m}"))?;
+        let part = weight_bits(precision).and_then(|bits| {
+            cluster_ffn(
+                &ClusterInput {
+                    payload: weights,
+                    bits,
+                    hidden: self.hidden,
+                    first,
+                    count,
+                    inputs: &input,
+                    tokens,
+                },
+                &|t| records[t].neurons_at(layer),
+            )
+        });
         let mut s = self.lock();
-        let pass = s.pass.as_mut().expect("a cluster op runs inside its pass");
+        let pass = match s.pass.as_mut() {
+            Some(p) if p.serial == serial && p.layer == layer => p,
+            _ => {
+                return Err(format!(
+                    "L{layer}.n{first}+{count} finished after its layer ended (the layer's join must depend on every cluster compute)"
+                ))
+            }
+        };
+        pass.in_flight -= 1;
+        let part = part.map_err(|m| format!("L{layer}.n{first}+{count}: {m}"))?;
+        if part.rows.iter().any(|v| !v.is_finite()) {
+            return Err(format!(
+                "L{layer}.n{first}+{count}: the FFN output is not finite (are the stored weights damaged?)"
+            ));
+        }
         pass.sum.add_rows(&part.tokens, &part.rows, self.hidden);
         pass.pairs += part.pairs;
         Ok(())

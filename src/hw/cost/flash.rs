@@ -19,7 +19,9 @@
 //!   transfer alone, `B · C / (k · curve(r_eff))`, rounded up to whole nanoseconds.
 //! - A read smaller than `s` moves `s` bytes: block devices transfer whole blocks (and the
 //!   executor's direct I/O whole 4 KiB pages), so a 1.8 KB neuron bundle costs what a 4 KiB
-//!   read costs. Only neuron-level policies issue such reads.
+//!   read costs. Neuron-level policies issue such reads, and so do warm-ups of tiny tensors
+//!   (a scaled model's routers). Larger reads are not rounded: above `s` the curve's
+//!   interpolation stands for the device's transfer granularity.
 //!
 //! Consequences, each tested below: an unloaded read takes exactly `L + transfer`; a big read
 //! alone gets the curve's full bandwidth at its request size; a single small request gets
