@@ -308,16 +308,12 @@ fn run_one(a: RunArgs) -> Result<(), CliError> {
             real.model_file, real.format, setup.prepared.experiment.offload_precision
         );
         println!(
-            "  output: {} of {} next-token choices equal the dense in-memory model's, {} of {} the recorded next token; logits {} the in-memory sparse run's",
+            "  output: {} of {} next-token choices equal the dense in-memory model's, {} of {} the recorded next token; logits vs the in-memory sparse run's: {}",
             q.agree_with_dense,
             q.predictions,
             q.agree_with_recorded,
             q.with_recorded_next,
-            if q.identical_to_in_memory {
-                "bit-identical to".to_string()
-            } else {
-                format!("differ (max |Δ| {}) from", q.max_logit_difference)
-            }
+            q.vs_in_memory()
         );
     }
     for e in &s.emulated {

@@ -456,11 +456,7 @@ fn summary_markdown(info: &BundleInfo<'_>, rows: &[SummaryRow], pairs: &[RunPair
                     q.predictions,
                     q.agree_with_recorded,
                     q.with_recorded_next,
-                    if q.identical_to_in_memory {
-                        "bit-identical".to_string()
-                    } else {
-                        format!("DIFFERENT (max |Δ| {})", q.max_logit_difference)
-                    }
+                    q.vs_in_memory()
                 );
             }
         }

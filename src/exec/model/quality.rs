@@ -127,6 +127,15 @@ pub struct Quality {
 }
 
 impl Quality {
+    /// "bit-identical", or how far the logits are from the in-memory sparse run's.
+    pub fn vs_in_memory(&self) -> String {
+        if self.identical_to_in_memory {
+            "bit-identical".to_string()
+        } else {
+            format!("DIFFERENT (max |Δ| {})", self.max_logit_difference)
+        }
+    }
+
     pub fn compare(
         run: &RecordedRun,
         offloaded: &[PassOutput],
