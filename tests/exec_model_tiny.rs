@@ -305,3 +305,76 @@ fn a_sequence_not_starting_at_zero_is_refused() {
         .unwrap_err();
     assert!(err.contains("sequence 1 at position 2"), "{err}");
 }
+
+/// The store's attention and head come from the model file at run time: a file replaced since
+/// the store was written is refused rather than paired with the store's FFN.
+#[test]
+fn a_replaced_model_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write_trace(&dir.join("half.est"), 0.5);
+    setup(dir, "half.est");
+    std::fs::write(
+        dir.join("tiny.gguf"),
+        gguf_bytes(&random_tensors(43), "llama"),
+    )
+    .unwrap();
+    let out = edgesim(dir)
+        .args([
+            "validate",
+            "-e",
+            "exp.json",
+            "--store",
+            "store",
+            "--device",
+            "device.json",
+        ])
+        .args(["-o", "bundle"])
+        .assert()
+        .failure()
+        .code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains("not the file the store was made from"),
+        "{err}"
+    );
+    assert!(!dir.join("bundle").exists());
+}
+
+/// `validate --policy NAME` keeps the experiment's parameters for NAME; a policy listed twice
+/// must be named by its label.
+#[test]
+fn a_policy_listed_twice_is_chosen_by_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write_trace(&dir.join("half.est"), 0.5);
+    setup(dir, "half.est");
+    let exp = std::fs::read_to_string(dir.join("exp.json"))
+        .unwrap()
+        .replace(
+            r#"{"name": "on-demand", "params": {"cluster_neurons": 16}}"#,
+            r#"{"name": "lru", "label": "lru-1", "params": {"cluster_neurons": 1}}"#,
+        );
+    std::fs::write(dir.join("exp.json"), exp).unwrap();
+    let run = |policy: &str, out: &str| {
+        edgesim(dir)
+            .args([
+                "validate",
+                "-e",
+                "exp.json",
+                "--store",
+                "store",
+                "--device",
+                "device.json",
+            ])
+            .args(["--policy", policy, "--max-passes", "2", "-o", out])
+            .assert()
+    };
+    let failed = run("lru", "b1").failure().code(2);
+    let err = String::from_utf8_lossy(&failed.get_output().stderr).into_owned();
+    assert!(err.contains("name one by its label: lru-1, lru"), "{err}");
+    // The label picks its spec: `lru-1` plans clusters of 1, which this store (16) refuses.
+    let failed = run("lru-1", "b2").failure().code(2);
+    let err = String::from_utf8_lossy(&failed.get_output().stderr).into_owned();
+    assert!(err.contains("clusters of 16 neurons"), "{err}");
+}

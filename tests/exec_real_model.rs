@@ -35,6 +35,7 @@ fn store(gguf: &Path, dir: &Path, cluster: u32) -> WeightStore {
         seed: 1,
         key: None,
         model_file: Some(gguf.display().to_string()),
+        model_file_sha256: None,
     };
     edgesim::exec::model::prepare_real(gguf, &profile, dir, &options, cluster, &|_, _| {}).unwrap();
     WeightStore::open(dir, None).unwrap()

@@ -174,6 +174,7 @@ fn prepare(a: PrepareArgs) -> Result<(), CliError> {
         seed: a.seed,
         key,
         model_file: gguf.as_ref().map(|p| p.display().to_string()),
+        model_file_sha256: None,
     };
     let done = match &gguf {
         Some(path) => {

@@ -55,6 +55,18 @@ impl RealModel {
                     .into(),
             ));
         }
+        if let Some(want) = &store.index.model_file_sha256 {
+            let got = crate::llm::fetch::sha256_file(Path::new(&file)).map_err(|e| {
+                at(format!(
+                    "its model file {file}: {e} (prepare the store again)"
+                ))
+            })?;
+            if &got != want {
+                return Err(at(format!(
+                    "its model file {file} is not the file the store was made from (SHA-256 {got}, the index says {want}): prepare the store again from this file"
+                )));
+            }
+        }
         let workload = p.single_workload()?;
         let mut stream = workload.trace.open().map_err(|e| e.to_string())?;
         let run = RecordedRun::read(&mut stream, &workload.trace.name())?;

@@ -34,6 +34,7 @@ pub fn tiny_geometry() -> ModelGeometry {
 pub fn tiny_store(dir: &Path, key: Option<StoreKey>) {
     let options = PrepareOptions {
         model_file: None,
+        model_file_sha256: None,
         source_model: "tiny-moe.json".into(),
         scale: 1,
         precisions: vec![Precision::Int8, Precision::Int4, Precision::Int2],

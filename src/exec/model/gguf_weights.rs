@@ -190,10 +190,13 @@ pub fn prepare_real(
     let source = GgufWeights::load(gguf, profile)?;
     let m = ModelGeometry::from_profile(profile).map_err(|e| e.to_string())?;
     let tensors = layout::stored_tensors_with_neurons(&m, cluster);
+    let mut options = options.clone();
+    options.model_file_sha256 =
+        Some(crate::llm::fetch::sha256_file(gguf).map_err(|e| e.to_string())?);
     prepare_with(
         profile,
         dir,
-        options,
+        &options,
         &tensors,
         Some(cluster),
         &source,

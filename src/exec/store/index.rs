@@ -42,6 +42,10 @@ pub struct StoreIndex {
     /// loads the attention and head from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_file: Option<String>,
+    /// SHA-256 of that file when the store was written: a run checks it before trusting the
+    /// file's attention and head to go with the store's FFN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_file_sha256: Option<String>,
     pub entries: Vec<StoreEntry>,
 }
 

@@ -28,6 +28,8 @@ pub struct PrepareOptions {
     pub key: Option<StoreKey>,
     /// The real model file the weights come from, recorded in the index.
     pub model_file: Option<String>,
+    /// Its SHA-256 (set by `exec::model::prepare_real`).
+    pub model_file_sha256: Option<String>,
 }
 
 /// What was written.
@@ -304,6 +306,7 @@ pub fn prepare_with(
         entries,
         neuron_cluster,
         model_file: options.model_file.clone(),
+        model_file_sha256: options.model_file_sha256.clone(),
     };
     let mut text =
         serde_json::to_vec_pretty(&index).map_err(|e| format!("cannot format the index: {e}"))?;
