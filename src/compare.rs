@@ -285,6 +285,13 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Most prefill tokens per pass: the experiment's `max_prefill_chunk` or the default.
+    pub fn prefill_chunk(&self) -> u32 {
+        self.experiment
+            .max_prefill_chunk
+            .unwrap_or(DEFAULT_MAX_PREFILL_CHUNK)
+    }
+
     /// The experiment's only workload: the executor and validation replay one trace.
     pub fn single_workload(&self) -> Result<&PreparedWorkload, String> {
         match self.workloads.as_slice() {
@@ -470,10 +477,7 @@ pub fn run_one(p: &Prepared, spec: &RunSpec, options: &ReplayOptions) -> Result<
     let mut policy = crate::policy::build(&spec.policy, ctx).map_err(|e| format!("{what}: {e}"))?;
     let mut sim =
         Simulator::new(&p.device, spec.budget_bytes).map_err(|e| format!("{what}: {e}"))?;
-    let chunk = p
-        .experiment
-        .max_prefill_chunk
-        .unwrap_or(DEFAULT_MAX_PREFILL_CHUNK);
+    let chunk = p.prefill_chunk();
     if policy.needs_future() {
         let future =
             future_of(p, &workload.trace, chunk, None).map_err(|e| format!("{what}: {e}"))?;

@@ -29,6 +29,24 @@ fn validate(dir: &Path, extra: &[&str]) -> Command {
     c
 }
 
+/// `edgesim exec run` on the inputs of [`inputs`] in `dir`, with `extra` arguments.
+fn exec_run(dir: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
+    edgesim()
+        .current_dir(dir)
+        .args([
+            "exec",
+            "run",
+            "--store",
+            "store",
+            "-e",
+            "exp.json",
+            "--device",
+            "device.json",
+        ])
+        .args(extra)
+        .assert()
+}
+
 /// A tiny model profile, a trace for it, a host-like device profile and an experiment, in `dir`.
 fn inputs(dir: &Path) {
     std::fs::write(dir.join("tiny.json"), TINY_MODEL).unwrap();
@@ -208,24 +226,7 @@ fn validate_with_disk_probes_records_a_probe_per_measured_run() {
 fn exec_run_prints_prediction_and_measurement() {
     let dir = tempfile::tempdir().unwrap();
     inputs(dir.path());
-    let out = edgesim()
-        .current_dir(dir.path())
-        .args([
-            "exec",
-            "run",
-            "--store",
-            "store",
-            "-e",
-            "exp.json",
-            "-p",
-            "lru",
-            "--device",
-            "device.json",
-            "--cache-fraction",
-            "0.5",
-        ])
-        .assert()
-        .success();
+    let out = exec_run(dir.path(), &["-p", "lru", "--cache-fraction", "0.5"]).success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     assert!(
         text.contains("decode tokens/s") && text.contains("O_DIRECT") || text.contains("buffered"),
@@ -256,24 +257,7 @@ fn a_damaged_store_is_refused_before_timing_and_nothing_is_written() {
 fn a_budget_too_small_for_the_resident_set_names_what_is_needed() {
     let dir = tempfile::tempdir().unwrap();
     inputs(dir.path());
-    let out = edgesim()
-        .current_dir(dir.path())
-        .args([
-            "exec",
-            "run",
-            "--store",
-            "store",
-            "-e",
-            "exp.json",
-            "-p",
-            "on-demand",
-            "--device",
-            "device.json",
-            "--budget-gib",
-            "0.0001",
-        ])
-        .assert()
-        .code(2);
+    let out = exec_run(dir.path(), &["-p", "on-demand", "--budget-gib", "0.0001"]).code(2);
     let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(
         err.contains("must stay resident") && err.contains("bytes"),

@@ -157,7 +157,8 @@ fn quality(bundle: &Path) -> Vec<(u32, u32, bool)> {
         .collect()
 }
 
-fn validate(dir: &Path, out: &str) {
+/// `edgesim validate` of `exp.json` on `store` in `dir`, with `extra` arguments.
+fn validate(dir: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
     edgesim(dir)
         .args([
             "validate",
@@ -167,11 +168,15 @@ fn validate(dir: &Path, out: &str) {
             "store",
             "--device",
             "device.json",
-            "-o",
-            out,
         ])
+        .args(extra)
         .assert()
-        .success();
+}
+
+/// The error output of a command that must be refused (exit code 2).
+fn refused(a: assert_cmd::assert::Assert) -> String {
+    let a = a.failure().code(2);
+    String::from_utf8_lossy(&a.get_output().stderr).into_owned()
 }
 
 #[test]
@@ -180,7 +185,7 @@ fn offloaded_runs_are_bit_identical_to_in_memory_and_dense_when_every_neuron_is_
     let dir = dir.path();
     write_trace(&dir.join("all.est"), 1.0);
     setup(dir, "all.est");
-    validate(dir, "bundle");
+    validate(dir, &["-o", "bundle"]).success();
     let rows = quality(&dir.join("bundle"));
     assert_eq!(rows.len(), 4, "2 policies x 2 budgets");
     eprintln!("quality rows: {rows:?}");
@@ -203,7 +208,7 @@ fn half_the_neurons_still_run_bit_identically() {
     let dir = dir.path();
     write_trace(&dir.join("half.est"), 0.5);
     setup(dir, "half.est");
-    validate(dir, "bundle");
+    validate(dir, &["-o", "bundle"]).success();
     let rows = quality(&dir.join("bundle"));
     assert_eq!(rows.len(), 4);
     assert!(rows.iter().all(|r| r.2), "{rows:?}");
@@ -234,10 +239,7 @@ fn prepare_refuses_a_profile_that_is_not_the_files_and_cluster_without_a_model_f
         gguf_bytes(&random_tensors(42), "llama"),
     )
     .unwrap();
-    let stderr = |args: &[&str]| {
-        let out = edgesim(dir).args(args).assert().failure().code(2);
-        String::from_utf8_lossy(&out.get_output().stderr).into_owned()
-    };
+    let stderr = |args: &[&str]| refused(edgesim(dir).args(args).assert());
     let err = stderr(&[
         "exec",
         "prepare",
@@ -319,21 +321,7 @@ fn a_replaced_model_file_is_refused() {
         gguf_bytes(&random_tensors(43), "llama"),
     )
     .unwrap();
-    let out = edgesim(dir)
-        .args([
-            "validate",
-            "-e",
-            "exp.json",
-            "--store",
-            "store",
-            "--device",
-            "device.json",
-        ])
-        .args(["-o", "bundle"])
-        .assert()
-        .failure()
-        .code(2);
-    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let err = refused(validate(dir, &["-o", "bundle"]));
     assert!(
         err.contains("not the file the store was made from"),
         "{err}"
@@ -357,24 +345,11 @@ fn a_policy_listed_twice_is_chosen_by_label() {
         );
     std::fs::write(dir.join("exp.json"), exp).unwrap();
     let run = |policy: &str, out: &str| {
-        edgesim(dir)
-            .args([
-                "validate",
-                "-e",
-                "exp.json",
-                "--store",
-                "store",
-                "--device",
-                "device.json",
-            ])
-            .args(["--policy", policy, "--max-passes", "2", "-o", out])
-            .assert()
+        validate(dir, &["--policy", policy, "--max-passes", "2", "-o", out])
     };
-    let failed = run("lru", "b1").failure().code(2);
-    let err = String::from_utf8_lossy(&failed.get_output().stderr).into_owned();
+    let err = refused(run("lru", "b1"));
     assert!(err.contains("name one by its label: lru-1, lru"), "{err}");
     // The label picks its spec: `lru-1` plans clusters of 1, which this store (16) refuses.
-    let failed = run("lru-1", "b2").failure().code(2);
-    let err = String::from_utf8_lossy(&failed.get_output().stderr).into_owned();
+    let err = refused(run("lru-1", "b2"));
     assert!(err.contains("clusters of 16 neurons"), "{err}");
 }

@@ -17,13 +17,10 @@ const TRACE: &str = "traces/smollm2-135m-recorded.est";
 
 fn passes(limit: usize) -> Vec<ForwardPass> {
     let reader = TraceReader::open(Path::new(TRACE)).unwrap();
-    let mut grouper = PassGrouper::new(reader, 512);
-    let mut out = Vec::new();
-    let mut pass = ForwardPass::default();
-    while out.len() < limit && grouper.next_pass_into(&mut pass).unwrap() {
-        out.push(pass.clone());
-    }
-    out
+    PassGrouper::new(reader, 512)
+        .take(limit)
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 fn store(gguf: &Path, dir: &Path, cluster: u32) -> WeightStore {

@@ -202,16 +202,17 @@ impl DirectFile {
 
 /// `VmHWM` (peak resident set) of this process from `/proc/self/status`, in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
-    status_kib("VmHWM:").map(|k| k * 1024)
+    proc_kib("/proc/self/status", "VmHWM:").map(|k| k * 1024)
 }
 
 /// `VmRSS` of this process, in bytes.
 pub fn rss_bytes() -> Option<u64> {
-    status_kib("VmRSS:").map(|k| k * 1024)
+    proc_kib("/proc/self/status", "VmRSS:").map(|k| k * 1024)
 }
 
-fn status_kib(field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+/// The `field` line of a `/proc` file in `kB` units (`/proc/meminfo`, `/proc/self/status`).
+pub(crate) fn proc_kib(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
     line[field.len()..]
         .trim()

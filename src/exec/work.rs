@@ -17,6 +17,7 @@ use crate::kernels::f16::{f16_to_f32, f32_to_f16};
 use crate::kernels::{
     gemm, gemv, ActivationTable, KernelOptions, PackedShape, PackedView, WeightBits,
 };
+use crate::llm::model::ops::silu;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -110,10 +111,6 @@ fn find<'a>(matrices: &'a [MatrixSpec], name: &str) -> Result<&'a MatrixSpec, St
         .iter()
         .find(|m| m.name == name)
         .ok_or_else(|| format!("the tensor has no `{name}` matrix"))
-}
-
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
 }
 
 /// A gated (gate, up, down) or plain (up, down) FFN for `batch` tokens.

@@ -253,22 +253,11 @@ pub fn write(
         "policy,label,budget_label,backend,phase,kind,name,ops,total_ms,per_token_ms\n",
     );
     for r in pairs {
-        let decode_tokens = r
-            .predicted
-            .outcome
-            .passes
-            .iter()
-            .filter(|p| p.phase == Phase::Decode)
-            .count()
-            .max(1) as f64;
-        let prefill_passes = r
-            .predicted
-            .outcome
-            .passes
-            .iter()
-            .filter(|p| p.phase == Phase::Prefill)
-            .count()
-            .max(1) as f64;
+        let passes_in = |phase: Phase| {
+            let passes = &r.predicted.outcome.passes;
+            passes.iter().filter(|p| p.phase == phase).count().max(1) as f64
+        };
+        let (decode_tokens, prefill_passes) = (passes_in(Phase::Decode), passes_in(Phase::Prefill));
         for (backend, data) in [("predicted", &r.predicted), ("measured", &r.measured)] {
             for (phase, b, per) in [
                 ("decode", &data.decode, decode_tokens),

@@ -19,7 +19,7 @@ pub mod real_model;
 pub mod record;
 
 use crate::backend::{Backend, ResourceInfo};
-use crate::compare::{self, Prepared, RunSpec, DEFAULT_MAX_PREFILL_CHUNK};
+use crate::compare::{self, Prepared, RunSpec};
 use crate::exec::store::index::MODEL_FILE;
 use crate::exec::store::{StoreKey, WeightStore};
 use crate::exec::{ExecStats, Executor, ExecutorOptions};
@@ -218,10 +218,7 @@ fn run_on<B: Backend>(
         .trace
         .open()
         .map_err(|e| e.to_string())?;
-    let chunk = p
-        .experiment
-        .max_prefill_chunk
-        .unwrap_or(DEFAULT_MAX_PREFILL_CHUNK);
+    let chunk = p.prefill_chunk();
     if policy.needs_future() {
         let future = compare::future_of(p, &p.single_workload()?.trace, chunk, max_passes)
             .map_err(|e| format!("{what}: {e}"))?;

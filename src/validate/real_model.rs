@@ -3,10 +3,11 @@
 //! bytes its policy loaded, and its output is checked against two in-memory runs
 //! ([`crate::exec::model::quality`]).
 
-use crate::compare::{Prepared, DEFAULT_MAX_PREFILL_CHUNK};
+use crate::compare::Prepared;
 use crate::exec::model::{
     dense_reference, in_memory_sparse, ModelSession, PassOutput, Quality, RecordedRun,
 };
+use crate::exec::store::layout::weight_bits;
 use crate::exec::store::WeightStore;
 use crate::llm::format::WeightFormat;
 use crate::llm::model::{load_model, LlamaModel};
@@ -31,13 +32,7 @@ pub struct RealModel {
 
 /// The LUT format whose bits match the experiment's resident precision.
 fn format_for(precision: Precision) -> Result<WeightFormat, String> {
-    let bits = match precision {
-        Precision::Int8 => 8,
-        Precision::Int4 => 4,
-        Precision::Int3 => 3,
-        Precision::Int2 => 2,
-        Precision::Fp16 => return Err("the real model runs int8/int4/int3/int2 weights".into()),
-    };
+    let bits = weight_bits(precision)?.bits() as u8;
     WeightFormat::lut(bits).map_err(|e| e.to_string())
 }
 
@@ -111,23 +106,13 @@ impl RealModel {
 
 /// The trace's passes, grouped as the replay groups them.
 fn grouped_passes(p: &Prepared) -> Result<Vec<ForwardPass>, String> {
-    let chunk = p
-        .experiment
-        .max_prefill_chunk
-        .unwrap_or(DEFAULT_MAX_PREFILL_CHUNK);
+    let chunk = p.prefill_chunk();
     let reader = p
         .single_workload()?
         .trace
         .open()
         .map_err(|e| e.to_string())?;
-    let mut grouper = PassGrouper::new(reader, chunk as usize);
-    let mut out = Vec::new();
-    loop {
-        let mut pass = ForwardPass::default();
-        if !crate::replay::PassSource::next_pass(&mut grouper, &mut pass)? {
-            break;
-        }
-        out.push(pass);
-    }
-    Ok(out)
+    PassGrouper::new(reader, chunk as usize)
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())
 }

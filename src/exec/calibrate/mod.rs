@@ -82,14 +82,7 @@ pub struct Calibration {
 }
 
 fn meminfo_kib(field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+    crate::exec::io::proc_kib("/proc/meminfo", field)
 }
 
 fn cpu_model() -> String {

@@ -183,9 +183,8 @@ fn dequantize(
     }
     let h = bits.code_midpoint();
     for block in bytes[..needed].chunks_exact(per_group) {
-        let (codes, tail) = block.split_at(group);
-        let s = crate::kernels::f16::f16_to_f32(u16::from_le_bytes([tail[0], tail[1]]));
-        let c = crate::kernels::f16::f16_to_f32(u16::from_le_bytes([tail[2], tail[3]]));
+        let codes = &block[..group];
+        let (s, c) = rowwise::scale_and_centre(block);
         out.extend(codes.iter().map(|&q| s * (q as f32 - h) + c));
     }
     Ok(())

@@ -84,12 +84,6 @@ impl FixedSum {
         self.values.is_empty()
     }
 
-    /// Adds `part` (same length), each value rounded to the fixed-point grid.
-    pub fn add(&mut self, part: &[f32]) {
-        debug_assert_eq!(part.len(), self.values.len());
-        add_part_best(&mut self.values, part);
-    }
-
     /// Adds `rows` (each `width` values) into the rows `at` of the sum (a part that touches
     /// only some tokens of a pass).
     pub fn add_rows(&mut self, at: &[usize], rows: &[f32], width: usize) {
@@ -122,7 +116,7 @@ mod tests {
         let sum = |order: &[usize]| {
             let mut s = FixedSum::zeros(16);
             for &i in order {
-                s.add(&parts[i]);
+                s.add_rows(&[0], &parts[i], 16);
             }
             let mut out = vec![0.0; 16];
             s.to_f32(&mut out);
@@ -136,8 +130,8 @@ mod tests {
         assert_eq!(a, sum(&shuffled));
         // Huge values take the exact path and still sum.
         let mut big = FixedSum::zeros(2);
-        big.add(&[3.0e6, -1.5]);
-        big.add(&[1.0e6, 0.25]);
+        big.add_rows(&[0], &[3.0e6, -1.5], 2);
+        big.add_rows(&[0], &[1.0e6, 0.25], 2);
         let mut out = vec![0.0; 2];
         big.to_f32(&mut out);
         assert_eq!(out, vec![4.0e6, -1.25]);

@@ -12,6 +12,15 @@ use crate::kernels::{QuantizedMatrix, WeightBits};
 
 use super::layout::GROUP;
 
+/// The fp16 scale and centre that end a group's bytes.
+pub fn scale_and_centre(group: &[u8]) -> (f32, f32) {
+    let n = group.len();
+    (
+        f16_to_f32(u16::from_le_bytes([group[n - 4], group[n - 3]])),
+        f16_to_f32(u16::from_le_bytes([group[n - 2], group[n - 1]])),
+    )
+}
+
 /// Bytes of one group: codes plus scale and centre.
 fn group_bytes(bits: usize) -> usize {
     GROUP.get() * bits / 8 + 4
@@ -64,14 +73,7 @@ pub fn gemv(bytes: &[u8], bits: WeightBits, x: &[f32], y: &mut [f32]) -> Result<
             let start = (r * groups + g) * per_group;
             let block = &bytes[start..start + per_group];
             let codes = &block[..per_group - 4];
-            let s = f16_to_f32(u16::from_le_bytes([
-                block[per_group - 4],
-                block[per_group - 3],
-            ]));
-            let c = f16_to_f32(u16::from_le_bytes([
-                block[per_group - 2],
-                block[per_group - 1],
-            ]));
+            let (s, c) = scale_and_centre(block);
             let xs = &x[g * GROUP.get()..(g + 1) * GROUP.get()];
             let (mut acc, mut filled, mut next) = (0u64, 0usize, 0usize);
             let (mut dot, mut xsum) = (0.0f32, 0.0f32);
@@ -116,14 +118,7 @@ pub fn dequantize(
     let mut out = Vec::with_capacity(rows * cols);
     for block in bytes[..needed].chunks_exact(per_group) {
         let codes = &block[..per_group - 4];
-        let s = f16_to_f32(u16::from_le_bytes([
-            block[per_group - 4],
-            block[per_group - 3],
-        ]));
-        let c = f16_to_f32(u16::from_le_bytes([
-            block[per_group - 2],
-            block[per_group - 1],
-        ]));
+        let (s, c) = scale_and_centre(block);
         let (mut acc, mut filled, mut next) = (0u64, 0usize, 0usize);
         for _ in 0..GROUP.get() {
             while filled < b {
