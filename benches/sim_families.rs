@@ -27,7 +27,9 @@
 //! during the replay; `bytes/pass` is the slope between the shortest and the longest (0 when
 //! memory is flat in trace length).
 //!
-//! `cargo bench --bench sim_families [-- FAMILY...]` (names as above; all by default).
+//! `cargo bench --bench sim_families [-- FAMILY...]` (names as above; all by default);
+//! `-- --once FAMILY...` replays each chosen family once and prints nothing else (for a
+//! profiler: `valgrind --tool=callgrind`).
 
 use edgesim::compare::{load_experiment, prepare, Prepared, RunSpec};
 use edgesim::model::Precision;
@@ -406,15 +408,25 @@ fn memory(f: &FamilySpec, s: &Setup) {
 }
 
 fn main() {
-    let wanted: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `--once`: one replay of each chosen family and nothing else, for a profiler.
+    let once = args.iter().any(|a| a == "--once");
+    let wanted: Vec<String> = args.into_iter().filter(|a| !a.starts_with('-')).collect();
     let chosen: Vec<&FamilySpec> = FAMILIES
         .iter()
         .filter(|f| wanted.is_empty() || wanted.iter().any(|w| w == f.name))
         .collect();
     let setups: Vec<Setup> = chosen.iter().map(|f| setup(f)).collect();
+    if once {
+        for (f, s) in chosen.iter().zip(&setups) {
+            let r = replay_once(s, f.copies);
+            println!(
+                "sim_families/{:<11} one replay: {} ops, {} passes",
+                f.name, r.ops, r.passes
+            );
+        }
+        return;
+    }
     for (f, s) in chosen.iter().zip(&setups) {
         speed(f, s);
     }
