@@ -574,6 +574,7 @@ pub fn compare(
         .collect();
     let replay_options = ReplayOptions {
         timeline_ops: options.timeline_ops,
+        ..ReplayOptions::default()
     };
     let done = std::sync::atomic::AtomicUsize::new(0);
     let total = runs.len();

@@ -139,7 +139,10 @@ fn every_policy_runs_to_completion_with_the_simulators_ops_causally_and_within_b
                 &mut sim,
                 budget,
                 &mut PassList(passes.clone().into_iter()),
-                &ReplayOptions::default(),
+                &ReplayOptions {
+                    keep_passes: true,
+                    ..ReplayOptions::default()
+                },
             )
             .unwrap();
             let rest = sim.inner.drain().unwrap();
@@ -153,7 +156,10 @@ fn every_policy_runs_to_completion_with_the_simulators_ops_causally_and_within_b
                 &mut ex,
                 budget,
                 &mut PassList(passes.clone().into_iter()),
-                &ReplayOptions::default(),
+                &ReplayOptions {
+                    keep_passes: true,
+                    ..ReplayOptions::default()
+                },
             )
             .unwrap_or_else(|e| panic!("{name} at {fraction}: {e}"));
             let rest = ex.inner.drain().unwrap();
