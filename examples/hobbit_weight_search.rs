@@ -6,10 +6,10 @@
 //! ```
 //!
 //! Writes the Markdown report (default `docs/hobbit-weight-search.md`) and, next to it, the
-//! full table as CSV. See `edgesim::policy::hobbit::search` for the method.
+//! full table as CSV. See `edgesim::policy::moe::hobbit::search` for the method.
 
 use edgesim::model::{ModelGeometry, Precision};
-use edgesim::policy::hobbit::search::{case_context, search, weight_grid, SearchCase};
+use edgesim::policy::moe::hobbit::search::{case_context, search, weight_grid, SearchCase};
 use edgesim::trace::gen::{ExpertGenConfig, ExpertTraceGenerator};
 use edgesim::trace::{ForwardPass, PassGrouper};
 use std::fmt::Write as _;
@@ -203,7 +203,7 @@ fn main() {
         ("FLD signal only", [0.0, 0.0, 0.0, 1.0]),
     ];
     for (name, target) in named {
-        let close = |p: &&edgesim::policy::hobbit::search::SearchPoint| {
+        let close = |p: &&edgesim::policy::moe::hobbit::search::SearchPoint| {
             let w = p.weights;
             [w.lru, w.lfu, w.lhu, w.fld]
                 .iter()

@@ -8,35 +8,17 @@
 //! every instant of the plan it emits: it frees (Evict) before it allocates (Alloc), and the
 //! Alloc depends on the Evict. The simulator checks this as it runs the plan.
 
-mod caching;
 mod context;
-pub mod eviction;
-pub mod expert_cache;
-pub mod expert_policy;
-pub mod future;
-pub mod hobbit;
-pub mod host_compute;
-pub mod layer_ops;
-pub mod llama_cpp_mmap;
-pub mod mixtral_offloading;
-pub mod moe_infinity;
-pub mod moe_pass;
-pub mod neuron_cache;
-pub mod neuron_pass;
-mod neuron_policy;
-mod on_demand;
-pub mod page_cache;
-pub mod placement;
-pub mod prediction;
-pub mod resident;
-pub mod single_cache;
+pub mod machinery;
+pub mod moe;
+pub mod neuron;
 #[cfg(test)]
 pub(crate) mod test_support;
 
 pub use context::{Counters, MemoryUse, PolicyContext, PolicyError};
-pub use eviction::Eviction;
-pub use future::FutureAccesses;
-pub use on_demand::OnDemand;
+pub use machinery::cache::eviction::Eviction;
+pub use machinery::future::FutureAccesses;
+pub use moe::on_demand::OnDemand;
 
 use crate::plan::PlanBuilder;
 use crate::trace::ForwardPass;
@@ -119,22 +101,38 @@ pub const POLICIES: &[(&str, &str)] = &[
 /// neuron-level policies, so "on-demand vs lru" compares the same idea on any model.
 pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
     match name {
-        "on-demand" | "lru" if !ctx.model.is_moe() => neuron_policy::build(name, ctx),
+        "on-demand" | "lru" if !ctx.model.is_moe() => neuron::build(name, ctx),
         "on-demand" => Ok(Box::new(OnDemand::new(ctx)?)),
-        "lru" => Ok(Box::new(caching::build("lru", Eviction::Lru, ctx)?)),
-        "lfu" => Ok(Box::new(caching::build("lfu", Eviction::Lfu, ctx)?)),
-        "fifo" => Ok(Box::new(caching::build("fifo", Eviction::Fifo, ctx)?)),
-        "belady" => Ok(Box::new(caching::build("belady", Eviction::Belady, ctx)?)),
-        "hobbit" => Ok(Box::new(hobbit::build(ctx)?)),
-        "mixtral-offloading" => Ok(Box::new(mixtral_offloading::build(ctx)?)),
-        "moe-infinity" => Ok(Box::new(moe_infinity::build(ctx)?)),
-        "llama-cpp-mmap" => Ok(Box::new(llama_cpp_mmap::build(ctx)?)),
-        "fiddler" => Ok(Box::new(host_compute::build(
-            host_compute::Mode::Fiddler,
+        "lru" => Ok(Box::new(moe::demand_paging::build(
+            "lru",
+            Eviction::Lru,
             ctx,
         )?)),
-        "llama-cpp-offload" => Ok(Box::new(host_compute::build(
-            host_compute::Mode::LlamaCpp,
+        "lfu" => Ok(Box::new(moe::demand_paging::build(
+            "lfu",
+            Eviction::Lfu,
+            ctx,
+        )?)),
+        "fifo" => Ok(Box::new(moe::demand_paging::build(
+            "fifo",
+            Eviction::Fifo,
+            ctx,
+        )?)),
+        "belady" => Ok(Box::new(moe::demand_paging::build(
+            "belady",
+            Eviction::Belady,
+            ctx,
+        )?)),
+        "hobbit" => Ok(Box::new(moe::hobbit::build(ctx)?)),
+        "mixtral-offloading" => Ok(Box::new(moe::mixtral_offloading::build(ctx)?)),
+        "moe-infinity" => Ok(Box::new(moe::moe_infinity::build(ctx)?)),
+        "llama-cpp-mmap" => Ok(Box::new(moe::llama_cpp_mmap::build(ctx)?)),
+        "fiddler" => Ok(Box::new(moe::host_compute::build(
+            moe::host_compute::Mode::Fiddler,
+            ctx,
+        )?)),
+        "llama-cpp-offload" => Ok(Box::new(moe::host_compute::build(
+            moe::host_compute::Mode::LlamaCpp,
             ctx,
         )?)),
         _ => Err(PolicyError::BadParameter(format!(

@@ -158,7 +158,7 @@ pub fn dense_context(
         params,
     };
     ctx.budget_bytes =
-        super::resident::ResidentSet::new(&ctx, false).bytes() + cache_neurons * neuron;
+        super::machinery::resident::ResidentSet::new(&ctx, false).bytes() + cache_neurons * neuron;
     ctx
 }
 

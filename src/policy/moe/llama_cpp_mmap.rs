@@ -20,14 +20,16 @@
 //! Only meaningful where experts are read from flash; on a host-memory device use
 //! `llama-cpp-offload`.
 
-use super::context::{Counters, PolicyContext, PolicyError};
-use super::expert_policy::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
-use super::moe_pass::{expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply};
-use super::page_cache::PageCache;
-use super::placement::Placement;
 use crate::hw::OffloadTier;
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId, Unit};
+use crate::policy::context::{Counters, PolicyContext, PolicyError};
+use crate::policy::machinery::cache::page_cache::PageCache;
+use crate::policy::machinery::pass::moe::{
+    expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
+};
+use crate::policy::machinery::placement::Placement;
+use crate::policy::moe::shell::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -75,7 +77,7 @@ pub struct LlamaCppMmap {
 
 pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<LlamaCppMmap>, PolicyError> {
     const NAME: &str = "llama-cpp-mmap";
-    super::require_moe(&ctx, NAME)?;
+    crate::policy::require_moe(&ctx, NAME)?;
     let p: Params = parse_params(NAME, &ctx.params)?;
     if ctx.device.offload_tier != OffloadTier::Flash {
         return Err(PolicyError::Unsupported(format!(

@@ -5,15 +5,17 @@
 //! Memory left over after the resident set is a staging area: as many experts load at once
 //! as fit, so a small budget serialises loads instead of failing.
 
-use super::context::{Counters, MemoryUse, PolicyContext, PolicyError};
-use super::expert_cache::ExpertCache;
-use super::layer_ops::ResidentOps;
-use super::moe_pass::{expert_key, ExpertDemand, ExpertSupplier, LayerCx, MoePassPlanner, Supply};
-use super::placement::Placement;
-use super::resident::{ResidentSet, BULK_REQUEST_BYTES};
-use super::Policy;
 use crate::model::{Precision, TensorKind};
 use crate::plan::{OpId, PlanBuilder};
+use crate::policy::context::{Counters, MemoryUse, PolicyContext, PolicyError};
+use crate::policy::machinery::cache::tensor_cache::ExpertCache;
+use crate::policy::machinery::pass::moe::{
+    expert_key, ExpertDemand, ExpertSupplier, LayerCx, MoePassPlanner, Supply,
+};
+use crate::policy::machinery::pass::resident_ops::ResidentOps;
+use crate::policy::machinery::placement::Placement;
+use crate::policy::machinery::resident::{ResidentSet, BULK_REQUEST_BYTES};
+use crate::policy::Policy;
 use crate::trace::ForwardPass;
 
 pub struct OnDemand {
@@ -32,7 +34,7 @@ struct Staging {
 
 impl OnDemand {
     pub fn new(ctx: PolicyContext) -> Result<Self, PolicyError> {
-        super::require_moe(&ctx, "on-demand")?;
+        crate::policy::require_moe(&ctx, "on-demand")?;
         let resident = ResidentSet::new(&ctx, true);
         let precision = ctx.offload_precision;
         let first_moe = ctx.model.dense_layers;

@@ -1,8 +1,8 @@
 //! The always-resident set: weights every token needs, and the KV cache.
 
-use super::context::{PolicyContext, PolicyError};
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId, PlanBuilder};
+use crate::policy::context::{PolicyContext, PolicyError};
 
 /// Request size for bulk sequential loads (warm-up, whole experts). Large enough to reach a
 /// device's sequential bandwidth on every read curve we model.

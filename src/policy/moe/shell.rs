@@ -1,15 +1,15 @@
 //! The [`Policy`] shell shared by expert-offloading policies: the resident set, the per-layer
 //! planner, and a supplier that makes the policy's own decisions.
 
-use super::context::{Counters, MemoryUse, PolicyContext, PolicyError};
-use super::future::FutureAccesses;
-use super::layer_ops::ResidentOps;
-use super::moe_pass::{ExpertSupplier, MoePassPlanner};
-use super::placement::Placement;
-use super::resident::ResidentSet;
-use super::Policy;
 use crate::model::Precision;
 use crate::plan::{Op, OpId, PlanBuilder};
+use crate::policy::context::{Counters, MemoryUse, PolicyContext, PolicyError};
+use crate::policy::machinery::future::FutureAccesses;
+use crate::policy::machinery::pass::moe::{ExpertSupplier, MoePassPlanner};
+use crate::policy::machinery::pass::resident_ops::ResidentOps;
+use crate::policy::machinery::placement::Placement;
+use crate::policy::machinery::resident::ResidentSet;
+use crate::policy::Policy;
 use crate::trace::ForwardPass;
 use std::sync::Arc;
 

@@ -21,16 +21,18 @@
 //! large batches use the rest of the budget as a staging area, freed right after use.
 //! Parameters: none.
 
-use super::context::{Counters, PolicyContext, PolicyError};
-use super::expert_cache::ExpertCache;
-use super::expert_policy::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
-use super::moe_pass::{expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply};
-use super::placement::Placement;
-use super::resident::BULK_REQUEST_BYTES;
 use crate::hw::cost::DeviceCosts;
 use crate::hw::OffloadTier;
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId, PlanBuilder, Unit};
+use crate::policy::context::{Counters, PolicyContext, PolicyError};
+use crate::policy::machinery::cache::tensor_cache::ExpertCache;
+use crate::policy::machinery::pass::moe::{
+    expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
+};
+use crate::policy::machinery::placement::Placement;
+use crate::policy::machinery::resident::BULK_REQUEST_BYTES;
+use crate::policy::moe::shell::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -69,7 +71,7 @@ pub fn build(mode: Mode, ctx: PolicyContext) -> Result<ExpertPolicy<HostCompute>
         Mode::Fiddler => "fiddler",
         Mode::LlamaCpp => "llama-cpp-offload",
     };
-    super::require_moe(&ctx, name)?;
+    crate::policy::require_moe(&ctx, name)?;
     parse_params::<NoParams>(name, &ctx.params)?;
     if ctx.device.offload_tier != OffloadTier::HostMemory {
         return Err(PolicyError::Unsupported(format!(
@@ -133,7 +135,7 @@ impl HostCompute {
         match self.mode {
             Mode::LlamaCpp => Ok(tokens >= LLAMA_CPP_OFFLOAD_MIN_BATCH),
             Mode::Fiddler => {
-                let op = super::layer_ops::expert_compute(
+                let op = crate::policy::machinery::pass::resident_ops::expert_compute(
                     &self.model,
                     key.layer as u32,
                     0,

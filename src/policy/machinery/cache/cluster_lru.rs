@@ -13,10 +13,10 @@
 //! not enough (every remaining entry is a pinned cluster not computed yet) is a pinned one
 //! evicted, the highest cluster first since it is needed last; it is then simply a miss.
 
-use super::context::PolicyError;
-use super::expert_cache::ExpertCache;
 use crate::model::{Precision, TensorRef};
 use crate::plan::{OpId, PlanBuilder};
+use crate::policy::context::PolicyError;
+use crate::policy::machinery::cache::tensor_cache::ExpertCache;
 use std::collections::{BTreeSet, HashMap};
 
 #[derive(Clone, Debug)]

@@ -4,11 +4,11 @@
 //! Per layer: mixer → router → the layer's experts (each after its weights are ready) → join.
 //! A dense layer runs its resident FFN instead. The pass ends with the LM head.
 
-use super::context::{Counters, PolicyError};
-use super::layer_ops::{expert_compute, ResidentOps};
-use super::placement::Placement;
 use crate::model::{ModelGeometry, Precision, TensorRef};
 use crate::plan::{Op, OpId, PlanBuilder, Unit};
+use crate::policy::context::{Counters, PolicyError};
+use crate::policy::machinery::pass::resident_ops::{expert_compute, ResidentOps};
+use crate::policy::machinery::placement::Placement;
 use crate::trace::ForwardPass;
 
 /// What a pass asks of one expert at one layer, aggregated over the pass's tokens.

@@ -4,7 +4,7 @@
 //! - **Token level, dynamic loading** ([`loader`]): a cache-miss expert is loaded at high or
 //!   low precision, or skipped, by the T1/T2 rule on its gate weights.
 //! - **Layer level, adaptive prefetch**: after a layer's gate, the experts of the next layers
-//!   are predicted ([`crate::policy::prediction`]); walking ahead up to `prefetch_layers`,
+//!   are predicted ([`crate::policy::machinery::prediction`]); walking ahead up to `prefetch_layers`,
 //!   the first layer whose predicted experts are not all cached has them prefetched; every
 //!   predicted expert up to that layer is pinned against eviction. The predictions cost one
 //!   stacked gate product per layer (the "Stacking Computer").
@@ -31,16 +31,18 @@ pub mod search;
 use self::loader::{choose, LoadChoice};
 use self::params::{CachePolicy, HobbitParams, LowCopyUse, PrefetchPrecision};
 use self::priority::{PriorityCx, Records};
-use super::context::{Counters, PolicyContext, PolicyError};
-use super::expert_cache::{ExpertCache, ReadOptions};
-use super::expert_policy::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
-use super::future::FutureAccesses;
-use super::moe_pass::{expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply};
-use super::placement::Placement;
-use super::prediction::{ExpertPredictor, Guess};
-use super::resident::BULK_REQUEST_BYTES;
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId, PlanBuilder};
+use crate::policy::context::{Counters, PolicyContext, PolicyError};
+use crate::policy::machinery::cache::tensor_cache::{ExpertCache, ReadOptions};
+use crate::policy::machinery::future::FutureAccesses;
+use crate::policy::machinery::pass::moe::{
+    expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
+};
+use crate::policy::machinery::placement::Placement;
+use crate::policy::machinery::prediction::{ExpertPredictor, Guess};
+use crate::policy::machinery::resident::BULK_REQUEST_BYTES;
+use crate::policy::moe::shell::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
 use crate::trace::ForwardPass;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -73,7 +75,7 @@ pub struct HobbitState {
 
 /// Builds `hobbit` from its context; parameters in `ctx.params` (see [`HobbitParams`]).
 pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<HobbitState>, PolicyError> {
-    super::require_moe(&ctx, "hobbit")?;
+    crate::policy::require_moe(&ctx, "hobbit")?;
     let p: HobbitParams = parse_params("hobbit", &ctx.params)?;
     let high = ctx.offload_precision;
     let low = p.check(high)?;

@@ -3,7 +3,7 @@
 
 use super::loader::{HOBBIT_T1, HOBBIT_T2};
 use crate::model::Precision;
-use crate::policy::prediction::{PredictionSource, HOBBIT_PREDICTOR_ACCURACY};
+use crate::policy::machinery::prediction::{PredictionSource, HOBBIT_PREDICTOR_ACCURACY};
 use crate::policy::PolicyError;
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +69,7 @@ pub enum PrefetchPrecision {
     /// The T1/T2 rule applied to the predicted gate weights (hobbit.md Q2's reading of "we
     /// preload versions of the experts with different precision levels"); a guess the rule
     /// would skip is not prefetched. The predicted weights are the target layer's weights at
-    /// the guessed ranks ([`Guess::unimportance`](crate::policy::prediction::Guess)).
+    /// the guessed ranks ([`Guess::unimportance`](crate::policy::machinery::prediction::Guess)).
     Rule,
     /// A predicted top-1 expert at high precision, every other guess at low precision (no
     /// weights needed).

@@ -6,9 +6,9 @@
 //! a scoring function and the lowest score is evicted first. Ties go to the smaller key, so the
 //! choice is deterministic.
 
-use super::context::PolicyError;
 use crate::model::{Precision, TensorRef};
 use crate::plan::{Op, OpId, PlanBuilder};
+use crate::policy::context::PolicyError;
 use std::collections::{HashMap, VecDeque};
 
 #[derive(Clone, Copy, Debug, PartialEq)]

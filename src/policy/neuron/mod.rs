@@ -7,25 +7,25 @@
 //!   cluster is read and dropped right after its compute; when the area is full a load waits
 //!   for earlier drops.
 //! - `lru`: the budget beyond the resident set caches clusters; a miss evicts the least recently
-//!   used clusters the current layer does not need (see [`super::neuron_cache`] for what happens
+//!   used clusters the current layer does not need (see [`crate::policy::machinery::cache::cluster_lru`] for what happens
 //!   when one layer's demand does not fit).
 //!
 //! Parameters: `{"cluster_neurons": N}` (default 1). Both need the resident set plus the
 //! largest cluster.
 
-use super::context::{Counters, MemoryUse, PolicyContext, PolicyError};
-use super::expert_cache::ExpertCache;
-use super::expert_policy::parse_params;
-use super::layer_ops::ResidentOps;
-use super::neuron_cache::ClusterLru;
-use super::neuron_pass::{
-    ClusterDemand, ClusterSupplier, Clusters, NeuronLayerCx, NeuronPassPlanner,
-};
-use super::placement::Placement;
-use super::resident::{ResidentSet, BULK_REQUEST_BYTES};
-use super::Policy;
 use crate::model::{ModelGeometry, Precision};
 use crate::plan::{OpId, PlanBuilder};
+use crate::policy::context::{Counters, MemoryUse, PolicyContext, PolicyError};
+use crate::policy::machinery::cache::cluster_lru::ClusterLru;
+use crate::policy::machinery::cache::tensor_cache::ExpertCache;
+use crate::policy::machinery::pass::neuron::{
+    ClusterDemand, ClusterSupplier, Clusters, NeuronLayerCx, NeuronPassPlanner,
+};
+use crate::policy::machinery::pass::resident_ops::ResidentOps;
+use crate::policy::machinery::placement::Placement;
+use crate::policy::machinery::resident::{ResidentSet, BULK_REQUEST_BYTES};
+use crate::policy::moe::shell::parse_params;
+use crate::policy::Policy;
 use crate::trace::ForwardPass;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -274,10 +274,10 @@ impl NeuronState for LruClusters {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{dense_context, neuron_pass, neuron_token, plan, tiny_dense};
     use super::*;
     use crate::model::{TensorKind, TensorRef, DENSE_FFN};
     use crate::plan::{Op, Plan};
+    use crate::policy::test_support::{dense_context, neuron_pass, neuron_token, plan, tiny_dense};
     use crate::trace::TokenRecord;
     use std::collections::BTreeMap;
 
@@ -527,7 +527,7 @@ mod tests {
                 vec![(neurons(0, 8), 6), (neurons(16, 4), 6)],
                 "{name}"
             );
-            let reads = super::super::test_support::reads(&plans[0]);
+            let reads = crate::policy::test_support::reads(&plans[0]);
             let int4 = crate::model::Precision::Int4;
             assert_eq!(
                 reads,

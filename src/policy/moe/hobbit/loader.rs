@@ -12,7 +12,7 @@
 //! any of them ([`ExpertDemand::min_score_before`]): if one token needs it at high precision,
 //! it is loaded at high precision.
 //!
-//! [`ExpertDemand::min_score_before`]: crate::policy::moe_pass::ExpertDemand::min_score_before
+//! [`ExpertDemand::min_score_before`]: crate::policy::machinery::pass::moe::ExpertDemand::min_score_before
 
 use serde::Serialize;
 

@@ -23,14 +23,16 @@
 //! This is edgesim's reading of the paper's design, not a port of its code. Parameters:
 //! `{"prefetch": bool (true), "prefetch_layers": u32 (3), "eam_capacity": u32 (120)}`.
 
-use super::context::{Counters, PolicyContext, PolicyError};
-use super::eviction::UseRecord;
-use super::expert_cache::ReadOptions;
-use super::expert_policy::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
-use super::moe_pass::{expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply};
-use super::single_cache::SingleCache;
 use crate::model::{ModelGeometry, TensorKind, TensorRef};
 use crate::plan::OpId;
+use crate::policy::context::{Counters, PolicyContext, PolicyError};
+use crate::policy::machinery::cache::eviction::UseRecord;
+use crate::policy::machinery::cache::single_precision::SingleCache;
+use crate::policy::machinery::cache::tensor_cache::ReadOptions;
+use crate::policy::machinery::pass::moe::{
+    expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
+};
+use crate::policy::moe::shell::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
 use crate::trace::ForwardPass;
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -95,7 +97,7 @@ pub struct MoeInfinity {
 
 pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<MoeInfinity>, PolicyError> {
     const NAME: &str = "moe-infinity";
-    super::require_moe(&ctx, NAME)?;
+    crate::policy::require_moe(&ctx, NAME)?;
     let p: Params = parse_params(NAME, &ctx.params)?;
     if p.prefetch && p.prefetch_layers == 0 {
         return Err(PolicyError::BadParameter(

@@ -18,7 +18,7 @@
 
 use super::params::{CachePolicy, CacheWeights};
 use crate::model::TensorRef;
-use crate::policy::future::FutureAccesses;
+use crate::policy::machinery::future::FutureAccesses;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the cache remembers about one expert. `last_token`, `uses`, `high_uses` and

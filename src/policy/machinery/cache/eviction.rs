@@ -2,7 +2,7 @@
 //!
 //! Each rule maps an expert's [`UseRecord`] (and, for Belady, its next use) to a score; the
 //! cache evicts the lowest score first, ties to the smaller key (see
-//! [`ExpertCache::make_room`](super::expert_cache::ExpertCache::make_room)).
+//! [`ExpertCache::make_room`](crate::policy::machinery::cache::tensor_cache::ExpertCache::make_room)).
 
 use serde::{Deserialize, Serialize};
 

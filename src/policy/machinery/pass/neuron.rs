@@ -10,10 +10,10 @@
 //! supplies first: a supplier that drops a cluster right after its compute (on-demand
 //! staging) can then free memory that the next cluster's Alloc waits for.
 
-use super::context::{Counters, PolicyError};
-use super::layer_ops::ResidentOps;
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef, DENSE_FFN};
 use crate::plan::{Op, OpId, PlanBuilder, Unit};
+use crate::policy::context::{Counters, PolicyError};
+use crate::policy::machinery::pass::resident_ops::ResidentOps;
 use crate::trace::ForwardPass;
 
 /// How a layer's FFN neurons are grouped into load units: cluster `c` holds neurons

@@ -18,16 +18,18 @@
 //! "auto"|"trace"|"seeded", "prediction_accuracy": [f64] (default [0.96], HOBBIT Fig. 7b's
 //! next-layer accuracy of the same kind of gate-based guess)}`.
 
-use super::context::{Counters, PolicyContext, PolicyError};
-use super::eviction::{Eviction, UseRecord};
-use super::expert_cache::ReadOptions;
-use super::expert_policy::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
-use super::moe_pass::{expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply};
-use super::placement::Placement;
-use super::prediction::{ExpertPredictor, Guess, PredictionSource};
-use super::single_cache::SingleCache;
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId};
+use crate::policy::context::{Counters, PolicyContext, PolicyError};
+use crate::policy::machinery::cache::eviction::{Eviction, UseRecord};
+use crate::policy::machinery::cache::single_precision::SingleCache;
+use crate::policy::machinery::cache::tensor_cache::ReadOptions;
+use crate::policy::machinery::pass::moe::{
+    expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
+};
+use crate::policy::machinery::placement::Placement;
+use crate::policy::machinery::prediction::{ExpertPredictor, Guess, PredictionSource};
+use crate::policy::moe::shell::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -65,7 +67,7 @@ pub struct MixtralOffloading {
 
 pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<MixtralOffloading>, PolicyError> {
     const NAME: &str = "mixtral-offloading";
-    super::require_moe(&ctx, NAME)?;
+    crate::policy::require_moe(&ctx, NAME)?;
     let p: Params = parse_params(NAME, &ctx.params)?;
     let precision = ctx.offload_precision;
     let expert = ctx

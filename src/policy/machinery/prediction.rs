@@ -11,8 +11,8 @@
 //!
 //! [`TokenRecord::predicted_at`]: crate::trace::TokenRecord::predicted_at
 
-use super::context::PolicyError;
 use crate::model::ModelGeometry;
+use crate::policy::context::PolicyError;
 use crate::trace::ForwardPass;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

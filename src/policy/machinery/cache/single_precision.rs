@@ -6,13 +6,13 @@
 //! current layer's demands pinned until their compute is planned, prefetched entries pinned
 //! until their layer has run, and the hit/miss/prefetch counters.
 
-use super::context::{Counters, PolicyError};
-use super::eviction::UseRecord;
-use super::expert_cache::{ExpertCache, ReadOptions};
-use super::moe_pass::{expert_key, ExpertDemand, LayerCx, Supply};
-use super::resident::BULK_REQUEST_BYTES;
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::OpId;
+use crate::policy::context::{Counters, PolicyError};
+use crate::policy::machinery::cache::eviction::UseRecord;
+use crate::policy::machinery::cache::tensor_cache::{ExpertCache, ReadOptions};
+use crate::policy::machinery::pass::moe::{expert_key, ExpertDemand, LayerCx, Supply};
+use crate::policy::machinery::resident::BULK_REQUEST_BYTES;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

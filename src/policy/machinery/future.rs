@@ -10,7 +10,7 @@
 //! after warm-up). Within a step an expert is demanded at most once (a prefill pass aggregates
 //! its tokens), which is the granularity at which cache policies see accesses.
 //!
-//! [`Policy::needs_future`]: super::Policy::needs_future
+//! [`Policy::needs_future`]: crate::policy::Policy::needs_future
 
 use crate::model::ModelGeometry;
 use crate::trace::ForwardPass;

@@ -2,21 +2,23 @@
 //! budget left after the resident set; a miss is loaded on demand (the layer waits for it) and
 //! evicts by the policy's rule. Nothing is prefetched, nothing is skipped, one precision: these
 //! are the classical demand-paging caches, and `belady` is the optimum among them at the same
-//! budget (it needs the trace's future, see [`super::future`]).
+//! budget (it needs the trace's future, see [`crate::policy::machinery::future`]).
 //!
 //! Parameters: `lfu` takes `{"reset_per_sequence": bool}` (default false: counts over the whole
 //! run, the model-level LFU HOBBIT compares with; true: HOBBIT's sequence-level LFU signal on
 //! its own). The others take none.
 
-use super::context::{Counters, PolicyContext, PolicyError};
-use super::eviction::Eviction;
-use super::expert_cache::ReadOptions;
-use super::expert_policy::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
-use super::future::FutureAccesses;
-use super::moe_pass::{expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply};
-use super::single_cache::SingleCache;
 use crate::model::TensorKind;
 use crate::plan::OpId;
+use crate::policy::context::{Counters, PolicyContext, PolicyError};
+use crate::policy::machinery::cache::eviction::Eviction;
+use crate::policy::machinery::cache::single_precision::SingleCache;
+use crate::policy::machinery::cache::tensor_cache::ReadOptions;
+use crate::policy::machinery::future::FutureAccesses;
+use crate::policy::machinery::pass::moe::{
+    expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
+};
+use crate::policy::moe::shell::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
 use crate::trace::ForwardPass;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -48,7 +50,7 @@ pub fn build(
     rule: Eviction,
     ctx: PolicyContext,
 ) -> Result<ExpertPolicy<CachingState>, PolicyError> {
-    super::require_moe(&ctx, name)?;
+    crate::policy::require_moe(&ctx, name)?;
     let reset_per_sequence = match rule {
         Eviction::Lfu => parse_params::<LfuParams>(name, &ctx.params)?.reset_per_sequence,
         _ => {
@@ -93,14 +95,16 @@ impl ExpertSupplier for CachingState {
             .as_ref()
             .map_or(0, |f| f.step(self.passes - 1, cx.moe_index));
         let dense = self.dense_layers;
-        let score = move |k: &crate::model::TensorRef, r: Option<&super::eviction::UseRecord>| {
-            rule.score(r, || match (&future, k.kind) {
-                (Some(f), TensorKind::Expert(e)) => {
-                    f.next_use_or_never((k.layer as u32 - dense) as usize, e, step)
-                }
-                _ => u64::MAX,
-            })
-        };
+        let score =
+            move |k: &crate::model::TensorRef,
+                  r: Option<&crate::policy::machinery::cache::eviction::UseRecord>| {
+                rule.score(r, || match (&future, k.kind) {
+                    (Some(f), TensorKind::Expert(e)) => {
+                        f.next_use_or_never((k.layer as u32 - dense) as usize, e, step)
+                    }
+                    _ => u64::MAX,
+                })
+            };
         self.cache.supply(cx, d, &score, ReadOptions::default())
     }
 

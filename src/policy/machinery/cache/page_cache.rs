@@ -10,10 +10,10 @@
 //! `granule_bytes` (the readahead window; the kernel reads and, for a sequential scan,
 //! drops pages at about that granularity).
 
-use super::context::PolicyError;
-use super::expert_cache::PendingFrees;
 use crate::model::TensorRef;
 use crate::plan::{Op, OpId, PlanBuilder};
+use crate::policy::context::PolicyError;
+use crate::policy::machinery::cache::tensor_cache::PendingFrees;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
