@@ -136,3 +136,16 @@ impl fmt::Display for PolicyError {
 }
 
 impl std::error::Error for PolicyError {}
+
+/// Parses a policy's parameters (`null` means all defaults), rejecting unknown keys with the
+/// policy's name in the message.
+pub fn parse_params<T: serde::de::DeserializeOwned + Default>(
+    policy: &str,
+    params: &serde_json::Value,
+) -> Result<T, PolicyError> {
+    if params.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(params.clone())
+        .map_err(|e| PolicyError::BadParameter(format!("policy `{policy}`: {e}")))
+}

@@ -102,7 +102,7 @@ pub const POLICIES: &[(&str, &str)] = &[
 pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
     match name {
         "on-demand" | "lru" if !ctx.model.is_moe() => neuron::build(name, ctx),
-        "on-demand" => Ok(Box::new(OnDemand::new(ctx)?)),
+        "on-demand" => Ok(Box::new(moe::on_demand::build(ctx)?)),
         "lru" => Ok(Box::new(moe::demand_paging::build(
             "lru",
             Eviction::Lru,
@@ -139,16 +139,5 @@ pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyEr
             "unknown policy `{name}`; known policies: {}",
             POLICIES.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
         ))),
-    }
-}
-
-fn require_moe(ctx: &PolicyContext, policy: &str) -> Result<(), PolicyError> {
-    if ctx.model.is_moe() {
-        Ok(())
-    } else {
-        Err(PolicyError::Unsupported(format!(
-            "policy `{policy}` offloads MoE experts, but model `{}` is dense",
-            ctx.model.name
-        )))
     }
 }

@@ -10,15 +10,16 @@
 
 use crate::model::TensorKind;
 use crate::plan::OpId;
+use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
 use crate::policy::machinery::cache::eviction::Eviction;
-use crate::policy::machinery::cache::single_precision::SingleCache;
+use crate::policy::machinery::cache::single_precision::SinglePrecisionCache;
 use crate::policy::machinery::cache::tensor_cache::ReadOptions;
 use crate::policy::machinery::future::FutureAccesses;
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
 };
-use crate::policy::moe::shell::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
+use crate::policy::moe::shell::{cache_capacity, ExpertPolicy, ExpertState};
 use crate::trace::ForwardPass;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ struct LfuParams {
 }
 
 pub struct CachingState {
-    cache: SingleCache,
+    cache: SinglePrecisionCache,
     rule: Eviction,
     reset_per_sequence: bool,
     future: Option<Arc<FutureAccesses>>,
@@ -50,7 +51,7 @@ pub fn build(
     rule: Eviction,
     ctx: PolicyContext,
 ) -> Result<ExpertPolicy<CachingState>, PolicyError> {
-    crate::policy::require_moe(&ctx, name)?;
+    crate::policy::moe::require_moe(&ctx, name)?;
     let reset_per_sequence = match rule {
         Eviction::Lfu => parse_params::<LfuParams>(name, &ctx.params)?.reset_per_sequence,
         _ => {
@@ -63,7 +64,7 @@ pub fn build(
     let expert_bytes = ctx.model.bytes(first, TensorKind::Expert(0), precision);
     let capacity = cache_capacity(&ctx, expert_bytes, "the resident set plus one expert")?;
     let state = CachingState {
-        cache: SingleCache::new(ctx.model.clone(), capacity, precision),
+        cache: SinglePrecisionCache::new(ctx.model.clone(), capacity, precision),
         rule,
         reset_per_sequence,
         future: None,

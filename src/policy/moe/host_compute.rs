@@ -25,14 +25,15 @@ use crate::hw::cost::DeviceCosts;
 use crate::hw::OffloadTier;
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId, PlanBuilder, Unit};
+use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
-use crate::policy::machinery::cache::tensor_cache::ExpertCache;
+use crate::policy::machinery::cache::tensor_cache::TensorCache;
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
 };
 use crate::policy::machinery::placement::Placement;
 use crate::policy::machinery::resident::BULK_REQUEST_BYTES;
-use crate::policy::moe::shell::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
+use crate::policy::moe::shell::{cache_capacity, ExpertPolicy, ExpertState};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -60,7 +61,7 @@ pub struct HostCompute {
     /// Experts kept in accelerator memory, loaded at warm-up.
     resident: BTreeSet<TensorRef>,
     /// The static set and, transiently, copies made for one use.
-    area: ExpertCache,
+    area: TensorCache,
     /// Experts copied for this layer's use only: evicted once computed.
     staged: Vec<TensorRef>,
     counters: Counters,
@@ -71,7 +72,7 @@ pub fn build(mode: Mode, ctx: PolicyContext) -> Result<ExpertPolicy<HostCompute>
         Mode::Fiddler => "fiddler",
         Mode::LlamaCpp => "llama-cpp-offload",
     };
-    crate::policy::require_moe(&ctx, name)?;
+    crate::policy::moe::require_moe(&ctx, name)?;
     parse_params::<NoParams>(name, &ctx.params)?;
     if ctx.device.offload_tier != OffloadTier::HostMemory {
         return Err(PolicyError::Unsupported(format!(
@@ -117,7 +118,7 @@ pub fn build(mode: Mode, ctx: PolicyContext) -> Result<ExpertPolicy<HostCompute>
         precision,
         costs,
         resident,
-        area: ExpertCache::new(capacity),
+        area: TensorCache::new(capacity),
         staged: Vec::new(),
         counters: Counters::default(),
     };

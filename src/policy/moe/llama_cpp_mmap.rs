@@ -23,13 +23,14 @@
 use crate::hw::OffloadTier;
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId, Unit};
+use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
 use crate::policy::machinery::cache::page_cache::PageCache;
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
 };
 use crate::policy::machinery::placement::Placement;
-use crate::policy::moe::shell::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
+use crate::policy::moe::shell::{cache_capacity, ExpertPolicy, ExpertState};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -77,7 +78,7 @@ pub struct LlamaCppMmap {
 
 pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<LlamaCppMmap>, PolicyError> {
     const NAME: &str = "llama-cpp-mmap";
-    crate::policy::require_moe(&ctx, NAME)?;
+    crate::policy::moe::require_moe(&ctx, NAME)?;
     let p: Params = parse_params(NAME, &ctx.params)?;
     if ctx.device.offload_tier != OffloadTier::Flash {
         return Err(PolicyError::Unsupported(format!(

@@ -20,16 +20,17 @@
 
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId};
+use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
 use crate::policy::machinery::cache::eviction::{Eviction, UseRecord};
-use crate::policy::machinery::cache::single_precision::SingleCache;
+use crate::policy::machinery::cache::single_precision::SinglePrecisionCache;
 use crate::policy::machinery::cache::tensor_cache::ReadOptions;
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
 };
 use crate::policy::machinery::placement::Placement;
 use crate::policy::machinery::prediction::{ExpertPredictor, Guess, PredictionSource};
-use crate::policy::moe::shell::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
+use crate::policy::moe::shell::{cache_capacity, ExpertPolicy, ExpertState};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -54,7 +55,7 @@ impl Default for Params {
 }
 
 pub struct MixtralOffloading {
-    cache: SingleCache,
+    cache: SinglePrecisionCache,
     prefetch: bool,
     /// Entries each MoE layer may hold before it evicts its own (None: one shared LRU).
     quota: Option<Vec<u32>>,
@@ -67,7 +68,7 @@ pub struct MixtralOffloading {
 
 pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<MixtralOffloading>, PolicyError> {
     const NAME: &str = "mixtral-offloading";
-    crate::policy::require_moe(&ctx, NAME)?;
+    crate::policy::moe::require_moe(&ctx, NAME)?;
     let p: Params = parse_params(NAME, &ctx.params)?;
     let precision = ctx.offload_precision;
     let expert = ctx
@@ -82,7 +83,7 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<MixtralOffloading>, Poli
             .collect()
     });
     let state = MixtralOffloading {
-        cache: SingleCache::new(ctx.model.clone(), capacity, precision),
+        cache: SinglePrecisionCache::new(ctx.model.clone(), capacity, precision),
         prefetch: p.prefetch,
         quota,
         predictor: ExpertPredictor::new(

@@ -23,3 +23,17 @@ pub mod mixtral_offloading;
 pub mod moe_infinity;
 pub mod on_demand;
 pub mod shell;
+
+use crate::policy::{PolicyContext, PolicyError};
+
+/// Fails unless the model has MoE layers: every policy of this family offloads experts.
+pub(crate) fn require_moe(ctx: &PolicyContext, policy: &str) -> Result<(), PolicyError> {
+    if ctx.model.is_moe() {
+        Ok(())
+    } else {
+        Err(PolicyError::Unsupported(format!(
+            "policy `{policy}` offloads MoE experts, but model `{}` is dense",
+            ctx.model.name
+        )))
+    }
+}

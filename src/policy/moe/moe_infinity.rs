@@ -25,14 +25,15 @@
 
 use crate::model::{ModelGeometry, TensorKind, TensorRef};
 use crate::plan::OpId;
+use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
 use crate::policy::machinery::cache::eviction::UseRecord;
-use crate::policy::machinery::cache::single_precision::SingleCache;
+use crate::policy::machinery::cache::single_precision::SinglePrecisionCache;
 use crate::policy::machinery::cache::tensor_cache::ReadOptions;
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
 };
-use crate::policy::moe::shell::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
+use crate::policy::moe::shell::{cache_capacity, ExpertPolicy, ExpertState};
 use crate::trace::ForwardPass;
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -85,7 +86,7 @@ impl Eam {
 }
 
 pub struct MoeInfinity {
-    cache: SingleCache,
+    cache: SinglePrecisionCache,
     p: Params,
     model: Arc<ModelGeometry>,
     current: Eam,
@@ -97,7 +98,7 @@ pub struct MoeInfinity {
 
 pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<MoeInfinity>, PolicyError> {
     const NAME: &str = "moe-infinity";
-    crate::policy::require_moe(&ctx, NAME)?;
+    crate::policy::moe::require_moe(&ctx, NAME)?;
     let p: Params = parse_params(NAME, &ctx.params)?;
     if p.prefetch && p.prefetch_layers == 0 {
         return Err(PolicyError::BadParameter(
@@ -111,7 +112,7 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<MoeInfinity>, PolicyErro
     let capacity = cache_capacity(&ctx, expert, "the resident set plus one expert")?;
     let cells = (ctx.model.moe_layers() * ctx.model.experts) as usize;
     let state = MoeInfinity {
-        cache: SingleCache::new(ctx.model.clone(), capacity, precision),
+        cache: SinglePrecisionCache::new(ctx.model.clone(), capacity, precision),
         model: ctx.model.clone(),
         current: Eam::new(cells),
         collection: VecDeque::new(),

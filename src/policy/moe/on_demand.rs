@@ -6,53 +6,40 @@
 //! as fit, so a small budget serialises loads instead of failing.
 
 use crate::model::{Precision, TensorKind};
-use crate::plan::{OpId, PlanBuilder};
-use crate::policy::context::{Counters, MemoryUse, PolicyContext, PolicyError};
-use crate::policy::machinery::cache::tensor_cache::ExpertCache;
+use crate::plan::OpId;
+use crate::policy::context::{Counters, PolicyContext, PolicyError};
+use crate::policy::machinery::cache::tensor_cache::TensorCache;
 use crate::policy::machinery::pass::moe::{
-    expert_key, ExpertDemand, ExpertSupplier, LayerCx, MoePassPlanner, Supply,
+    expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
 };
-use crate::policy::machinery::pass::resident_ops::ResidentOps;
-use crate::policy::machinery::placement::Placement;
-use crate::policy::machinery::resident::{ResidentSet, BULK_REQUEST_BYTES};
-use crate::policy::Policy;
-use crate::trace::ForwardPass;
+use crate::policy::machinery::resident::BULK_REQUEST_BYTES;
+use crate::policy::moe::shell::{cache_capacity, ExpertPolicy, ExpertState};
 
-pub struct OnDemand {
-    ctx: PolicyContext,
-    resident: ResidentSet,
-    planner: MoePassPlanner,
-    staging: Staging,
+/// `on-demand` for MoE models.
+pub type OnDemand = ExpertPolicy<Staging>;
+
+/// Builds `on-demand`: the budget beyond the resident set is the staging area.
+pub fn build(ctx: PolicyContext) -> Result<OnDemand, PolicyError> {
+    crate::policy::moe::require_moe(&ctx, "on-demand")?;
+    let precision = ctx.offload_precision;
+    let first_moe = ctx.model.dense_layers;
+    let expert_bytes = ctx.model.bytes(first_moe, TensorKind::Expert(0), precision);
+    let capacity = cache_capacity(&ctx, expert_bytes, "the resident set plus one expert")?;
+    let staging = Staging {
+        area: TensorCache::new(capacity),
+        precision,
+        expert_bytes,
+        counters: Counters::default(),
+    };
+    Ok(ExpertPolicy::new("on-demand", ctx, precision, staging))
 }
 
-struct Staging {
-    area: ExpertCache,
+/// The staging area: every expert is loaded for its compute and dropped right after it.
+pub struct Staging {
+    area: TensorCache,
     precision: Precision,
     expert_bytes: u64,
     counters: Counters,
-}
-
-impl OnDemand {
-    pub fn new(ctx: PolicyContext) -> Result<Self, PolicyError> {
-        crate::policy::require_moe(&ctx, "on-demand")?;
-        let resident = ResidentSet::new(&ctx, true);
-        let precision = ctx.offload_precision;
-        let first_moe = ctx.model.dense_layers;
-        let expert_bytes = ctx.model.bytes(first_moe, TensorKind::Expert(0), precision);
-        resident.check_budget(&ctx, expert_bytes, "the resident set plus one expert")?;
-        let area = ExpertCache::new(ctx.budget_bytes - resident.bytes());
-        Ok(OnDemand {
-            planner: MoePassPlanner::new(Placement::new(&ctx.device), precision),
-            resident,
-            staging: Staging {
-                area,
-                precision,
-                expert_bytes,
-                counters: Counters::default(),
-            },
-            ctx,
-        })
-    }
 }
 
 impl ExpertSupplier for Staging {
@@ -96,33 +83,12 @@ impl ExpertSupplier for Staging {
     }
 }
 
-impl Policy for OnDemand {
-    fn name(&self) -> &str {
-        "on-demand"
+impl ExpertState for Staging {
+    fn cache_bytes(&self) -> u64 {
+        self.area.used_bytes()
     }
 
-    fn plan_warmup(&mut self, b: &mut PlanBuilder) -> Result<(), PolicyError> {
-        self.resident.plan_warmup(b);
-        Ok(())
-    }
-
-    fn plan_pass(&mut self, pass: &ForwardPass, b: &mut PlanBuilder) -> Result<(), PolicyError> {
-        let ops = ResidentOps {
-            model: &self.ctx.model,
-            precision: self.ctx.resident_precision,
-        };
-        self.planner
-            .plan(&self.ctx.model, &ops, pass, &mut self.staging, b)
-    }
-
-    fn memory(&self) -> MemoryUse {
-        MemoryUse {
-            resident_bytes: self.resident.bytes(),
-            cache_bytes: self.staging.area.used_bytes(),
-        }
-    }
-
-    fn counters(&self) -> &Counters {
-        &self.staging.counters
+    fn counters_ref(&self) -> &Counters {
+        &self.counters
     }
 }

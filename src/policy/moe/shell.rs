@@ -117,16 +117,3 @@ pub fn cache_capacity(ctx: &PolicyContext, min_bytes: u64, what: &str) -> Result
     resident.check_budget(ctx, min_bytes, what)?;
     Ok(ctx.budget_bytes - resident.bytes())
 }
-
-/// Parses a policy's parameters (`null` means all defaults), rejecting unknown keys with the
-/// policy's name in the message.
-pub fn parse_params<T: serde::de::DeserializeOwned + Default>(
-    policy: &str,
-    params: &serde_json::Value,
-) -> Result<T, PolicyError> {
-    if params.is_null() {
-        return Ok(T::default());
-    }
-    serde_json::from_value(params.clone())
-        .map_err(|e| PolicyError::BadParameter(format!("policy `{policy}`: {e}")))
-}

@@ -1,9 +1,9 @@
 //! An LRU cache of neuron clusters with constant-time victim choice.
 //!
 //! A dense model at one neuron per cluster has tens of thousands of clusters, and a pass misses
-//! hundreds of them per layer: the slab scan of [`ExpertCache::make_room`] would make victim
+//! hundreds of them per layer: the slab scan of [`TensorCache::make_room`] would make victim
 //! search quadratic. So the LRU order lives in an ordered set keyed by (last use, key), and
-//! [`ExpertCache`] keeps only the bookkeeping that makes plans honest (an eviction waits for its
+//! [`TensorCache`] keeps only the bookkeeping that makes plans honest (an eviction waits for its
 //! entry's load and last use, an allocation waits for the evictions whose memory it takes).
 //!
 //! The clusters the current layer demands are pinned: taken out of the LRU order until they are
@@ -16,12 +16,12 @@
 use crate::model::{Precision, TensorRef};
 use crate::plan::{OpId, PlanBuilder};
 use crate::policy::context::PolicyError;
-use crate::policy::machinery::cache::tensor_cache::ExpertCache;
+use crate::policy::machinery::cache::tensor_cache::TensorCache;
 use std::collections::{BTreeSet, HashMap};
 
 #[derive(Clone, Debug)]
 pub struct ClusterLru {
-    cache: ExpertCache,
+    cache: TensorCache,
     /// Unpinned entries by (last use tick, key): the first is the victim; ties cannot happen.
     order: BTreeSet<(u64, TensorRef)>,
     tick_of: HashMap<TensorRef, u64>,
@@ -33,7 +33,7 @@ pub struct ClusterLru {
 impl ClusterLru {
     pub fn new(capacity_bytes: u64) -> Self {
         ClusterLru {
-            cache: ExpertCache::new(capacity_bytes),
+            cache: TensorCache::new(capacity_bytes),
             order: BTreeSet::new(),
             tick_of: HashMap::new(),
             pinned: BTreeSet::new(),

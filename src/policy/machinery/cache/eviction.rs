@@ -1,10 +1,13 @@
-//! Victim choice for single-precision expert caches: LRU, LFU, FIFO and Belady's optimum.
+//! Victim choice for single-precision expert caches: LRU, LFU, FIFO and Belady's optimum, and
+//! the access records they score.
 //!
 //! Each rule maps an expert's [`UseRecord`] (and, for Belady, its next use) to a score; the
 //! cache evicts the lowest score first, ties to the smaller key (see
-//! [`ExpertCache::make_room`](crate::policy::machinery::cache::tensor_cache::ExpertCache::make_room)).
+//! [`TensorCache::make_room`](crate::policy::machinery::cache::tensor_cache::TensorCache::make_room)).
 
+use crate::model::{ModelGeometry, TensorKind, TensorRef};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// How a single-precision expert cache picks its victim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +59,60 @@ pub struct UseRecord {
     pub uses: u64,
     /// Clock when the current copy was loaded.
     pub inserted: u64,
+}
+
+/// Access records of experts in a dense table indexed by layer and expert: a victim search
+/// asks for the record of every cached entry, and a table lookup keeps that search as cheap as
+/// the entries' scan itself. Keys that are not experts (none today) go to a map.
+#[derive(Clone, Debug)]
+pub struct UseRecords {
+    experts: usize,
+    table: Vec<UseRecord>,
+    other: BTreeMap<TensorRef, UseRecord>,
+}
+
+impl UseRecords {
+    pub fn new(model: &ModelGeometry) -> Self {
+        let experts = model.experts.max(1) as usize;
+        UseRecords {
+            experts,
+            table: vec![UseRecord::default(); model.layers as usize * experts],
+            other: BTreeMap::new(),
+        }
+    }
+
+    fn slot(&self, key: &TensorRef) -> Option<usize> {
+        match key.kind {
+            TensorKind::Expert(e) if (e as usize) < self.experts => {
+                let i = key.layer as usize * self.experts + e as usize;
+                (i < self.table.len()).then_some(i)
+            }
+            _ => None,
+        }
+    }
+
+    /// The record of `key` (every key has one; never accessed: all zero).
+    pub fn get(&self, key: &TensorRef) -> Option<&UseRecord> {
+        match self.slot(key) {
+            Some(i) => Some(&self.table[i]),
+            None => self.other.get(key),
+        }
+    }
+
+    /// The record of `key`, to update.
+    pub fn entry(&mut self, key: TensorRef) -> &mut UseRecord {
+        match self.slot(&key) {
+            Some(i) => &mut self.table[i],
+            None => self.other.entry(key).or_default(),
+        }
+    }
+
+    /// Sets every access count to zero (LFU's per-sequence reset), keeping recency.
+    pub fn reset_uses(&mut self) {
+        for r in self.table.iter_mut().chain(self.other.values_mut()) {
+            r.uses = 0;
+        }
+    }
 }
 
 #[cfg(test)]

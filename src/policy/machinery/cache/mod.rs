@@ -13,5 +13,6 @@
 pub mod cluster_lru;
 pub mod eviction;
 pub mod page_cache;
+pub mod pending_frees;
 pub mod single_precision;
 pub mod tensor_cache;

@@ -13,7 +13,7 @@
 use crate::model::TensorRef;
 use crate::plan::{Op, OpId, PlanBuilder};
 use crate::policy::context::PolicyError;
-use crate::policy::machinery::cache::tensor_cache::PendingFrees;
+use crate::policy::machinery::cache::pending_frees::PendingFrees;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

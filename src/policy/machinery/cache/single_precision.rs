@@ -6,21 +6,21 @@
 //! current layer's demands pinned until their compute is planned, prefetched entries pinned
 //! until their layer has run, and the hit/miss/prefetch counters.
 
-use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
+use crate::model::{ModelGeometry, Precision, TensorRef};
 use crate::plan::OpId;
 use crate::policy::context::{Counters, PolicyError};
-use crate::policy::machinery::cache::eviction::UseRecord;
-use crate::policy::machinery::cache::tensor_cache::{ExpertCache, ReadOptions};
+use crate::policy::machinery::cache::eviction::{UseRecord, UseRecords};
+use crate::policy::machinery::cache::tensor_cache::{ReadOptions, TensorCache};
 use crate::policy::machinery::pass::moe::{expert_key, ExpertDemand, LayerCx, Supply};
 use crate::policy::machinery::resident::BULK_REQUEST_BYTES;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Victim score of a cached entry from its key and access record: lowest evicted first.
 pub type ScoreFn<'a> = dyn Fn(&TensorRef, Option<&UseRecord>) -> (f64, f64) + 'a;
 
-pub struct SingleCache {
-    pub cache: ExpertCache,
+pub struct SinglePrecisionCache {
+    pub cache: TensorCache,
     pub precision: Precision,
     model: Arc<ModelGeometry>,
     /// Access records, kept after eviction (LFU counts history).
@@ -34,10 +34,10 @@ pub struct SingleCache {
     pub counters: Counters,
 }
 
-impl SingleCache {
+impl SinglePrecisionCache {
     pub fn new(model: Arc<ModelGeometry>, capacity_bytes: u64, precision: Precision) -> Self {
-        SingleCache {
-            cache: ExpertCache::new(capacity_bytes),
+        SinglePrecisionCache {
+            cache: TensorCache::new(capacity_bytes),
             precision,
             records: UseRecords::new(&model),
             model,
@@ -223,59 +223,5 @@ impl SingleCache {
 
     pub fn is_pinned(&self, key: &TensorRef) -> bool {
         self.demand_pins.contains(key) || self.prefetch_pins.contains(key)
-    }
-}
-
-/// Access records of experts in a dense table indexed by layer and expert: a victim search
-/// asks for the record of every cached entry, and a table lookup keeps that search as cheap as
-/// the entries' scan itself. Keys that are not experts (none today) go to a map.
-#[derive(Clone, Debug)]
-pub struct UseRecords {
-    experts: usize,
-    table: Vec<UseRecord>,
-    other: BTreeMap<TensorRef, UseRecord>,
-}
-
-impl UseRecords {
-    pub fn new(model: &ModelGeometry) -> Self {
-        let experts = model.experts.max(1) as usize;
-        UseRecords {
-            experts,
-            table: vec![UseRecord::default(); model.layers as usize * experts],
-            other: BTreeMap::new(),
-        }
-    }
-
-    fn slot(&self, key: &TensorRef) -> Option<usize> {
-        match key.kind {
-            TensorKind::Expert(e) if (e as usize) < self.experts => {
-                let i = key.layer as usize * self.experts + e as usize;
-                (i < self.table.len()).then_some(i)
-            }
-            _ => None,
-        }
-    }
-
-    /// The record of `key` (every key has one; never accessed: all zero).
-    pub fn get(&self, key: &TensorRef) -> Option<&UseRecord> {
-        match self.slot(key) {
-            Some(i) => Some(&self.table[i]),
-            None => self.other.get(key),
-        }
-    }
-
-    /// The record of `key`, to update.
-    pub fn entry(&mut self, key: TensorRef) -> &mut UseRecord {
-        match self.slot(&key) {
-            Some(i) => &mut self.table[i],
-            None => self.other.entry(key).or_default(),
-        }
-    }
-
-    /// Sets every access count to zero (LFU's per-sequence reset), keeping recency.
-    pub fn reset_uses(&mut self) {
-        for r in self.table.iter_mut().chain(self.other.values_mut()) {
-            r.uses = 0;
-        }
     }
 }

@@ -9,7 +9,8 @@
 use crate::model::{Precision, TensorRef};
 use crate::plan::{Op, OpId, PlanBuilder};
 use crate::policy::context::PolicyError;
-use std::collections::{HashMap, VecDeque};
+use crate::policy::machinery::cache::pending_frees::PendingFrees;
+use std::collections::HashMap;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CacheEntry {
@@ -24,7 +25,7 @@ pub struct CacheEntry {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct ExpertCache {
+pub struct TensorCache {
     capacity_bytes: u64,
     used_bytes: u64,
     /// Entries in a dense slab, so victim searches scan contiguous memory; `index` maps a key
@@ -33,50 +34,6 @@ pub struct ExpertCache {
     slots: Vec<(TensorRef, CacheEntry)>,
     index: HashMap<TensorRef, usize>,
     frees: PendingFrees,
-}
-
-/// Evictions planned but possibly not yet run, with the bytes of each not yet handed to a
-/// later allocation. An Alloc that needs those bytes depends on the Evict, oldest first.
-/// Shared by every structure that frees and allocates memory in plans (expert caches, the
-/// page cache of `llama-cpp-mmap`).
-#[derive(Clone, Debug, Default)]
-pub struct PendingFrees {
-    pending: VecDeque<(OpId, u64)>,
-    bytes: u64,
-}
-
-impl PendingFrees {
-    /// Bytes freed by planned evictions and not yet claimed by an allocation.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    /// Records that `op` frees `bytes` when it ends.
-    pub fn push(&mut self, op: OpId, bytes: u64) {
-        self.pending.push_back((op, bytes));
-        self.bytes += bytes;
-    }
-
-    /// Adds to `deps` the pending evictions an allocation of `bytes` must wait for, given
-    /// `free_now` bytes that are free for certain: those are used first, then the oldest
-    /// pending frees.
-    pub fn claim(&mut self, bytes: u64, free_now: u64, deps: &mut Vec<OpId>) {
-        let mut deficit = bytes.saturating_sub(free_now);
-        while deficit > 0 {
-            let Some((op, freed)) = self.pending.pop_front() else {
-                break;
-            };
-            deps.push(op);
-            let taken = freed.min(deficit);
-            deficit -= taken;
-            self.bytes -= taken;
-            if freed > taken {
-                // The rest of that eviction's memory stays available to later allocations,
-                // which must also wait for it.
-                self.pending.push_front((op, freed - taken));
-            }
-        }
-    }
 }
 
 /// How a load's read is issued.
@@ -90,9 +47,9 @@ pub struct ReadOptions {
     pub block_bytes: u64,
 }
 
-impl ExpertCache {
+impl TensorCache {
     pub fn new(capacity_bytes: u64) -> Self {
-        ExpertCache {
+        TensorCache {
             capacity_bytes,
             used_bytes: 0,
             slots: Vec::new(),
@@ -149,7 +106,7 @@ impl ExpertCache {
 
     /// Emits Evict ops until `bytes` more fit, choosing unpinned victims with the lowest
     /// `score`. Returns the evict ops and the evicted keys with their entries; a later
-    /// [`ExpertCache::load`] makes its Alloc wait for the evictions it needs.
+    /// [`TensorCache::load`] makes its Alloc wait for the evictions it needs.
     pub fn make_room<S: PartialOrd>(
         &mut self,
         bytes: u64,
@@ -250,7 +207,7 @@ impl ExpertCache {
         )
     }
 
-    /// [`ExpertCache::load`] with a read priority and optional block-wise reads.
+    /// [`TensorCache::load`] with a read priority and optional block-wise reads.
     #[allow(clippy::too_many_arguments)]
     pub fn load_with(
         &mut self,
@@ -334,7 +291,7 @@ mod tests {
 
     #[test]
     fn evicts_lowest_score_after_load_and_use() {
-        let mut c = ExpertCache::new(200);
+        let mut c = TensorCache::new(200);
         let mut b = PlanBuilder::new(0);
         let r0 = c.load(key(0), Precision::Int4, 100, 4096, &[], &[], false, &mut b);
         let r1 = c.load(key(1), Precision::Int4, 100, 4096, &[], &[], false, &mut b);
@@ -355,7 +312,7 @@ mod tests {
 
     #[test]
     fn an_allocation_waits_for_the_eviction_that_frees_its_memory() {
-        let mut c = ExpertCache::new(100);
+        let mut c = TensorCache::new(100);
         let mut b = PlanBuilder::new(0);
         c.load(key(0), Precision::Int4, 100, 4096, &[], &[], false, &mut b);
         // Evicted right away (on-demand style): the accounting is free at once, but the next
@@ -377,7 +334,7 @@ mod tests {
 
     #[test]
     fn pinned_entries_are_never_victims() {
-        let mut c = ExpertCache::new(200);
+        let mut c = TensorCache::new(200);
         let mut b = PlanBuilder::new(0);
         c.load(key(0), Precision::Int4, 100, 4096, &[], &[], false, &mut b);
         c.load(key(1), Precision::Int4, 100, 4096, &[], &[], false, &mut b);
@@ -391,7 +348,7 @@ mod tests {
 
     #[test]
     fn block_wise_reads_are_chained_with_their_priority() {
-        let mut c = ExpertCache::new(1000);
+        let mut c = TensorCache::new(1000);
         let mut b = PlanBuilder::new(0);
         let opts = ReadOptions {
             priority: 3,
@@ -433,7 +390,7 @@ mod tests {
 
     #[test]
     fn entry_larger_than_cache_is_an_error() {
-        let mut c = ExpertCache::new(50);
+        let mut c = TensorCache::new(50);
         let mut b = PlanBuilder::new(0);
         assert!(c.make_room(51, |_| false, |_, _| 0, &mut b).is_err());
     }

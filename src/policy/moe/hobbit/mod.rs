@@ -33,8 +33,9 @@ use self::params::{CachePolicy, HobbitParams, LowCopyUse, PrefetchPrecision};
 use self::priority::{PriorityCx, Records};
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId, PlanBuilder};
+use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
-use crate::policy::machinery::cache::tensor_cache::{ExpertCache, ReadOptions};
+use crate::policy::machinery::cache::tensor_cache::{ReadOptions, TensorCache};
 use crate::policy::machinery::future::FutureAccesses;
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
@@ -42,7 +43,7 @@ use crate::policy::machinery::pass::moe::{
 use crate::policy::machinery::placement::Placement;
 use crate::policy::machinery::prediction::{ExpertPredictor, Guess};
 use crate::policy::machinery::resident::BULK_REQUEST_BYTES;
-use crate::policy::moe::shell::{cache_capacity, parse_params, ExpertPolicy, ExpertState};
+use crate::policy::moe::shell::{cache_capacity, ExpertPolicy, ExpertState};
 use crate::trace::ForwardPass;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -51,8 +52,8 @@ pub struct HobbitState {
     p: HobbitParams,
     high: Precision,
     low: Precision,
-    hi: ExpertCache,
-    lo: ExpertCache,
+    hi: TensorCache,
+    lo: TensorCache,
     model: Arc<ModelGeometry>,
     placement: Placement,
     resident_precision: Precision,
@@ -75,7 +76,7 @@ pub struct HobbitState {
 
 /// Builds `hobbit` from its context; parameters in `ctx.params` (see [`HobbitParams`]).
 pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<HobbitState>, PolicyError> {
-    crate::policy::require_moe(&ctx, "hobbit")?;
+    crate::policy::moe::require_moe(&ctx, "hobbit")?;
     let p: HobbitParams = parse_params("hobbit", &ctx.params)?;
     let high = ctx.offload_precision;
     let low = p.check(high)?;
@@ -122,8 +123,8 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<HobbitState>, PolicyErro
     let state = HobbitState {
         high,
         low,
-        hi: ExpertCache::new(cache - lo_bytes),
-        lo: ExpertCache::new(lo_bytes),
+        hi: TensorCache::new(cache - lo_bytes),
+        lo: TensorCache::new(lo_bytes),
         model: ctx.model.clone(),
         placement: Placement::new(&ctx.device),
         resident_precision: ctx.resident_precision,
