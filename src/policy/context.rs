@@ -1,6 +1,7 @@
 //! What a policy is given, what it reports, and how it fails.
 
 use crate::hw::DeviceProfile;
+use crate::policy::machinery::load_ops::LoadOps;
 use crate::model::{ModelGeometry, Precision};
 use crate::units::human_bytes;
 use serde::Serialize;
@@ -25,6 +26,9 @@ pub struct PolicyContext {
     /// The policy's own parameters (`null` when none are given); each policy parses and
     /// checks them, rejecting unknown keys.
     pub params: serde_json::Value,
+    /// How the policy's loads become ops: [`plain`](crate::policy::machinery::load_ops::plain) (Alloc → Read) unless a wrapper
+    /// family (the confidential one) replaces it before building the inner policy.
+    pub load_ops: Arc<dyn LoadOps>,
 }
 
 impl PolicyContext {

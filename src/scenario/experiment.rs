@@ -301,6 +301,7 @@ pub fn policy_context(
         max_context,
         seed: exp.seed,
         params,
+        load_ops: crate::policy::machinery::load_ops::plain(),
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod future;
+pub mod load_ops;
 pub mod pass;
 pub mod placement;
 pub mod prediction;

@@ -3,6 +3,8 @@
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId, PlanBuilder};
 use crate::policy::context::{PolicyContext, PolicyError};
+use crate::policy::machinery::load_ops::{Load, LoadOps, ReadOptions};
+use std::sync::Arc;
 
 /// Request size for bulk sequential loads (warm-up, whole experts). Large enough to reach a
 /// device's sequential bandwidth on every read curve we model.
@@ -14,6 +16,8 @@ pub struct ResidentSet {
     tensors: Vec<(TensorRef, u64)>,
     kv_bytes: u64,
     precision: Precision,
+    /// How the warm-up's loads become ops (the context's).
+    load_ops: Arc<dyn LoadOps>,
 }
 
 impl ResidentSet {
@@ -42,6 +46,7 @@ impl ResidentSet {
             tensors,
             kv_bytes: m.kv_bytes_per_token() * ctx.max_context as u64,
             precision: p,
+            load_ops: ctx.load_ops.clone(),
         }
     }
 
@@ -60,28 +65,21 @@ impl ResidentSet {
         ctx.require_budget(self.bytes() + extra, what)
     }
 
-    /// Allocates and reads every resident tensor, allocates the KV cache; returns the op
-    /// marking the end of warm-up.
+    /// Loads every resident tensor, allocates the KV cache; returns the op marking the end of
+    /// warm-up.
     pub fn plan_warmup(&self, b: &mut PlanBuilder) -> OpId {
         let mut reads = Vec::with_capacity(self.tensors.len() + 1);
         for &(tensor, bytes) in &self.tensors {
-            let alloc = b.push(
-                Op::Alloc {
-                    tensor,
-                    bytes,
-                    secure: false,
-                },
-                &[],
-            );
-            reads.push(b.push(
-                Op::Read {
-                    tensor,
-                    precision: self.precision,
-                    bytes,
-                    request_bytes: BULK_REQUEST_BYTES,
-                },
-                &[alloc],
-            ));
+            let load = Load {
+                tensor,
+                precision: self.precision,
+                bytes,
+                request_bytes: BULK_REQUEST_BYTES,
+                alloc_after: &[],
+                read_after: &[],
+                read: ReadOptions::default(),
+            };
+            reads.push(self.load_ops.load(&load, b));
         }
         let kv = b.push(
             Op::Alloc {

@@ -14,7 +14,7 @@ use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
 use crate::policy::machinery::cache::eviction::Eviction;
 use crate::policy::machinery::cache::single_precision::SinglePrecisionCache;
-use crate::policy::machinery::cache::tensor_cache::ReadOptions;
+use crate::policy::machinery::load_ops::ReadOptions;
 use crate::policy::machinery::future::FutureAccesses;
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
@@ -64,7 +64,12 @@ pub fn build(
     let expert_bytes = ctx.model.bytes(first, TensorKind::Expert(0), precision);
     let capacity = cache_capacity(&ctx, expert_bytes, "the resident set plus one expert")?;
     let state = CachingState {
-        cache: SinglePrecisionCache::new(ctx.model.clone(), capacity, precision),
+        cache: SinglePrecisionCache::new(
+            ctx.model.clone(),
+            capacity,
+            precision,
+            ctx.load_ops.clone(),
+        ),
         rule,
         reset_per_sequence,
         future: None,

@@ -118,7 +118,7 @@ pub fn build(mode: Mode, ctx: PolicyContext) -> Result<ExpertPolicy<HostCompute>
         precision,
         costs,
         resident,
-        area: TensorCache::new(capacity),
+        area: TensorCache::new(capacity, ctx.load_ops.clone()),
         staged: Vec::new(),
         counters: Counters::default(),
     };

@@ -24,7 +24,7 @@ use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
 use crate::policy::machinery::cache::eviction::{Eviction, UseRecord};
 use crate::policy::machinery::cache::single_precision::SinglePrecisionCache;
-use crate::policy::machinery::cache::tensor_cache::ReadOptions;
+use crate::policy::machinery::load_ops::ReadOptions;
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
 };
@@ -83,7 +83,12 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<MixtralOffloading>, Poli
             .collect()
     });
     let state = MixtralOffloading {
-        cache: SinglePrecisionCache::new(ctx.model.clone(), capacity, precision),
+        cache: SinglePrecisionCache::new(
+            ctx.model.clone(),
+            capacity,
+            precision,
+            ctx.load_ops.clone(),
+        ),
         prefetch: p.prefetch,
         quota,
         predictor: ExpertPredictor::new(

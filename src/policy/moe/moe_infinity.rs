@@ -29,7 +29,7 @@ use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
 use crate::policy::machinery::cache::eviction::UseRecord;
 use crate::policy::machinery::cache::single_precision::SinglePrecisionCache;
-use crate::policy::machinery::cache::tensor_cache::ReadOptions;
+use crate::policy::machinery::load_ops::ReadOptions;
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
 };
@@ -112,7 +112,12 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<MoeInfinity>, PolicyErro
     let capacity = cache_capacity(&ctx, expert, "the resident set plus one expert")?;
     let cells = (ctx.model.moe_layers() * ctx.model.experts) as usize;
     let state = MoeInfinity {
-        cache: SinglePrecisionCache::new(ctx.model.clone(), capacity, precision),
+        cache: SinglePrecisionCache::new(
+            ctx.model.clone(),
+            capacity,
+            precision,
+            ctx.load_ops.clone(),
+        ),
         model: ctx.model.clone(),
         current: Eam::new(cells),
         collection: VecDeque::new(),

@@ -26,7 +26,7 @@ pub fn build(ctx: PolicyContext) -> Result<OnDemand, PolicyError> {
     let expert_bytes = ctx.model.bytes(first_moe, TensorKind::Expert(0), precision);
     let capacity = cache_capacity(&ctx, expert_bytes, "the resident set plus one expert")?;
     let staging = Staging {
-        area: TensorCache::new(capacity),
+        area: TensorCache::new(capacity, ctx.load_ops.clone()),
         precision,
         expert_bytes,
         counters: Counters::default(),

@@ -62,22 +62,23 @@ pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyEr
     let largest = clusters.largest_bytes(&ctx.model, precision);
     resident.check_budget(&ctx, largest, "the resident set plus one neuron cluster")?;
     let capacity = ctx.budget_bytes - resident.bytes();
-    let model = ctx.model.clone();
     match name {
-        "on-demand" => Ok(Box::new(NeuronPolicy::new(
-            "on-demand",
-            ctx,
-            resident,
-            clusters,
-            Staging::new(capacity, model, precision),
-        ))),
-        "lru" => Ok(Box::new(NeuronPolicy::new(
-            "lru",
-            ctx,
-            resident,
-            clusters,
-            LruClusters::new(capacity, model, precision),
-        ))),
+        "on-demand" => {
+            let staging = Staging::new(&ctx, capacity);
+            Ok(Box::new(NeuronPolicy::new(
+                "on-demand",
+                ctx,
+                resident,
+                clusters,
+                staging,
+            )))
+        }
+        "lru" => {
+            let cache = LruClusters::new(&ctx, capacity);
+            Ok(Box::new(NeuronPolicy::new(
+                "lru", ctx, resident, clusters, cache,
+            )))
+        }
         _ => Err(PolicyError::Unsupported(format!(
             "policy `{name}` has no neuron-level version for dense model `{}`",
             ctx.model.name

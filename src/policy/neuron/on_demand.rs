@@ -5,7 +5,7 @@
 use super::shell::{cluster_bytes, request_bytes, NeuronState};
 use crate::model::{ModelGeometry, Precision};
 use crate::plan::OpId;
-use crate::policy::context::{Counters, PolicyError};
+use crate::policy::context::{Counters, PolicyContext, PolicyError};
 use crate::policy::machinery::cache::tensor_cache::TensorCache;
 use crate::policy::machinery::pass::neuron::{ClusterDemand, ClusterSupplier, NeuronLayerCx};
 use std::sync::Arc;
@@ -19,11 +19,12 @@ pub struct Staging {
 }
 
 impl Staging {
-    pub fn new(capacity_bytes: u64, model: Arc<ModelGeometry>, precision: Precision) -> Self {
+    /// The supplier of `ctx`'s policy with `capacity_bytes` beyond the resident set.
+    pub fn new(ctx: &PolicyContext, capacity_bytes: u64) -> Self {
         Staging {
-            area: TensorCache::new(capacity_bytes),
-            model,
-            precision,
+            area: TensorCache::new(capacity_bytes, ctx.load_ops.clone()),
+            model: ctx.model.clone(),
+            precision: ctx.offload_precision,
             counters: Counters::default(),
         }
     }

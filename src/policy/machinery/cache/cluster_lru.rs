@@ -17,7 +17,9 @@ use crate::model::{Precision, TensorRef};
 use crate::plan::{OpId, PlanBuilder};
 use crate::policy::context::PolicyError;
 use crate::policy::machinery::cache::tensor_cache::TensorCache;
+use crate::policy::machinery::load_ops::LoadOps;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub struct ClusterLru {
@@ -31,9 +33,9 @@ pub struct ClusterLru {
 }
 
 impl ClusterLru {
-    pub fn new(capacity_bytes: u64) -> Self {
+    pub fn new(capacity_bytes: u64, load_ops: Arc<dyn LoadOps>) -> Self {
         ClusterLru {
-            cache: TensorCache::new(capacity_bytes),
+            cache: TensorCache::new(capacity_bytes, load_ops),
             order: BTreeSet::new(),
             tick_of: HashMap::new(),
             pinned: BTreeSet::new(),
@@ -173,7 +175,7 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_unpinned_cluster_goes_first() {
-        let mut c = ClusterLru::new(30);
+        let mut c = ClusterLru::new(30, crate::policy::machinery::load_ops::plain());
         let mut b = PlanBuilder::new(0);
         for n in 0..3 {
             load_and_use(&mut c, key(0, n), &mut b);
@@ -196,7 +198,7 @@ mod tests {
 
     #[test]
     fn pinned_clusters_go_last_and_highest_first() {
-        let mut c = ClusterLru::new(20);
+        let mut c = ClusterLru::new(20, crate::policy::machinery::load_ops::plain());
         let mut b = PlanBuilder::new(0);
         load_and_use(&mut c, key(0, 0), &mut b);
         load_and_use(&mut c, key(0, 1), &mut b);
@@ -207,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_cluster_larger_than_the_cache_is_an_error() {
-        let mut c = ClusterLru::new(5);
+        let mut c = ClusterLru::new(5, crate::policy::machinery::load_ops::plain());
         let mut b = PlanBuilder::new(0);
         assert!(matches!(
             c.make_room(10, &mut b),

@@ -10,7 +10,8 @@ use crate::model::{ModelGeometry, Precision, TensorRef};
 use crate::plan::OpId;
 use crate::policy::context::{Counters, PolicyError};
 use crate::policy::machinery::cache::eviction::{UseRecord, UseRecords};
-use crate::policy::machinery::cache::tensor_cache::{ReadOptions, TensorCache};
+use crate::policy::machinery::cache::tensor_cache::TensorCache;
+use crate::policy::machinery::load_ops::{LoadOps, ReadOptions};
 use crate::policy::machinery::pass::moe::{expert_key, ExpertDemand, LayerCx, Supply};
 use crate::policy::machinery::resident::BULK_REQUEST_BYTES;
 use std::collections::BTreeSet;
@@ -35,9 +36,14 @@ pub struct SinglePrecisionCache {
 }
 
 impl SinglePrecisionCache {
-    pub fn new(model: Arc<ModelGeometry>, capacity_bytes: u64, precision: Precision) -> Self {
+    pub fn new(
+        model: Arc<ModelGeometry>,
+        capacity_bytes: u64,
+        precision: Precision,
+        load_ops: Arc<dyn LoadOps>,
+    ) -> Self {
         SinglePrecisionCache {
-            cache: TensorCache::new(capacity_bytes),
+            cache: TensorCache::new(capacity_bytes, load_ops),
             precision,
             records: UseRecords::new(&model),
             model,

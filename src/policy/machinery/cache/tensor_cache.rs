@@ -7,10 +7,12 @@
 //! choice is deterministic.
 
 use crate::model::{Precision, TensorRef};
-use crate::plan::{Op, OpId, PlanBuilder};
+use crate::plan::{OpId, PlanBuilder};
 use crate::policy::context::PolicyError;
 use crate::policy::machinery::cache::pending_frees::PendingFrees;
+use crate::policy::machinery::load_ops::{Load, LoadOps, ReadOptions};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CacheEntry {
@@ -24,7 +26,7 @@ pub struct CacheEntry {
     pub prefetched: bool,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct TensorCache {
     capacity_bytes: u64,
     used_bytes: u64,
@@ -34,27 +36,22 @@ pub struct TensorCache {
     slots: Vec<(TensorRef, CacheEntry)>,
     index: HashMap<TensorRef, usize>,
     frees: PendingFrees,
-}
-
-/// How a load's read is issued.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReadOptions {
-    /// Scheduling priority of the read ops (lower runs first among queued reads): on-demand
-    /// loads can be put ahead of queued prefetches.
-    pub priority: i16,
-    /// Split the read into chained reads of this many bytes (0: one read). A read in progress
-    /// cannot be interrupted, so blocks bound how long a more urgent read waits behind it.
-    pub block_bytes: u64,
+    /// How a load and a free become ops (the plain Alloc → Read unless a wrapper says
+    /// otherwise; see [`crate::policy::machinery::load_ops`]).
+    load_ops: Arc<dyn LoadOps>,
 }
 
 impl TensorCache {
-    pub fn new(capacity_bytes: u64) -> Self {
+    /// An empty cache of `capacity_bytes` whose loads and frees become ops by `load_ops`
+    /// (normally the policy context's).
+    pub fn new(capacity_bytes: u64, load_ops: Arc<dyn LoadOps>) -> Self {
         TensorCache {
             capacity_bytes,
             used_bytes: 0,
             slots: Vec::new(),
             index: HashMap::new(),
             frees: PendingFrees::default(),
+            load_ops,
         }
     }
 
@@ -161,14 +158,7 @@ impl TensorCache {
         }
         self.used_bytes -= entry.bytes;
         let deps: Vec<OpId> = std::iter::once(entry.ready).chain(entry.last_use).collect();
-        let op = b.push(
-            Op::Evict {
-                tensor: key,
-                bytes: entry.bytes,
-                secure: false,
-            },
-            &deps,
-        );
+        let op = self.load_ops.free(key, entry.bytes, &deps, b);
         self.frees.push(op, entry.bytes);
         (op, entry)
     }
@@ -180,8 +170,9 @@ impl TensorCache {
         self.frees.claim(bytes, free_now, deps);
     }
 
-    /// Emits Alloc (after `after` and the evictions that free its memory) and Read (after the
-    /// Alloc and `read_after`) for `key`, and records the entry. The caller must have made room.
+    /// Emits the load of `key` (by default Alloc after `after` and the evictions that free its
+    /// memory, then Read after the Alloc and `read_after`) and records the entry; returns the
+    /// op after which the weights are usable. The caller must have made room.
     #[allow(clippy::too_many_arguments)]
     pub fn load(
         &mut self,
@@ -227,44 +218,18 @@ impl TensorCache {
         self.claim_frees(bytes, &mut alloc_deps);
         alloc_deps.sort_unstable();
         alloc_deps.dedup();
-        let alloc = b.push(
-            Op::Alloc {
+        let ready = self.load_ops.load(
+            &Load {
                 tensor: key,
+                precision,
                 bytes,
-                secure: false,
+                request_bytes,
+                alloc_after: &alloc_deps,
+                read_after,
+                read,
             },
-            &alloc_deps,
+            b,
         );
-        let mut deps = Vec::with_capacity(read_after.len() + 1);
-        deps.push(alloc);
-        deps.extend_from_slice(read_after);
-        let block = if read.block_bytes == 0 {
-            bytes
-        } else {
-            read.block_bytes.min(bytes)
-        }
-        .max(1);
-        let mut remaining = bytes;
-        let last = loop {
-            let this = block.min(remaining);
-            let op = b.push_with_priority(
-                Op::Read {
-                    tensor: key,
-                    precision,
-                    bytes: this,
-                    request_bytes,
-                },
-                &deps,
-                read.priority,
-            );
-            remaining -= this;
-            if remaining == 0 {
-                break op;
-            }
-            deps.clear();
-            deps.push(op);
-        };
-        let read = last;
         self.used_bytes += bytes;
         self.index.insert(key, self.slots.len());
         self.slots.push((
@@ -272,18 +237,20 @@ impl TensorCache {
             CacheEntry {
                 precision,
                 bytes,
-                ready: read,
+                ready,
                 last_use: None,
                 prefetched,
             },
         ));
-        read
+        ready
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Op;
+    use crate::policy::machinery::load_ops::plain;
 
     fn key(e: u32) -> TensorRef {
         TensorRef::expert(0, e)
@@ -291,7 +258,7 @@ mod tests {
 
     #[test]
     fn evicts_lowest_score_after_load_and_use() {
-        let mut c = TensorCache::new(200);
+        let mut c = TensorCache::new(200, plain());
         let mut b = PlanBuilder::new(0);
         let r0 = c.load(key(0), Precision::Int4, 100, 4096, &[], &[], false, &mut b);
         let r1 = c.load(key(1), Precision::Int4, 100, 4096, &[], &[], false, &mut b);
@@ -312,7 +279,7 @@ mod tests {
 
     #[test]
     fn an_allocation_waits_for_the_eviction_that_frees_its_memory() {
-        let mut c = TensorCache::new(100);
+        let mut c = TensorCache::new(100, plain());
         let mut b = PlanBuilder::new(0);
         c.load(key(0), Precision::Int4, 100, 4096, &[], &[], false, &mut b);
         // Evicted right away (on-demand style): the accounting is free at once, but the next
@@ -334,7 +301,7 @@ mod tests {
 
     #[test]
     fn pinned_entries_are_never_victims() {
-        let mut c = TensorCache::new(200);
+        let mut c = TensorCache::new(200, plain());
         let mut b = PlanBuilder::new(0);
         c.load(key(0), Precision::Int4, 100, 4096, &[], &[], false, &mut b);
         c.load(key(1), Precision::Int4, 100, 4096, &[], &[], false, &mut b);
@@ -348,7 +315,7 @@ mod tests {
 
     #[test]
     fn block_wise_reads_are_chained_with_their_priority() {
-        let mut c = TensorCache::new(1000);
+        let mut c = TensorCache::new(1000, plain());
         let mut b = PlanBuilder::new(0);
         let opts = ReadOptions {
             priority: 3,
@@ -390,7 +357,7 @@ mod tests {
 
     #[test]
     fn entry_larger_than_cache_is_an_error() {
-        let mut c = TensorCache::new(50);
+        let mut c = TensorCache::new(50, plain());
         let mut b = PlanBuilder::new(0);
         assert!(c.make_room(51, |_| false, |_, _| 0, &mut b).is_err());
     }

@@ -35,7 +35,8 @@ use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId, PlanBuilder};
 use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
-use crate::policy::machinery::cache::tensor_cache::{ReadOptions, TensorCache};
+use crate::policy::machinery::cache::tensor_cache::TensorCache;
+use crate::policy::machinery::load_ops::ReadOptions;
 use crate::policy::machinery::future::FutureAccesses;
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
@@ -123,8 +124,8 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<HobbitState>, PolicyErro
     let state = HobbitState {
         high,
         low,
-        hi: TensorCache::new(cache - lo_bytes),
-        lo: TensorCache::new(lo_bytes),
+        hi: TensorCache::new(cache - lo_bytes, ctx.load_ops.clone()),
+        lo: TensorCache::new(lo_bytes, ctx.load_ops.clone()),
         model: ctx.model.clone(),
         placement: Placement::new(&ctx.device),
         resident_precision: ctx.resident_precision,

@@ -167,6 +167,7 @@ pub fn case_context(
         max_context,
         seed: 0,
         params: serde_json::Value::Null,
+        load_ops: crate::policy::machinery::load_ops::plain(),
     }
 }
 
