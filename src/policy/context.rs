@@ -1,8 +1,8 @@
 //! What a policy is given, what it reports, and how it fails.
 
 use crate::hw::DeviceProfile;
-use crate::policy::machinery::load_ops::LoadOps;
 use crate::model::{ModelGeometry, Precision};
+use crate::policy::machinery::load_ops::LoadOps;
 use crate::units::human_bytes;
 use serde::Serialize;
 use std::fmt;

@@ -14,8 +14,8 @@ use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
 use crate::policy::machinery::cache::eviction::Eviction;
 use crate::policy::machinery::cache::single_precision::SinglePrecisionCache;
-use crate::policy::machinery::load_ops::ReadOptions;
 use crate::policy::machinery::future::FutureAccesses;
+use crate::policy::machinery::load_ops::ReadOptions;
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
 };

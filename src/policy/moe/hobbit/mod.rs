@@ -36,8 +36,8 @@ use crate::plan::{Op, OpId, PlanBuilder};
 use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
 use crate::policy::machinery::cache::tensor_cache::TensorCache;
-use crate::policy::machinery::load_ops::ReadOptions;
 use crate::policy::machinery::future::FutureAccesses;
+use crate::policy::machinery::load_ops::ReadOptions;
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
 };
