@@ -423,7 +423,7 @@ impl<'a> Analysis<'a> {
                 .collect();
             let file = format!(
                 "tokens_per_s_vs_budget-{}.svg",
-                crate::compare::sanitize(&workload_name(w))
+                super::file_name_part(&workload_name(w))
             );
             plots::line_chart_with_ceiling(
                 &dir.join(&file),

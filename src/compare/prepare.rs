@@ -1,34 +1,15 @@
-//! Comparing policies: an experiment's workloads × budgets × policies, each replayed on the
-//! simulator, gathered into one report folder.
-//!
-//! Runs are independent and spread over threads with rayon; each opens its own trace reader,
-//! so memory stays flat whatever a trace file's length. Generated workloads are generated once
-//! per comparison and held in memory (their size is set in the experiment: a few MB for
-//! HOBBIT's setups). Rows come out in the
-//! experiment's order (workload-major, then budget, then policy) whatever the threads did, so
-//! reports are byte-identical for the same inputs.
-//!
-//! Offline policies (Belady) are given the trace's future: the run reads its workload's
-//! trace once more beforehand and builds a [`FutureAccesses`] from the very passes it will
-//! replay. No other policy is given it.
+//! Loading and preparing an experiment: the experiment file (bundled or a path), its
+//! workloads' traces (files, bundled traces, or generated ones held in memory), the checks of
+//! each trace against the model, the KV-cache sizing, the budgets, and the list of runs.
+//! Every input error surfaces here, before anything runs or is written.
 
-use crate::backend::Backend;
 use crate::hw::DeviceProfile;
 use crate::model::ModelGeometry;
-use crate::policy::FutureAccesses;
-use crate::replay::{replay, ReplayOptions, ReplayOutcome};
-use crate::report::{plots, timeline, ReportDir, ResultRow, RunIdentity, RunSummary};
-use crate::scenario::experiment::policy_context;
 use crate::scenario::GenerateSpec;
 use crate::scenario::{self, Experiment, Footprint};
-use crate::sim::Simulator;
 use crate::trace::gen::{ExpertGenConfig, ExpertTraceGenerator};
-use crate::trace::{
-    self, ForwardPass, PassGrouper, TokenSource, TraceHeader, TraceKind, TraceReader,
-};
+use crate::trace::{self, TokenSource, TraceHeader, TraceKind, TraceReader};
 use crate::units::human_bytes;
-use rayon::prelude::*;
-use serde::Serialize;
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,34 +20,34 @@ pub const DEFAULT_MAX_PREFILL_CHUNK: u32 = 512;
 /// Traces shipped inside the binary, so the default comparison runs from any directory.
 pub const BUNDLED_TRACES: &[(&str, &[u8])] = &[(
     "mixtral-8x7b-synthetic",
-    include_bytes!("../traces/mixtral-8x7b-synthetic.est"),
+    include_bytes!("../../traces/mixtral-8x7b-synthetic.est"),
 )];
 
 /// Experiments shipped inside the binary.
 pub const BUNDLED_EXPERIMENTS: &[(&str, &str)] = &[
     (
         "default",
-        include_str!("../scenarios/experiments/default.json"),
+        include_str!("../../scenarios/experiments/default.json"),
     ),
     (
         "hobbit-orin",
-        include_str!("../scenarios/experiments/hobbit-orin.json"),
+        include_str!("../../scenarios/experiments/hobbit-orin.json"),
     ),
     (
         "hobbit-4090",
-        include_str!("../scenarios/experiments/hobbit-4090.json"),
+        include_str!("../../scenarios/experiments/hobbit-4090.json"),
     ),
     (
         "hobbit-4090-cpu",
-        include_str!("../scenarios/experiments/hobbit-4090-cpu.json"),
+        include_str!("../../scenarios/experiments/hobbit-4090-cpu.json"),
     ),
     (
         "hobbit-orin-phi",
-        include_str!("../scenarios/experiments/hobbit-orin-phi.json"),
+        include_str!("../../scenarios/experiments/hobbit-orin-phi.json"),
     ),
     (
         "hobbit-4090-phi",
-        include_str!("../scenarios/experiments/hobbit-4090-phi.json"),
+        include_str!("../../scenarios/experiments/hobbit-4090-phi.json"),
     ),
 ];
 
@@ -445,304 +426,4 @@ fn longest_sequence<S: TokenSource>(mut source: S) -> Result<u32, trace::TraceEr
         longest = longest.max(rec.position + 1);
     }
     Ok(longest)
-}
-
-/// One finished run.
-pub struct RunResult {
-    pub spec: RunSpec,
-    pub outcome: ReplayOutcome,
-    pub summary: RunSummary,
-    pub resources: Vec<crate::backend::ResourceInfo>,
-}
-
-/// Runs one policy at one budget on the simulator.
-pub fn run_one(p: &Prepared, spec: &RunSpec, options: &ReplayOptions) -> Result<RunResult, String> {
-    let ctx = policy_context(
-        p.model.clone(),
-        p.device.clone(),
-        &p.experiment,
-        spec.budget_bytes,
-        p.max_context,
-        spec.params.clone(),
-    );
-    let workload = &p.workloads[spec.workload];
-    let what = if workload.label.is_empty() {
-        format!("policy `{}` at budget {}", spec.label, spec.budget_label)
-    } else {
-        format!(
-            "policy `{}` at budget {} on workload {}",
-            spec.label, spec.budget_label, workload.label
-        )
-    };
-    let mut policy = crate::policy::build(&spec.policy, ctx).map_err(|e| format!("{what}: {e}"))?;
-    let mut sim =
-        Simulator::new(&p.device, spec.budget_bytes).map_err(|e| format!("{what}: {e}"))?;
-    let chunk = p.prefill_chunk();
-    if policy.needs_future() {
-        let future =
-            future_of(p, &workload.trace, chunk, None).map_err(|e| format!("{what}: {e}"))?;
-        policy.give_future(Arc::new(future));
-    }
-    let reader = workload.trace.open().map_err(|e| e.to_string())?;
-    let mut grouper = PassGrouper::new(reader, chunk as usize);
-    let outcome = replay(
-        policy.as_mut(),
-        &mut sim,
-        spec.budget_bytes,
-        &mut grouper,
-        options,
-    )
-    .map_err(|e| format!("{what}: {e}"))?;
-    let summary = RunSummary::from_outcome(&outcome);
-    Ok(RunResult {
-        spec: spec.clone(),
-        resources: sim.resources().to_vec(),
-        outcome,
-        summary,
-    })
-}
-
-/// Reads `trace` once, grouped exactly as the replay will group it (and cut after `max_passes`
-/// as the replay will be), into the index of future accesses that offline policies plan with.
-pub fn future_of(
-    p: &Prepared,
-    trace: &TraceInput,
-    chunk: u32,
-    max_passes: Option<usize>,
-) -> Result<FutureAccesses, String> {
-    let reader = trace.open().map_err(|e| e.to_string())?;
-    let mut grouper = PassGrouper::new(reader, chunk as usize);
-    let mut future = FutureAccesses::new(&p.model);
-    let mut pass = ForwardPass::default();
-    let mut left = max_passes.unwrap_or(usize::MAX);
-    while left > 0
-        && grouper
-            .next_pass_into(&mut pass)
-            .map_err(|e| e.to_string())?
-    {
-        left -= 1;
-        future.push_pass(&pass);
-    }
-    Ok(future)
-}
-
-/// What the report's `results.json` holds besides the rows.
-#[derive(Serialize)]
-struct ReportJson<'a> {
-    edgesim_version: &'static str,
-    experiment: &'a Experiment,
-    device: &'a DeviceProfile,
-    model: &'a str,
-    workloads: Vec<WorkloadJson<'a>>,
-    max_context: u32,
-    resident_bytes: u64,
-    offloadable_bytes: u64,
-    shard: Option<String>,
-    rows: &'a [ResultRow],
-}
-
-#[derive(Serialize)]
-struct WorkloadJson<'a> {
-    label: &'a str,
-    trace: String,
-    trace_header: &'a TraceHeader,
-}
-
-/// Options of a comparison beyond the experiment itself.
-#[derive(Clone, Debug, Default)]
-pub struct CompareOptions {
-    /// Threads for independent runs (0: rayon's default).
-    pub jobs: usize,
-    /// Run only the runs with `index % n == i`.
-    pub shard: Option<(usize, usize)>,
-    /// Write a Chrome trace-event timeline of each run's first this-many ops (0: none).
-    pub timeline_ops: usize,
-}
-
-/// Runs a prepared comparison and writes its report folder to `out`. `progress` is told about
-/// each run as it finishes.
-pub fn compare(
-    p: &Prepared,
-    out: &Path,
-    options: &CompareOptions,
-    progress: &(dyn Fn(usize, usize, &RunResult) + Sync),
-) -> Result<(PathBuf, Vec<ResultRow>), String> {
-    let runs: Vec<&RunSpec> = p
-        .runs
-        .iter()
-        .filter(|r| options.shard.is_none_or(|(i, n)| r.index % n == i))
-        .collect();
-    let replay_options = ReplayOptions {
-        timeline_ops: options.timeline_ops,
-    };
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let total = runs.len();
-    let execute = || {
-        runs.par_iter()
-            .map(|spec| {
-                let r = run_one(p, spec, &replay_options)?;
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                progress(n, total, &r);
-                Ok(r)
-            })
-            .collect::<Result<Vec<RunResult>, String>>()
-    };
-    let results = if options.jobs > 0 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(options.jobs)
-            .build()
-            .map_err(|e| format!("cannot start {} worker threads: {e}", options.jobs))?
-            .install(execute)?
-    } else {
-        execute()?
-    };
-    let rows: Vec<ResultRow> = results
-        .iter()
-        .map(|r| {
-            ResultRow::new(
-                RunIdentity {
-                    experiment: p.experiment.name.clone(),
-                    device: p.device.name.clone(),
-                    model: p.model.name.clone(),
-                    trace: p.workloads[r.spec.workload].trace.name(),
-                    workload: p.workloads[r.spec.workload].label.clone(),
-                    policy: r.spec.policy.clone(),
-                    label: r.spec.label.clone(),
-                    budget_label: r.spec.budget_label.clone(),
-                    budget_bytes: r.spec.budget_bytes,
-                    seed: p.experiment.seed,
-                },
-                r.summary.clone(),
-                &r.outcome.counters,
-            )
-        })
-        .collect();
-
-    let dir = ReportDir::create(out)
-        .map_err(|e| format!("{}: cannot create the report folder: {e}", out.display()))?;
-    let io = |e: std::io::Error| format!("{}: cannot write the report: {e}", out.display());
-    let csv = crate::report::csv_rows::to_csv(&rows)
-        .map_err(|e| format!("cannot format results.csv: {e}"))?;
-    dir.write("results.csv", &csv).map_err(io)?;
-    let json = ReportJson {
-        edgesim_version: env!("CARGO_PKG_VERSION"),
-        experiment: &p.experiment,
-        device: &p.device,
-        model: &p.model.name,
-        workloads: p
-            .workloads
-            .iter()
-            .map(|w| WorkloadJson {
-                label: &w.label,
-                trace: w.trace.name(),
-                trace_header: &w.header,
-            })
-            .collect(),
-        max_context: p.max_context,
-        resident_bytes: p.footprint.resident_bytes,
-        offloadable_bytes: p.footprint.offloadable_bytes,
-        shard: options.shard.map(|(i, n)| format!("{i}/{n}")),
-        rows: &rows,
-    };
-    let mut text =
-        serde_json::to_vec_pretty(&json).map_err(|e| format!("cannot format results.json: {e}"))?;
-    text.push(b'\n');
-    dir.write("results.json", &text).map_err(io)?;
-    for (wi, w) in p.workloads.iter().enumerate() {
-        let of_workload: Vec<ResultRow> = rows
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.spec.workload == wi)
-            .map(|(row, _)| row.clone())
-            .collect();
-        if w.label.is_empty() {
-            plots::comparison_plots(&dir.path(""), &p.experiment.name, &of_workload)?;
-        } else {
-            let sub = format!("workload-{}", sanitize(&w.label));
-            std::fs::create_dir_all(dir.path(&sub)).map_err(io)?;
-            plots::comparison_plots(
-                &dir.path(&sub),
-                &format!("{} {}", p.experiment.name, w.label),
-                &of_workload,
-            )?;
-        }
-    }
-    if let Some(analysis) = &p.experiment.analysis {
-        let workloads: Vec<String> = p.workloads.iter().map(|w| w.label.clone()).collect();
-        let budgets: Vec<String> = p
-            .runs
-            .iter()
-            .filter(|r| r.workload == 0)
-            .map(|r| r.budget_label.clone())
-            .fold(Vec::new(), |mut v, b| {
-                if !v.contains(&b) {
-                    v.push(b);
-                }
-                v
-            });
-        crate::report::analysis::write(
-            &dir.path(""),
-            &p.experiment.name,
-            analysis,
-            &workloads,
-            &budgets,
-            &rows,
-        )?;
-    }
-    if options.timeline_ops > 0 {
-        for r in &results {
-            let events = timeline::chrome_trace(&r.outcome.timeline, &r.resources);
-            let workload = &p.workloads[r.spec.workload].label;
-            let name = if workload.is_empty() {
-                format!(
-                    "timeline-{}-{}.json",
-                    sanitize(&r.spec.label),
-                    sanitize(&r.spec.budget_label)
-                )
-            } else {
-                format!(
-                    "timeline-{}-{}-{}.json",
-                    sanitize(workload),
-                    sanitize(&r.spec.label),
-                    sanitize(&r.spec.budget_label)
-                )
-            };
-            let text =
-                serde_json::to_vec(&events).map_err(|e| format!("cannot format {name}: {e}"))?;
-            dir.write(&name, &text).map_err(io)?;
-        }
-    }
-    let path = dir.commit().map_err(io)?;
-    Ok((path, rows))
-}
-
-/// A label as a file-name part: letters, digits and dashes.
-pub(crate) fn sanitize(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    while out.contains("--") {
-        out = out.replace("--", "-");
-    }
-    out.trim_matches('-').to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_become_file_names() {
-        assert_eq!(
-            sanitize("hobbit (no prefetch) @ 10% cached"),
-            "hobbit-no-prefetch-10-cached"
-        );
-    }
 }
