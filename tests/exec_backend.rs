@@ -122,6 +122,7 @@ fn every_policy_runs_to_completion_with_the_simulators_ops_causally_and_within_b
                 max_context,
                 seed: 1,
                 params: serde_json::Value::Null,
+                load_ops: edgesim::policy::machinery::load_ops::plain(),
             };
             let mut sim = Rec::new(Simulator::new(&device, budget).unwrap());
             let mut p = match policy::build(name, ctx()) {

@@ -158,6 +158,7 @@ fn context_for(
         max_context: 64,
         seed: 7,
         params: serde_json::Value::Null,
+        load_ops: edgesim::policy::machinery::load_ops::plain(),
     }
 }
 

@@ -2,7 +2,11 @@
 //!
 //! The simulator prices ops from a device profile; the executor performs them and measures.
 //! Both return a [`StepResult`] of the same shape, which is what lets `validate` put a
-//! prediction beside a measurement op for op.
+//! prediction beside a measurement op for op. Which resource an op occupies, and how many of
+//! its servers, is part of the contract too ([`resources`]): both backends schedule on the same
+//! resources by the same names, and neither imports the other.
+
+pub mod resources;
 
 use crate::plan::{OpId, Plan};
 use crate::units::Nanos;
