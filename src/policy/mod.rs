@@ -15,13 +15,19 @@ pub mod neuron;
 #[cfg(test)]
 pub(crate) mod test_support;
 
-pub use context::{Counters, MemoryUse, PolicyContext, PolicyError};
+pub use context::{parse_params, Counters, MemoryUse, PolicyContext, PolicyError};
 pub use machinery::cache::eviction::Eviction;
 pub use machinery::future::FutureAccesses;
 pub use moe::on_demand::OnDemand;
 
 use crate::plan::PlanBuilder;
 use crate::trace::ForwardPass;
+
+/// `docs/adding-a-policy.md`, whose worked example is compiled and run as this item's doctest
+/// so that the guide cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/adding-a-policy.md")]
+pub struct AddingAPolicyGuide;
 
 pub trait Policy {
     /// The name used on the command line and in reports.
