@@ -160,7 +160,7 @@ fn main() {
         md,
         "Best point: w_lru = {}, w_lfu = {}, w_lhu = {}, w_fld = {}, low-cache share = {}, objective \
          {:.4} (penalty {:.1}% below LRU on average). These are the defaults of `hobbit` \
-         (`DEFAULT_WEIGHTS`, `DEFAULT_LOW_CACHE_SHARE` in src/policy/hobbit/params.rs).\n",
+         (`DEFAULT_WEIGHTS`, `DEFAULT_LOW_CACHE_SHARE` in src/policy/moe/hobbit/params.rs).\n",
         w.lru,
         w.lfu,
         w.lhu,

@@ -7,6 +7,15 @@
 //! Every policy owns its cache state and must keep the memory it holds within the budget at
 //! every instant of the plan it emits: it frees (Evict) before it allocates (Alloc), and the
 //! Alloc depends on the Evict. The simulator checks this as it runs the plan.
+//!
+//! | folder | holds |
+//! | --- | --- |
+//! | [`moe`] | MoE expert offloading: HOBBIT and its baselines, one file per policy |
+//! | [`neuron`] | neuron offloading on dense models (next: PowerInfer-2, LLM in a Flash, PowerInfer) |
+//! | `confidential/` (issue 13, not yet written) | TZ-LLM: wraps another family's policy through [`PolicyContext::load_ops`] |
+//! | [`machinery`] | what several policies call: pass planners, caches, eviction orders, the load seam, resident set, placement, prediction, future accesses |
+//!
+//! `docs/adding-a-policy.md` walks through a new policy (and is compiled as a doctest).
 
 mod context;
 pub mod machinery;
