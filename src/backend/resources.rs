@@ -123,12 +123,15 @@ impl ResourceMap {
                 }
             }),
             Op::Compute {
-                unit, precision, ..
+                unit,
+                precision,
+                kernel,
+                ..
             } => match unit {
                 Unit::Cpu { cluster, threads } => {
                     let cpu = costs.cpu(cluster as usize)?;
                     cpu.check_threads(threads as u32)?;
-                    cpu.core_rate(precision)?;
+                    cpu.kernel_rate(kernel, precision)?;
                     Ok(Placement {
                         resource: Some(self.cpu_resources[cluster as usize]),
                         servers: threads as u32,

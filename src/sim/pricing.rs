@@ -9,7 +9,7 @@
 //! | --- | --- |
 //! | Read, offload tier flash | [`FlashModel::read`](crate::hw::cost::FlashModel::read) (its request latency before the queue) |
 //! | Read, offload tier host memory | [`LinkModel::transfer`](crate::hw::cost::LinkModel::transfer) |
-//! | Compute on `Cpu { cluster, threads }` | CPU roofline (with the weight pass over `rows · cols` weights where the profile measures one) |
+//! | Compute on `Cpu { cluster, threads }` | CPU roofline at its kernel's rate (with the LUT kernels' weight pass over `rows · cols` weights where the profile measures one; see [`Kernel`](crate::hw::cost::Kernel)) |
 //! | Compute on `Accel` | accelerator roofline |
 //! | Decrypt | bytes / (threads · per-core rate) |
 //! | Alloc, secure | bytes / secure alloc rate |
@@ -94,11 +94,13 @@ impl Pricer {
                 bytes,
                 rows,
                 cols,
+                kernel,
                 ..
             } => match unit {
                 Unit::Cpu { cluster, threads } => {
                     let weights = rows as u64 * cols as u64;
-                    let duration = self.costs.cpu(cluster as usize)?.compute_weights(
+                    let duration = self.costs.cpu(cluster as usize)?.compute_kernel(
+                        kernel,
                         threads as u32,
                         precision,
                         flops,

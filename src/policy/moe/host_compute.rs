@@ -126,7 +126,15 @@ pub fn build(mode: Mode, ctx: PolicyContext) -> Result<ExpertPolicy<HostCompute>
         Mode::Fiddler => "fiddler",
         Mode::LlamaCpp => "llama-cpp-offload",
     };
-    Ok(ExpertPolicy::new(name, ctx, precision, state))
+    let policy = ExpertPolicy::new(name, ctx, precision, state);
+    Ok(match mode {
+        // Fiddler runs its CPU experts with its own kernels on unquantized weights: the
+        // profile's best CPU rate (LUT kernels only matter for low-bit formats).
+        Mode::Fiddler => policy,
+        // llama.cpp's CPU backend computes quantized experts with its dequantize-then-multiply
+        // kernels (`ggml_vec_dot_*_q8_*`).
+        Mode::LlamaCpp => policy.with_kernel(crate::plan::Kernel::Dequant),
+    })
 }
 
 impl HostCompute {

@@ -113,7 +113,9 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<LlamaCppMmap>, PolicyErr
         last_compute: None,
         counters: Counters::default(),
     };
-    Ok(ExpertPolicy::new(NAME, ctx, precision, state))
+    // llama.cpp's CPU backend computes with its dequantize-then-multiply kernels
+    // (`ggml_vec_dot_*_q8_*`), not LUT kernels.
+    Ok(ExpertPolicy::new(NAME, ctx, precision, state).with_kernel(crate::plan::Kernel::Dequant))
 }
 
 impl ExpertSupplier for LlamaCppMmap {
@@ -253,6 +255,30 @@ mod tests {
         let again: u64 = reads(&pl2).iter().map(|x| x.2).sum();
         assert!(again > 0 && again < 4 * expert, "{again}");
         assert!(p.counters().misses > before);
+    }
+
+    #[test]
+    fn computes_with_llama_cpps_dequantize_kernels() {
+        let mut p = build(context_for(
+            tiny_with(2, 4),
+            2.5,
+            Precision::Int8,
+            false,
+            json!({}),
+        ))
+        .unwrap();
+        let w = [(0u16, 0.6f32), (1, 0.4)];
+        let pl = plan(&mut p, &decode(0, 0, &[&w, &w]), 0);
+        let kernels: Vec<_> = pl
+            .nodes()
+            .iter()
+            .filter_map(|n| match n.op {
+                Op::Compute { kernel, .. } => Some(kernel),
+                _ => None,
+            })
+            .collect();
+        assert!(!kernels.is_empty());
+        assert!(kernels.iter().all(|k| *k == crate::plan::Kernel::Dequant));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! planner, and a supplier that makes the policy's own decisions.
 
 use crate::model::Precision;
-use crate::plan::{Op, OpId, PlanBuilder};
+use crate::plan::{Kernel, Op, OpId, PlanBuilder};
 use crate::policy::context::{Counters, MemoryUse, PolicyContext, PolicyError};
 use crate::policy::machinery::future::FutureAccesses;
 use crate::policy::machinery::pass::moe::{ExpertSupplier, MoePassPlanner};
@@ -60,6 +60,13 @@ impl<S: ExpertState> ExpertPolicy<S> {
             ctx,
             state,
         }
+    }
+
+    /// The policy computing every op with `kernel` on a CPU (llama.cpp's baselines:
+    /// [`Kernel::Dequant`]).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.planner.kernel = kernel;
+        self
     }
 
     pub fn context(&self) -> &PolicyContext {

@@ -5,7 +5,7 @@
 //! A dense layer runs its resident FFN instead. The pass ends with the LM head.
 
 use crate::model::{ModelGeometry, Precision, TensorRef};
-use crate::plan::{Op, OpId, PlanBuilder, Unit};
+use crate::plan::{Kernel, Op, OpId, PlanBuilder, Unit};
 use crate::policy::context::{Counters, PolicyError};
 use crate::policy::machinery::pass::resident_ops::{expert_compute, ResidentOps};
 use crate::policy::machinery::placement::Placement;
@@ -92,6 +92,9 @@ pub struct MoePassPlanner {
     pub placement: Placement,
     /// The precision that counts as full quality for the accuracy proxy.
     pub high_precision: Precision,
+    /// The kernel every compute op of the pass runs on a CPU: LUT, or llama.cpp's
+    /// dequantize-then-multiply kernels for the llama.cpp baselines.
+    pub kernel: Kernel,
     demands: Vec<ExpertDemand>,
     slot: Vec<Option<usize>>,
     outputs: Vec<OpId>,
@@ -102,6 +105,7 @@ impl MoePassPlanner {
         MoePassPlanner {
             placement,
             high_precision,
+            kernel: Kernel::Lut,
             demands: Vec::new(),
             slot: Vec::new(),
             outputs: Vec::new(),
@@ -123,14 +127,26 @@ impl MoePassPlanner {
         let mut prev: Vec<OpId> = Vec::new();
         let mut moe_index = 0usize;
         for layer in 0..model.layers {
-            let mixer = b.push(resident.mixer(layer, pass, main_unit), &prev);
+            let kernel = self.kernel;
+            let mixer = b.push(
+                resident.mixer(layer, pass, main_unit).with_kernel(kernel),
+                &prev,
+            );
             if !model.is_moe_layer(layer) {
-                let ffn = b.push(resident.dense_ffn(layer, pass, main_unit), &[mixer]);
+                let ffn = b.push(
+                    resident
+                        .dense_ffn(layer, pass, main_unit)
+                        .with_kernel(kernel),
+                    &[mixer],
+                );
                 prev.clear();
                 prev.push(ffn);
                 continue;
             }
-            let router = b.push(resident.router(layer, pass, main_unit), &[mixer]);
+            let router = b.push(
+                resident.router(layer, pass, main_unit).with_kernel(kernel),
+                &[mixer],
+            );
             self.collect_demands(model, pass, moe_index, k);
             supplier.counters().lookups += self.demands.len() as u64;
             self.outputs.clear();
@@ -161,7 +177,8 @@ impl MoePassPlanner {
                             counters.gate_weight_degraded += d.score_sum as f64;
                         }
                         let unit = unit.unwrap_or_else(|| self.placement.unit_for(precision));
-                        let op = expert_compute(model, layer, d.expert, precision, unit, d.tokens);
+                        let op = expert_compute(model, layer, d.expert, precision, unit, d.tokens)
+                            .with_kernel(kernel);
                         let c = match ready {
                             Some(r) => cx.builder.push(op, &[router, r]),
                             None => cx.builder.push(op, &[router]),
@@ -181,7 +198,7 @@ impl MoePassPlanner {
             prev.push(join);
             moe_index += 1;
         }
-        let head = b.push(resident.lm_head(main_unit), &prev);
+        let head = b.push(resident.lm_head(main_unit).with_kernel(self.kernel), &prev);
         b.set_output(head);
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! router, dense FFNs and the LM head, computed from always-resident weights.
 
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
-use crate::plan::{Op, Unit};
+use crate::plan::{Kernel, Op, Unit};
 use crate::trace::ForwardPass;
 
 /// Builds the compute ops whose weights never leave memory.
@@ -37,6 +37,7 @@ impl<'a> ResidentOps<'a> {
             batch: pass.batch(),
             flops,
             bytes,
+            kernel: Kernel::Lut,
         }
     }
 
