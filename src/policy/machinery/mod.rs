@@ -12,3 +12,4 @@ pub mod pass;
 pub mod placement;
 pub mod prediction;
 pub mod resident;
+pub mod tensor_map;
