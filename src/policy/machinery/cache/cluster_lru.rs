@@ -344,4 +344,88 @@ mod tests {
             Err(PolicyError::BudgetTooSmall { .. })
         ));
     }
+
+    /// The order the recency list replaced, kept here as the specification: unpinned entries
+    /// in a set keyed by (use counter, key), the first one the victim; then the pinned ones,
+    /// highest key first.
+    #[derive(Default)]
+    struct Reference {
+        order: std::collections::BTreeSet<(u64, TensorRef)>,
+        tick_of: std::collections::BTreeMap<TensorRef, u64>,
+        pinned: std::collections::BTreeSet<TensorRef>,
+        cached: std::collections::BTreeSet<TensorRef>,
+        tick: u64,
+    }
+
+    impl Reference {
+        fn pin(&mut self, keys: &[TensorRef]) {
+            for k in keys {
+                if let Some(t) = self.tick_of.get(k) {
+                    self.order.remove(&(*t, *k));
+                    self.pinned.insert(*k);
+                }
+            }
+        }
+        fn evict_one(&mut self) {
+            let key = match self.order.pop_first() {
+                Some((_, k)) => k,
+                None => self.pinned.pop_last().expect("something to evict"),
+            };
+            self.tick_of.remove(&key);
+            self.cached.remove(&key);
+        }
+        fn used(&mut self, key: TensorRef) {
+            if !self.pinned.remove(&key) {
+                if let Some(old) = self.tick_of.get(&key) {
+                    self.order.remove(&(*old, key));
+                }
+            }
+            self.tick += 1;
+            self.tick_of.insert(key, self.tick);
+            self.order.insert((self.tick, key));
+        }
+    }
+
+    #[test]
+    fn evicts_in_the_order_of_the_ordered_set_it_replaced() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..8u64 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            // Room for 12 clusters of 10 bytes; layers demand up to 20 of 40 clusters, so
+            // some layers' demand does not fit and pinned clusters are evicted too.
+            let mut c = ClusterLru::new(120, crate::policy::machinery::load_ops::plain());
+            let mut r = Reference::default();
+            let mut b = PlanBuilder::new(0);
+            for _layer in 0..300 {
+                let n = rng.gen_range(1..=20);
+                let mut demands: Vec<TensorRef> =
+                    (0..n).map(|_| key(0, rng.gen_range(0..40))).collect();
+                demands.sort();
+                demands.dedup();
+                c.pin(demands.iter().copied());
+                r.pin(&demands);
+                for &k in &demands {
+                    if !c.contains(&k) {
+                        let before = r.cached.len();
+                        while (r.cached.len() + 1) * 10 > 120 {
+                            r.evict_one();
+                        }
+                        let evicted = c.make_room(10, &mut b).unwrap();
+                        assert_eq!(evicted as usize, before - r.cached.len(), "seed {seed}");
+                        let read = c.load(k, Precision::Int4, 10, 4096, &[], &mut b);
+                        r.cached.insert(k);
+                        let op = b.push(Op::Join, &[read]);
+                        c.used(k, op);
+                    } else {
+                        let op = b.push(Op::Join, &[c.ready(&k).unwrap()]);
+                        c.used(k, op);
+                    }
+                    r.used(k);
+                    for e in 0..40 {
+                        assert_eq!(c.contains(&key(0, e)), r.cached.contains(&key(0, e)));
+                    }
+                }
+            }
+        }
+    }
 }
