@@ -233,9 +233,14 @@ pub fn load_experiment(name_or_path: &str) -> Result<(Experiment, Option<PathBuf
             None,
         )
     };
-    let exp: Experiment = parse_json(&text, &file)?;
+    Ok((parse_experiment(&text, &file)?, base))
+}
+
+/// Parses and checks an experiment's text; `file` names it in error messages.
+pub fn parse_experiment(text: &str, file: &str) -> Result<Experiment, String> {
+    let exp: Experiment = parse_json(text, file)?;
     exp.check().map_err(|e| format!("{file}: {e}"))?;
-    Ok((exp, base))
+    Ok(exp)
 }
 
 /// Parses JSON, naming the file, the field path and the line/column on failure.

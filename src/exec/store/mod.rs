@@ -34,6 +34,86 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// A parsed index that matches the layout its model implies (nothing read from the data yet).
+#[derive(Debug)]
+pub struct CheckedIndex {
+    pub index: StoreIndex,
+    pub geometry: ModelGeometry,
+    lookup: BTreeMap<(TensorRef, Precision), usize>,
+}
+
+/// Parses `text` (the store's `index.json`, named `index_path` in messages) and checks every
+/// entry against the layout of the model it records: what [`WeightStore::open`] does before it
+/// reads any weights.
+pub fn check_index(text: &str, index_path: &Path) -> Result<CheckedIndex, String> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let index: StoreIndex = serde_path_to_error::deserialize(de).map_err(|e| {
+        format!(
+            "{}: field `{}`: {}",
+            index_path.display(),
+            e.path(),
+            e.inner()
+        )
+    })?;
+    let at = |what: String| format!("{}: {what}", index_path.display());
+    if index.format != FORMAT_NAME || index.version != FORMAT_VERSION {
+        return Err(at(format!(
+            "format `{}` version {} is not {FORMAT_NAME} version {FORMAT_VERSION}",
+            index.format, index.version
+        )));
+    }
+    if index.data_file != DATA_FILE {
+        return Err(at(format!(
+            "data file `{}` must be `{DATA_FILE}`",
+            index.data_file
+        )));
+    }
+    let geometry =
+        ModelGeometry::from_profile(&index.model).map_err(|e| at(format!("model: {e}")))?;
+    let mut lookup = BTreeMap::new();
+    for (i, e) in index.entries.iter().enumerate() {
+        let tensor = layout::parse_tensor(&e.tensor)
+            .ok_or_else(|| at(format!("entries[{i}]: unknown tensor `{}`", e.tensor)))?;
+        let expected = layout::tensor_matrices(&geometry, tensor, e.precision)
+            .map_err(|m| at(format!("entries[{i}]: {m}")))?;
+        if expected != e.matrices
+            || e.bytes != geometry.bytes(tensor.layer as u32, tensor.kind, e.precision)
+        {
+            return Err(at(format!(
+                "entries[{i}] ({} at {}): its matrices do not match the layout of model `{}`",
+                e.tensor, e.precision, index.model.name
+            )));
+        }
+        if e.offset % index.alignment != 0 || e.offset + e.stored_bytes > index.data_bytes {
+            return Err(at(format!(
+                "entries[{i}] ({} at {}): offset {} is not aligned or runs past the data's {} bytes",
+                e.tensor, e.precision, e.offset, index.data_bytes
+            )));
+        }
+        let sealed = match &index.encryption {
+            Some(_) => crypt::sealed_len(e.bytes),
+            None => e.bytes,
+        };
+        if e.stored_bytes != sealed {
+            return Err(at(format!(
+                "entries[{i}] ({} at {}): stored_bytes {} should be {sealed}",
+                e.tensor, e.precision, e.stored_bytes
+            )));
+        }
+        if lookup.insert((tensor, e.precision), i).is_some() {
+            return Err(at(format!(
+                "entries[{i}]: {} at {} is listed twice",
+                e.tensor, e.precision
+            )));
+        }
+    }
+    Ok(CheckedIndex {
+        index,
+        geometry,
+        lookup,
+    })
+}
+
 /// An opened, fully verified weight store.
 #[derive(Debug)]
 pub struct WeightStore {
@@ -55,67 +135,12 @@ impl WeightStore {
                 index_path.display()
             )
         })?;
-        let de = &mut serde_json::Deserializer::from_str(&text);
-        let index: StoreIndex = serde_path_to_error::deserialize(de).map_err(|e| {
-            format!(
-                "{}: field `{}`: {}",
-                index_path.display(),
-                e.path(),
-                e.inner()
-            )
-        })?;
+        let CheckedIndex {
+            index,
+            geometry,
+            lookup,
+        } = check_index(&text, &index_path)?;
         let at = |what: String| format!("{}: {what}", index_path.display());
-        if index.format != FORMAT_NAME || index.version != FORMAT_VERSION {
-            return Err(at(format!(
-                "format `{}` version {} is not {FORMAT_NAME} version {FORMAT_VERSION}",
-                index.format, index.version
-            )));
-        }
-        if index.data_file != DATA_FILE {
-            return Err(at(format!(
-                "data file `{}` must be `{DATA_FILE}`",
-                index.data_file
-            )));
-        }
-        let geometry =
-            ModelGeometry::from_profile(&index.model).map_err(|e| at(format!("model: {e}")))?;
-        let mut lookup = BTreeMap::new();
-        for (i, e) in index.entries.iter().enumerate() {
-            let tensor = layout::parse_tensor(&e.tensor)
-                .ok_or_else(|| at(format!("entries[{i}]: unknown tensor `{}`", e.tensor)))?;
-            let expected = layout::tensor_matrices(&geometry, tensor, e.precision)
-                .map_err(|m| at(format!("entries[{i}]: {m}")))?;
-            if expected != e.matrices
-                || e.bytes != geometry.bytes(tensor.layer as u32, tensor.kind, e.precision)
-            {
-                return Err(at(format!(
-                    "entries[{i}] ({} at {}): its matrices do not match the layout of model `{}`",
-                    e.tensor, e.precision, index.model.name
-                )));
-            }
-            if e.offset % index.alignment != 0 || e.offset + e.stored_bytes > index.data_bytes {
-                return Err(at(format!(
-                    "entries[{i}] ({} at {}): offset {} is not aligned or runs past the data's {} bytes",
-                    e.tensor, e.precision, e.offset, index.data_bytes
-                )));
-            }
-            let sealed = match &index.encryption {
-                Some(_) => crypt::sealed_len(e.bytes),
-                None => e.bytes,
-            };
-            if e.stored_bytes != sealed {
-                return Err(at(format!(
-                    "entries[{i}] ({} at {}): stored_bytes {} should be {sealed}",
-                    e.tensor, e.precision, e.stored_bytes
-                )));
-            }
-            if lookup.insert((tensor, e.precision), i).is_some() {
-                return Err(at(format!(
-                    "entries[{i}]: {} at {} is listed twice",
-                    e.tensor, e.precision
-                )));
-            }
-        }
         let key = match &index.encryption {
             None => None,
             Some(info) => {
