@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
+    /// The file the experiment was read from, for messages (not part of the file).
+    #[serde(skip)]
+    pub file: String,
     pub name: String,
     #[serde(default)]
     pub description: String,
@@ -278,6 +281,9 @@ impl Experiment {
                 "two policies share the label `{}`; give each variant its own `label`",
                 w[0]
             ));
+        }
+        if let Some(problem) = crate::limits::experiment_problem(self) {
+            return Err(problem);
         }
         Ok(())
     }

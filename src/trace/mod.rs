@@ -21,6 +21,7 @@ mod order;
 mod reader;
 mod record;
 pub mod stats;
+pub mod trailer;
 mod summary;
 mod varint;
 mod writer;

@@ -16,6 +16,7 @@
 //! CRC-32 matches and, for an encrypted store, every chunk authenticates with the key. Any
 //! failure is an error naming the file, the entry and what is wrong.
 
+pub mod binding;
 pub mod crypt;
 pub mod index;
 pub mod layout;
@@ -29,7 +30,7 @@ pub use prepare::{
 };
 
 use crate::model::{ModelGeometry, Precision, TensorRef};
-use index::{DATA_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE};
+use index::{DATA_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE, MODEL_FILE};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -107,6 +108,7 @@ pub fn check_index(text: &str, index_path: &Path) -> Result<CheckedIndex, String
             )));
         }
     }
+    binding::check_index(&index).map_err(|m| at(m))?;
     Ok(CheckedIndex {
         index,
         geometry,
@@ -126,7 +128,7 @@ pub struct WeightStore {
 
 impl WeightStore {
     /// Opens the store in `dir` and verifies every byte (see the module docs). `key` is needed
-    /// for an encrypted store unless it was written with the fixed test key.
+    /// for an encrypted store.
     pub fn open(dir: &Path, key: Option<StoreKey>) -> Result<WeightStore, String> {
         let index_path = dir.join(INDEX_FILE);
         let text = std::fs::read_to_string(&index_path).map_err(|e| {
@@ -141,27 +143,39 @@ impl WeightStore {
             lookup,
         } = check_index(&text, &index_path)?;
         let at = |what: String| format!("{}: {what}", index_path.display());
+        let model_path = dir.join(MODEL_FILE);
+        let model_json = std::fs::read(&model_path).map_err(|e| {
+            format!(
+                "{}: cannot read the store's model profile: {e} (re-run `edgesim exec prepare`)",
+                model_path.display()
+            )
+        })?;
+        binding::check_model_json(&index, &model_json)
+            .map_err(|m| format!("{}: {m}", model_path.display()))?;
         let key = match &index.encryption {
             None => None,
             Some(info) => {
                 let key = match key {
                     Some(k) => k,
-                    None if info.key_sha256 == StoreKey::test_key().fingerprint() => {
-                        StoreKey::test_key()
-                    }
                     None => {
                         return Err(at(format!(
-                            "the store is encrypted with a key from {}; give it with --key-file",
-                            info.key_origin
+                            "the store is encrypted (key id {}, written with the key from {}); give its key with --key-file FILE or the environment variable {}",
+                            info.key_id,
+                            info.key_origin,
+                            crypt::KEY_ENV
                         )))
                     }
                 };
-                if key.fingerprint() != info.key_sha256 {
+                if key.id() != info.key_id {
                     return Err(at(format!(
-                        "the key from {} is not the key the store was encrypted with ({})",
-                        key.origin, info.key_origin
+                        "the key from {} (id {}) is not the key the store was encrypted with (id {}, from {})",
+                        key.origin,
+                        key.id(),
+                        info.key_id,
+                        info.key_origin
                     )));
                 }
+                binding::check_tag(&index, &key).map_err(|m| at(m))?;
                 Some(key)
             }
         };
@@ -186,10 +200,17 @@ impl WeightStore {
         let path = self.data_path();
         let mut file = std::fs::File::open(&path)
             .map_err(|e| format!("{}: cannot open the store's weights: {e}", path.display()))?;
-        let len = file
+        let meta = file
             .metadata()
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .len();
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!(
+                "{}: is a {}, not the store's data file (re-run `edgesim exec prepare`)",
+                path.display(),
+                if meta.is_dir() { "folder" } else { "special file" }
+            ));
+        }
+        let len = meta.len();
         if len != self.index.data_bytes {
             return Err(format!(
                 "{}: the file has {len} bytes but its index says {}: it is {} (re-run `edgesim exec prepare`)",
