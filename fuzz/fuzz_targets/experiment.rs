@@ -4,7 +4,7 @@
 #![no_main]
 
 use edgesim::compare::{parse_experiment, prepare};
-use edgesim::scenario::policy_context;
+use edgesim::scenario::experiment::policy_context;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -69,6 +69,13 @@ pub fn check_index(text: &str, index_path: &Path) -> Result<CheckedIndex, String
             index.data_file
         )));
     }
+    if index.alignment != layout::ALIGN {
+        return Err(at(format!(
+            "field `alignment` is {}, but stores are aligned to {} bytes",
+            index.alignment,
+            layout::ALIGN
+        )));
+    }
     let geometry =
         ModelGeometry::from_profile(&index.model).map_err(|e| at(format!("model: {e}")))?;
     let mut lookup = BTreeMap::new();
@@ -85,7 +92,8 @@ pub fn check_index(text: &str, index_path: &Path) -> Result<CheckedIndex, String
                 e.tensor, e.precision, index.model.name
             )));
         }
-        if e.offset % index.alignment != 0 || e.offset + e.stored_bytes > index.data_bytes {
+        let end = e.offset.checked_add(e.stored_bytes);
+        if e.offset % index.alignment != 0 || end.is_none_or(|end| end > index.data_bytes) {
             return Err(at(format!(
                 "entries[{i}] ({} at {}): offset {} is not aligned or runs past the data's {} bytes",
                 e.tensor, e.precision, e.offset, index.data_bytes
