@@ -326,7 +326,19 @@ impl Prepared {
 
 /// Loads profiles, checks the trace against the model, resolves budgets and lists the runs.
 /// Every input error surfaces here, before anything runs or is written.
+/// Errors name the experiment's file first.
 pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, String> {
+    let file = experiment.file.clone();
+    prepare_named(experiment, base).map_err(|e| {
+        if file.is_empty() || e.starts_with(&file) {
+            e
+        } else {
+            format!("{file}: {e}")
+        }
+    })
+}
+
+fn prepare_named(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, String> {
     let device = scenario::load_device(&experiment.device).map_err(|e| e.to_string())?;
     let profile = scenario::load_model(&experiment.model).map_err(|e| e.to_string())?;
     let model = ModelGeometry::from_profile(&profile)
@@ -408,11 +420,7 @@ pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, 
         if let Err(crate::policy::PolicyError::BadParameter(m)) =
             crate::policy::build(&spec.name, ctx)
         {
-            let file = match experiment.file.as_str() {
-                "" => format!("experiment `{}`", experiment.name),
-                f => f.to_string(),
-            };
-            return Err(format!("{file}: policies[{i}]: {m}"));
+            return Err(format!("policies[{i}]: {m}"));
         }
     }
     let mut runs = Vec::new();

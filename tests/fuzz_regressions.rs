@@ -31,3 +31,19 @@ fn store_index_entry_end_past_u64_is_an_error_not_an_overflow() {
     let e = check_index(&v.to_string(), Path::new("s/index.json")).unwrap_err();
     assert!(e.contains("entries[0]") && e.contains("runs past"), "{e}");
 }
+
+/// Mutation suite (binary), mutant 19: `"model": "mixtral-0x7b"` was refused as an unknown
+/// model without naming the experiment file that named it.
+#[test]
+fn experiment_with_an_unknown_model_names_the_experiment_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mutant.json");
+    let text = std::fs::read_to_string("scenarios/experiments/default.json")
+        .unwrap()
+        .replace("mixtral-8x7b\"", "mixtral-0x7b\"");
+    std::fs::write(&path, text).unwrap();
+    let file = path.display().to_string();
+    let (exp, base) = edgesim::compare::load_experiment(&file).unwrap();
+    let e = edgesim::compare::prepare(exp, base.as_deref()).err().unwrap();
+    assert!(e.starts_with(&file) && e.contains("mixtral-0x7b"), "{e}");
+}
