@@ -40,6 +40,8 @@ pub const MAX_REPEAT: usize = 1000;
 pub const MAX_SCALE: u32 = 1 << 16;
 /// Bytes of one weight store `exec prepare` writes: 1 TiB.
 pub const MAX_STORE_BYTES: u64 = 1 << 40;
+/// A memory budget in GiB (`gib`, `--budget-gib`): 1 PiB.
+pub const MAX_BUDGET_GIB: f64 = 1_048_576.0;
 /// Scratch of `calibrate --scratch-mib`: 1 TiB.
 pub const MAX_SCRATCH_MIB: u64 = 1 << 20;
 
@@ -87,6 +89,13 @@ impl ProfileField {
 /// `field` is `value`, above `bound`: the message every check here gives.
 pub fn above(field: &str, value: impl std::fmt::Display, bound: impl std::fmt::Display) -> String {
     format!("`{field}` is {value}, above its bound of {bound} (docs/limits.md)")
+}
+
+/// A user's floating-point number as JSON writes it (`1e308`, not 309 digits; `0.5`).
+pub fn as_written(x: f64) -> String {
+    serde_json::Number::from_f64(x)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| format!("{x}"))
 }
 
 /// Checks a count against its bound.
@@ -179,6 +188,12 @@ mod tests {
                 assert!(profile_problems(&tree).is_empty(), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn numbers_print_as_written() {
+        assert_eq!(as_written(1e308), "1e308");
+        assert_eq!(as_written(0.25), "0.25");
     }
 
     #[test]
