@@ -41,7 +41,10 @@ fn files(dir: &str, ext: &str) -> Result<Vec<PathBuf>> {
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().unwrap_or_default().to_string_lossy().into_owned()
+    p.file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The first records of each bundled trace, rewritten as complete small traces (1 and 4
@@ -144,38 +147,59 @@ fn gguf(dir: &Path) -> Result<()> {
     let mut types = vec![MetadataValue::I32(3)];
     types.extend(vec![MetadataValue::I32(1); vocab - 1]);
     let strings = |v: &[&str]| {
-        MetadataValue::Array(v.iter().map(|s| MetadataValue::String(s.to_string())).collect())
+        MetadataValue::Array(
+            v.iter()
+                .map(|s| MetadataValue::String(s.to_string()))
+                .collect(),
+        )
     };
     let token_refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
     let (hidden, ffn) = (32usize, 32usize);
     let mut metadata_only = GgufBuilder::new();
     let mut with_tensors = GgufBuilder::new();
     for b in [&mut metadata_only, &mut with_tensors] {
-        b.metadata("general.architecture", MetadataValue::String("llama".into()))
-            .metadata("llama.block_count", MetadataValue::U32(1))
-            .metadata("llama.context_length", MetadataValue::U32(64))
-            .metadata("llama.embedding_length", MetadataValue::U32(hidden as u32))
-            .metadata("llama.feed_forward_length", MetadataValue::U32(ffn as u32))
-            .metadata("llama.attention.head_count", MetadataValue::U32(2))
-            .metadata("llama.attention.head_count_kv", MetadataValue::U32(1))
-            .metadata("llama.rope.freq_base", MetadataValue::F32(10_000.0))
-            .metadata("llama.attention.layer_norm_rms_epsilon", MetadataValue::F32(1e-5))
-            .metadata("llama.vocab_size", MetadataValue::U32(vocab as u32))
-            .metadata("tokenizer.ggml.model", MetadataValue::String("gpt2".into()))
-            .metadata("tokenizer.ggml.pre", MetadataValue::String("smollm".into()))
-            .metadata("tokenizer.ggml.tokens", strings(&token_refs))
-            .metadata("tokenizer.ggml.token_type", MetadataValue::Array(types.clone()))
-            .metadata(
-                "tokenizer.ggml.merges",
-                strings(&["h e", "Ġ t", "Ġt he", "i n", "Ġ in", "e r"]),
-            )
-            .metadata("tokenizer.ggml.eos_token_id", MetadataValue::U32(0));
+        b.metadata(
+            "general.architecture",
+            MetadataValue::String("llama".into()),
+        )
+        .metadata("llama.block_count", MetadataValue::U32(1))
+        .metadata("llama.context_length", MetadataValue::U32(64))
+        .metadata("llama.embedding_length", MetadataValue::U32(hidden as u32))
+        .metadata("llama.feed_forward_length", MetadataValue::U32(ffn as u32))
+        .metadata("llama.attention.head_count", MetadataValue::U32(2))
+        .metadata("llama.attention.head_count_kv", MetadataValue::U32(1))
+        .metadata("llama.rope.freq_base", MetadataValue::F32(10_000.0))
+        .metadata(
+            "llama.attention.layer_norm_rms_epsilon",
+            MetadataValue::F32(1e-5),
+        )
+        .metadata("llama.vocab_size", MetadataValue::U32(vocab as u32))
+        .metadata("tokenizer.ggml.model", MetadataValue::String("gpt2".into()))
+        .metadata("tokenizer.ggml.pre", MetadataValue::String("smollm".into()))
+        .metadata("tokenizer.ggml.tokens", strings(&token_refs))
+        .metadata(
+            "tokenizer.ggml.token_type",
+            MetadataValue::Array(types.clone()),
+        )
+        .metadata(
+            "tokenizer.ggml.merges",
+            strings(&["h e", "Ġ t", "Ġt he", "i n", "Ġ in", "e r"]),
+        )
+        .metadata("tokenizer.ggml.eos_token_id", MetadataValue::U32(0));
     }
-    let ramp = |n: usize| (0..n).map(|i| (i % 17) as f32 / 17.0 - 0.5).collect::<Vec<f32>>();
+    let ramp = |n: usize| {
+        (0..n)
+            .map(|i| (i % 17) as f32 / 17.0 - 0.5)
+            .collect::<Vec<f32>>()
+    };
     let h = hidden as u64;
     let f = ffn as u64;
     with_tensors
-        .tensor_f32("token_embd.weight", &[h, vocab as u64], &ramp(hidden * vocab))
+        .tensor_f32(
+            "token_embd.weight",
+            &[h, vocab as u64],
+            &ramp(hidden * vocab),
+        )
         .tensor_f32("output_norm.weight", &[h], &ramp(hidden))
         .tensor_f32("blk.0.attn_norm.weight", &[h], &ramp(hidden))
         .tensor_f32("blk.0.attn_q.weight", &[h, h], &ramp(hidden * hidden))
@@ -233,8 +257,14 @@ fn tokenizer(dir: &Path) -> Result<()> {
         bytes.extend(prompt.as_bytes());
         fs::write(dir.join(format!("prompt-{i}.txt")), bytes)?;
     }
-    fs::write(dir.join("special.txt"), b"\0<|im_start|>user\nhe in the<|im_end|>\n")?;
-    fs::write(dir.join("ids.bin"), [1u8, 0, 0, 1, 0, 7, 1, 3, 1, 0xff, 0xff])?;
+    fs::write(
+        dir.join("special.txt"),
+        b"\0<|im_start|>user\nhe in the<|im_end|>\n",
+    )?;
+    fs::write(
+        dir.join("ids.bin"),
+        [1u8, 0, 0, 1, 0, 7, 1, 3, 1, 0xff, 0xff],
+    )?;
     fs::write(
         dir.join("vocab.txt"),
         "\x02a\nb\nab\nĠ\nĠa\n<|x|>\n#merges\na b\nĠ a\n",

@@ -408,7 +408,9 @@ fn prepare_named(experiment: Experiment, base: Option<&Path>) -> Result<Prepared
     // Policy parameters are checked once here, so a bad one is named with its file and field
     // path before any run starts (a run's other errors surface when it runs).
     for (i, spec) in experiment.policies.iter().enumerate() {
-        let Some(&(bytes, _)) = budgets.first() else { break };
+        let Some(&(bytes, _)) = budgets.first() else {
+            break;
+        };
         let ctx = policy_context(
             model.clone(),
             Arc::new(device.clone()),

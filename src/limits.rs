@@ -118,7 +118,9 @@ fn walk(v: &Value, path: &str, name: &str, problems: &mut Vec<String>) {
     match v {
         Value::Object(map) => {
             // A cited number: `{"value": N, "source": ...}` is checked under its field's name.
-            if let (Some(n @ Value::Number(_)), true) = (map.get("value"), map.contains_key("source")) {
+            if let (Some(n @ Value::Number(_)), true) =
+                (map.get("value"), map.contains_key("source"))
+            {
                 check_number(n, path, name, problems);
                 return;
             }
@@ -156,50 +158,6 @@ fn check_number(n: &Value, path: &str, name: &str, problems: &mut Vec<String>) {
             // `n` prints as serde_json read it: 1e308 stays 1e308.
             problems.push(above(path, n, shown));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn profile_numbers_are_bounded_and_printed_as_written() {
-        let tree: Value = serde_json::from_str(
-            r#"{"memory": {"bandwidth_bytes_per_s": {"value": 1e308, "source": "x"}},
-                "cpu": [{"cores": {"value": 7, "source": "x"}}, {"cores": 100000}]}"#,
-        )
-        .unwrap();
-        let p = profile_problems(&tree);
-        assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p[0].contains("`memory.bandwidth_bytes_per_s` is 1e308"), "{}", p[0]);
-        assert!(p[1].contains("`cpu[1].cores` is 100000, above its bound of 1024"), "{}", p[1]);
-    }
-
-    #[test]
-    fn bundled_profiles_are_within_bounds() {
-        for (kind, folder) in [
-            (crate::scenario::ProfileKind::Device, crate::scenario::device_names()),
-            (crate::scenario::ProfileKind::Model, crate::scenario::model_names()),
-        ] {
-            for name in folder {
-                let text = crate::scenario::bundled_text(kind, name).unwrap();
-                let tree: Value = serde_json::from_str(text).unwrap();
-                assert!(profile_problems(&tree).is_empty(), "{name}");
-            }
-        }
-    }
-
-    #[test]
-    fn numbers_print_as_written() {
-        assert_eq!(as_written(1e308), "1e308");
-        assert_eq!(as_written(0.25), "0.25");
-    }
-
-    #[test]
-    fn long_lists_are_refused() {
-        let tree = serde_json::json!({ "cpu": vec![serde_json::json!({}); 300] });
-        assert!(profile_problems(&tree)[0].contains("a list of 300 elements"));
     }
 }
 
@@ -245,7 +203,10 @@ pub fn experiment_problem(exp: &crate::scenario::Experiment) -> Option<String> {
             if u64::from(g.prefill) + u64::from(g.decode) > u64::from(MAX_CONTEXT) {
                 return Some(above(
                     &format!("workloads[{i}].generate"),
-                    format!("a sequence of {} tokens", u64::from(g.prefill) + u64::from(g.decode)),
+                    format!(
+                        "a sequence of {} tokens",
+                        u64::from(g.prefill) + u64::from(g.decode)
+                    ),
                     format!("{MAX_CONTEXT} positions"),
                 ));
             }
@@ -279,4 +240,62 @@ pub fn sweep_problem(tokens: &[(String, u64, usize)]) -> Option<String> {
         ));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_numbers_are_bounded_and_printed_as_written() {
+        let tree: Value = serde_json::from_str(
+            r#"{"memory": {"bandwidth_bytes_per_s": {"value": 1e308, "source": "x"}},
+                "cpu": [{"cores": {"value": 7, "source": "x"}}, {"cores": 100000}]}"#,
+        )
+        .unwrap();
+        let p = profile_problems(&tree);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("`memory.bandwidth_bytes_per_s` is 1e308"),
+            "{}",
+            p[0]
+        );
+        assert!(
+            p[1].contains("`cpu[1].cores` is 100000, above its bound of 1024"),
+            "{}",
+            p[1]
+        );
+    }
+
+    #[test]
+    fn bundled_profiles_are_within_bounds() {
+        for (kind, folder) in [
+            (
+                crate::scenario::ProfileKind::Device,
+                crate::scenario::device_names(),
+            ),
+            (
+                crate::scenario::ProfileKind::Model,
+                crate::scenario::model_names(),
+            ),
+        ] {
+            for name in folder {
+                let text = crate::scenario::bundled_text(kind, name).unwrap();
+                let tree: Value = serde_json::from_str(text).unwrap();
+                assert!(profile_problems(&tree).is_empty(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_print_as_written() {
+        assert_eq!(as_written(1e308), "1e308");
+        assert_eq!(as_written(0.25), "0.25");
+    }
+
+    #[test]
+    fn long_lists_are_refused() {
+        let tree = serde_json::json!({ "cpu": vec![serde_json::json!({}); 300] });
+        assert!(profile_problems(&tree)[0].contains("a list of 300 elements"));
+    }
 }

@@ -27,7 +27,9 @@ impl StagedDir {
     /// existing `target` is replaced when [`StagedDir::commit`] succeeds, and left untouched
     /// otherwise.
     pub fn create(target: &Path, marker: &str) -> io::Result<Self> {
-        if target.is_dir() && !target.join(marker).exists() && fs::read_dir(target)?.next().is_some()
+        if target.is_dir()
+            && !target.join(marker).exists()
+            && fs::read_dir(target)?.next().is_some()
         {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -177,7 +179,11 @@ mod tests {
         r.commit().unwrap();
         assert!(target.join("new.txt").exists());
         assert!(!target.join("results.json").exists());
-        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "staging left behind");
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "staging left behind"
+        );
     }
 
     #[test]

@@ -52,9 +52,15 @@ fn a_killed_compare_leaves_the_old_report_or_none() {
         let _ = child.kill();
         let _ = child.wait();
         if had_old {
-            assert!(complete(&out), "round {round}: the old report was lost or damaged");
+            assert!(
+                complete(&out),
+                "round {round}: the old report was lost or damaged"
+            );
         } else {
-            assert!(!out.exists() || complete(&out), "round {round}: a partial report");
+            assert!(
+                !out.exists() || complete(&out),
+                "round {round}: a partial report"
+            );
         }
     }
 }
@@ -66,7 +72,15 @@ fn a_killed_prepare_leaves_a_store_that_opens_or_none() {
     for round in 0..6 {
         let out = dir.path().join(format!("store{round}"));
         let mut child = edgesim()
-            .args(["exec", "prepare", "--model", "mixtral-8x7b", "--scale", "16", "--out"])
+            .args([
+                "exec",
+                "prepare",
+                "--model",
+                "mixtral-8x7b",
+                "--scale",
+                "16",
+                "--out",
+            ])
             .arg(&out)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -115,17 +129,36 @@ fn a_full_disk_fails_with_exit_2_and_leaves_nothing() {
     let exp = dir.path().join("kill.json");
     std::fs::write(&exp, EXPERIMENT).unwrap();
     let out = disk.0.join("report");
-    let o = edgesim().args(["compare", "-q", "-e"]).arg(&exp).arg("-o").arg(&out).output().unwrap();
+    let o = edgesim()
+        .args(["compare", "-q", "-e"])
+        .arg(&exp)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("No space left"), "{stderr}");
     let store = disk.0.join("store");
     let o = edgesim()
-        .args(["exec", "prepare", "--model", "mixtral-8x7b", "--scale", "16", "--out"])
+        .args([
+            "exec",
+            "prepare",
+            "--model",
+            "mixtral-8x7b",
+            "--scale",
+            "16",
+            "--out",
+        ])
         .arg(&store)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let left: Vec<_> = std::fs::read_dir(&disk.0).unwrap().collect();
     assert!(left.is_empty(), "left on the full disk: {left:?}");
 }

@@ -18,7 +18,10 @@ fn store_index_with_alignment_zero_is_an_error_not_a_division_by_zero() {
         Path::new("s/index.json"),
     )
     .unwrap_err();
-    assert!(e.contains("s/index.json") && e.contains("field `alignment` is 0"), "{e}");
+    assert!(
+        e.contains("s/index.json") && e.contains("field `alignment` is 0"),
+        "{e}"
+    );
 }
 
 /// An entry whose `offset + stored_bytes` overflows u64 (an overflow panic in debug builds).
@@ -44,6 +47,8 @@ fn experiment_with_an_unknown_model_names_the_experiment_file() {
     std::fs::write(&path, text).unwrap();
     let file = path.display().to_string();
     let (exp, base) = edgesim::compare::load_experiment(&file).unwrap();
-    let e = edgesim::compare::prepare(exp, base.as_deref()).err().unwrap();
+    let e = edgesim::compare::prepare(exp, base.as_deref())
+        .err()
+        .unwrap();
     assert!(e.starts_with(&file) && e.contains("mixtral-0x7b"), "{e}");
 }

@@ -62,7 +62,9 @@ fn mutate(rng: &mut ChaCha8Rng, input: &[u8]) -> Vec<u8> {
                 v[0] ^= 1;
             } else {
                 let s = starts[rng.gen_range(0..starts.len())];
-                let e = (s..v.len()).find(|&i| !v[i].is_ascii_digit()).unwrap_or(v.len());
+                let e = (s..v.len())
+                    .find(|&i| !v[i].is_ascii_digit())
+                    .unwrap_or(v.len());
                 let x = EXTREMES[rng.gen_range(0..EXTREMES.len())];
                 v.splice(s..e, x.bytes());
             }
@@ -85,17 +87,26 @@ fn campaign(
     for n in 0..count {
         let mutant = mutate(&mut rng, seed);
         match catch_unwind(AssertUnwindSafe(|| parse(&mutant))) {
-            Err(_) => panic!("{kind} mutant {n} panicked: {:?}", String::from_utf8_lossy(&mutant)),
+            Err(_) => panic!(
+                "{kind} mutant {n} panicked: {:?}",
+                String::from_utf8_lossy(&mutant)
+            ),
             Ok(Ok(())) => ok += 1,
             Ok(Err(e)) => {
                 refused += 1;
                 for name in must_name {
-                    assert!(e.contains(name), "{kind} mutant {n}: error does not name {name}: {e}");
+                    assert!(
+                        e.contains(name),
+                        "{kind} mutant {n}: error does not name {name}: {e}"
+                    );
                 }
             }
         }
     }
-    assert!(refused > count / 4, "{kind}: only {refused} of {count} mutants refused");
+    assert!(
+        refused > count / 4,
+        "{kind}: only {refused} of {count} mutants refused"
+    );
     (ok, refused)
 }
 
@@ -123,25 +134,33 @@ fn small_trace() -> Vec<u8> {
 fn library_parsers_refuse_mutants_by_file_and_place() {
     let trace = small_trace();
     campaign("trace", &trace, 1200, &["fuzz-file.est"], |b| {
-        let r = TraceReader::from_reader(b, Path::new("fuzz-file.est")).map_err(|e| e.to_string())?;
+        let r =
+            TraceReader::from_reader(b, Path::new("fuzz-file.est")).map_err(|e| e.to_string())?;
         for rec in r {
             let e = match rec {
                 Ok(_) => continue,
                 Err(e) => e.to_string(),
             };
             // Past the header, an error names the record or the byte offset.
-            assert!(e.contains("record") || e.contains("byte offset") || e.contains("no records"), "{e}");
+            assert!(
+                e.contains("record") || e.contains("byte offset") || e.contains("no records"),
+                "{e}"
+            );
             return Err(e);
         }
         Ok(())
     });
     let device = std::fs::read("scenarios/devices/oneplus-12.json").unwrap();
     campaign("device", &device, 500, &["fuzz-file"], |b| {
-        parse_device(text(b)?, "fuzz-file.json").map(|_| ()).map_err(|e| e.to_string())
+        parse_device(text(b)?, "fuzz-file.json")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     });
     let model = std::fs::read("scenarios/models/mixtral-8x7b.json").unwrap();
     campaign("model", &model, 500, &["fuzz-file"], |b| {
-        parse_model(text(b)?, "fuzz-file.json").map(|_| ()).map_err(|e| e.to_string())
+        parse_model(text(b)?, "fuzz-file.json")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     });
     let experiment = std::fs::read("scenarios/experiments/hobbit-orin.json").unwrap();
     campaign("experiment", &experiment, 600, &["fuzz-file"], |b| {
@@ -161,11 +180,17 @@ fn library_parsers_refuse_mutants_by_file_and_place() {
         &edgesim::scenario::load_model("mixtral-8x7b").unwrap(),
     )
     .unwrap();
-    campaign("routing", routing.as_bytes(), 600, &["fuzz-file.jsonl"], |b| {
-        read_mixtral_jsonl_from(b, Path::new("fuzz-file.jsonl"), &mixtral)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
+    campaign(
+        "routing",
+        routing.as_bytes(),
+        600,
+        &["fuzz-file.jsonl"],
+        |b| {
+            read_mixtral_jsonl_from(b, Path::new("fuzz-file.jsonl"), &mixtral)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     let options = edgesim::exec::store::PrepareOptions {
         source_model: "mixtral-8x7b".into(),
@@ -180,10 +205,19 @@ fn library_parsers_refuse_mutants_by_file_and_place() {
     let scaled = edgesim::exec::scale::scale_model(&profile, 64).unwrap();
     edgesim::exec::store::prepare(&scaled, &dir.path().join("s"), &options, &|_, _| {}).unwrap();
     let index = std::fs::read(dir.path().join("s/index.json")).unwrap();
-    campaign("store index", &index, 300, &["fuzz-store/index.json"], |b| {
-        check_index(text(b).map_err(|_| "fuzz-store/index.json: not UTF-8".to_string())?, Path::new("fuzz-store/index.json"))
+    campaign(
+        "store index",
+        &index,
+        300,
+        &["fuzz-store/index.json"],
+        |b| {
+            check_index(
+                text(b).map_err(|_| "fuzz-store/index.json: not UTF-8".to_string())?,
+                Path::new("fuzz-store/index.json"),
+            )
             .map(|_| ())
-    });
+        },
+    );
 }
 
 /// Mutants through the built binary: exit 0 or 2, the file named, no panic, no report left by
@@ -205,7 +239,10 @@ fn the_binary_exits_2_naming_the_file_and_leaves_no_report() {
         let (file, args): (std::path::PathBuf, Vec<String>) = if n % 2 == 0 {
             let f = dir.path().join(format!("t{n}.est"));
             std::fs::write(&f, mutate(&mut rng, &trace)).unwrap();
-            (f.clone(), vec!["trace".into(), "validate".into(), f.display().to_string()])
+            (
+                f.clone(),
+                vec!["trace".into(), "validate".into(), f.display().to_string()],
+            )
         } else {
             let f = dir.path().join(format!("e{n}.json"));
             std::fs::write(&f, mutate(&mut rng, experiment.as_bytes())).unwrap();
@@ -224,13 +261,26 @@ fn the_binary_exits_2_naming_the_file_and_leaves_no_report() {
                 ],
             )
         };
-        let output = Command::cargo_bin("edgesim").unwrap().args(&args).output().unwrap();
+        let output = Command::cargo_bin("edgesim")
+            .unwrap()
+            .args(&args)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!stderr.contains("panicked"), "mutant {n} panicked: {stderr}");
+        assert!(
+            !stderr.contains("panicked"),
+            "mutant {n} panicked: {stderr}"
+        );
         let code = output.status.code();
-        assert!(code == Some(0) || code == Some(2), "mutant {n}: exit {code:?}: {stderr}");
+        assert!(
+            code == Some(0) || code == Some(2),
+            "mutant {n}: exit {code:?}: {stderr}"
+        );
         if code == Some(2) {
-            assert!(stderr.contains(&file.display().to_string()), "mutant {n}: {stderr}");
+            assert!(
+                stderr.contains(&file.display().to_string()),
+                "mutant {n}: {stderr}"
+            );
             let out = dir.path().join(format!("out{n}"));
             assert!(!out.exists(), "mutant {n} left {}", out.display());
         }

@@ -50,7 +50,9 @@ fn tensors_swapped_with_their_checksums_are_refused_by_entry() {
     write_index(dir.path(), &i);
     let err = WeightStore::open(dir.path(), None).unwrap_err();
     assert!(
-        err.contains(&format!("entries[{a}]")) && err.contains(&ea.tensor) && err.contains("swapped"),
+        err.contains(&format!("entries[{a}]"))
+            && err.contains(&ea.tensor)
+            && err.contains("swapped"),
         "{err}"
     );
 }
@@ -63,7 +65,10 @@ fn an_edited_scale_is_refused_by_field() {
     i.scale = 4;
     write_index(dir.path(), &i);
     let err = WeightStore::open(dir.path(), None).unwrap_err();
-    assert!(err.contains("index.json") && err.contains("field `scale`"), "{err}");
+    assert!(
+        err.contains("index.json") && err.contains("field `scale`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -74,7 +79,10 @@ fn an_edited_model_json_is_refused_by_file() {
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replacen("test model", "edited model", 1)).unwrap();
     let err = WeightStore::open(dir.path(), None).unwrap_err();
-    assert!(err.contains("model.json") && err.contains("edited"), "{err}");
+    assert!(
+        err.contains("model.json") && err.contains("edited"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -103,7 +111,10 @@ fn a_folder_in_place_of_the_weights_is_called_a_folder() {
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
     let err = WeightStore::open(dir.path(), None).unwrap_err();
-    assert!(err.contains("is a folder") && !err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("is a folder") && !err.contains("truncated"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -116,8 +116,12 @@ pub fn key(path: &Option<PathBuf>) -> Result<Option<StoreKey>, CliError> {
 }
 
 fn prepare(a: PrepareArgs) -> Result<(), CliError> {
-    crate::limits::check_count("--scale", u64::from(a.scale), u64::from(crate::limits::MAX_SCALE))
-        .map_err(CliError::new)?;
+    crate::limits::check_count(
+        "--scale",
+        u64::from(a.scale),
+        u64::from(crate::limits::MAX_SCALE),
+    )
+    .map_err(CliError::new)?;
     let profile = crate::scenario::load_model(&a.model)?;
     let scaled = scale_model(&profile, a.scale)
         .map_err(|e| CliError::new(format!("model `{}`: {e}", a.model)))?;

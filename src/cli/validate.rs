@@ -51,8 +51,12 @@ pub struct ValidateArgs {
 }
 
 pub fn run(a: ValidateArgs) -> Result<(), CliError> {
-    crate::limits::check_count("--repeat", a.repeat as u64, crate::limits::MAX_REPEAT as u64)
-        .map_err(CliError::new)?;
+    crate::limits::check_count(
+        "--repeat",
+        a.repeat as u64,
+        crate::limits::MAX_REPEAT as u64,
+    )
+    .map_err(CliError::new)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let options = ValidateOptions {
         experiment: a.experiment,

@@ -227,7 +227,8 @@ impl TraceHeader {
                 "neuron trace: `neurons_per_layer[{l}]` is {n}, expected 1..={MAX_NEURONS_PER_LAYER}"
             ));
         }
-        if self.first_moe_layer != 0 || self.moe_layers != 0 || self.experts != 0 || self.top_k != 0 {
+        if self.first_moe_layer != 0 || self.moe_layers != 0 || self.experts != 0 || self.top_k != 0
+        {
             return Err(
                 "neuron trace: `first_moe_layer`, `moe_layers`, `experts` and `top_k` belong to expert traces (use 0)"
                     .into(),

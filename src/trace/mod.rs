@@ -21,8 +21,8 @@ mod order;
 mod reader;
 mod record;
 pub mod stats;
-pub mod trailer;
 mod summary;
+pub mod trailer;
 mod varint;
 mod writer;
 

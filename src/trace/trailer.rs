@@ -50,7 +50,9 @@ pub fn record_count_of(input: &mut (impl Read + Seek), path: &Path) -> Result<u6
     input
         .seek(SeekFrom::Start(0))
         .map_err(|e| TraceError::io(path, "seek in the trace", e))?;
-    Ok(u64::from_le_bytes(trailer[4..12].try_into().expect("8 bytes")))
+    Ok(u64::from_le_bytes(
+        trailer[4..12].try_into().expect("8 bytes"),
+    ))
 }
 
 #[cfg(test)]
@@ -66,6 +68,9 @@ mod tests {
         let bytes = std::fs::read(path).unwrap();
         let mut cut = std::io::Cursor::new(bytes[..bytes.len() - 5].to_vec());
         let e = record_count_of(&mut cut, path).unwrap_err().to_string();
-        assert!(e.contains("incomplete") && e.contains("mixtral-8x7b-synthetic"), "{e}");
+        assert!(
+            e.contains("incomplete") && e.contains("mixtral-8x7b-synthetic"),
+            "{e}"
+        );
     }
 }

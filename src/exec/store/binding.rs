@@ -57,7 +57,10 @@ fn field_digests(
     for (k, v) in map {
         if k == "entries" {
             if let Some(items) = v.as_array() {
-                entries = items.iter().map(|e| digest(e.to_string().as_bytes())).collect();
+                entries = items
+                    .iter()
+                    .map(|e| digest(e.to_string().as_bytes()))
+                    .collect();
             }
         } else {
             fields.insert(k.clone(), digest(v.to_string().as_bytes()));

@@ -69,13 +69,15 @@ impl StoreKey {
             return Ok(StoreKey { key, origin });
         }
         let text = String::from_utf8_lossy(&bytes);
-        parse_hex(text.trim()).map(|key| StoreKey { key, origin }).ok_or_else(|| {
-            format!(
-                "{}: a key file holds 32 raw bytes or 64 hex digits; this one has {} bytes",
-                path.display(),
-                bytes.len()
-            )
-        })
+        parse_hex(text.trim())
+            .map(|key| StoreKey { key, origin })
+            .ok_or_else(|| {
+                format!(
+                    "{}: a key file holds 32 raw bytes or 64 hex digits; this one has {} bytes",
+                    path.display(),
+                    bytes.len()
+                )
+            })
     }
 
     /// The key in [`KEY_ENV`], if set.

@@ -116,7 +116,7 @@ pub fn check_index(text: &str, index_path: &Path) -> Result<CheckedIndex, String
             )));
         }
     }
-    binding::check_index(&index).map_err(|m| at(m))?;
+    binding::check_index(&index).map_err(at)?;
     Ok(CheckedIndex {
         index,
         geometry,
@@ -183,7 +183,7 @@ impl WeightStore {
                         info.key_origin
                     )));
                 }
-                binding::check_tag(&index, &key).map_err(|m| at(m))?;
+                binding::check_tag(&index, &key).map_err(at)?;
                 Some(key)
             }
         };
@@ -215,7 +215,11 @@ impl WeightStore {
             return Err(format!(
                 "{}: is a {}, not the store's data file (re-run `edgesim exec prepare`)",
                 path.display(),
-                if meta.is_dir() { "folder" } else { "special file" }
+                if meta.is_dir() {
+                    "folder"
+                } else {
+                    "special file"
+                }
             ));
         }
         let len = meta.len();

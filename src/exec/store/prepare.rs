@@ -234,7 +234,11 @@ pub fn prepare_with(
         .flat_map(|&t| options.precisions.iter().map(move |&p| (t, p)))
         .map(|(t, p)| layout::align_up(m.bytes(t.layer as u32, t.kind, p)))
         .fold(0u64, u64::saturating_add);
-    crate::limits::check_count("store size in bytes", store_bytes, crate::limits::MAX_STORE_BYTES)?;
+    crate::limits::check_count(
+        "store size in bytes",
+        store_bytes,
+        crate::limits::MAX_STORE_BYTES,
+    )?;
     // The whole store is written into a staging folder beside `dir` and moved into place when
     // complete: an interrupted prepare leaves the old store or none (crate::staged_dir).
     let staged = crate::staged_dir::StagedDir::create(dir, INDEX_FILE)

@@ -229,8 +229,8 @@ pub fn read_mixtral_jsonl_from(
                 format!("more than {MAX_LINES} lines: not a routing file this importer knows"),
             ));
         }
-        let line: Line = serde_json::from_str(text)
-            .map_err(|e| bad(n, format!("not a routing record: {e}")))?;
+        let line: Line =
+            serde_json::from_str(text).map_err(|e| bad(n, format!("not a routing record: {e}")))?;
         if let Some(d) = &line.dataset {
             if d.is_empty() {
                 return Err(bad(n, "empty `dataset`".into()));
