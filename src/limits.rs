@@ -91,7 +91,7 @@ pub fn above(field: &str, value: impl std::fmt::Display, bound: impl std::fmt::D
     format!("`{field}` is {value}, above its bound of {bound} (docs/limits.md)")
 }
 
-/// A user's floating-point number as JSON writes it (`1e308`, not 309 digits; `0.5`).
+/// A user's floating-point number as JSON writes it (`1e+308`, not 309 digits; `0.5`).
 pub fn as_written(x: f64) -> String {
     serde_json::Number::from_f64(x)
         .map(|n| n.to_string())
@@ -256,7 +256,7 @@ mod tests {
         let p = profile_problems(&tree);
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(
-            p[0].contains("`memory.bandwidth_bytes_per_s` is 1e308"),
+            p[0].contains("`memory.bandwidth_bytes_per_s` is 1e+308"),
             "{}",
             p[0]
         );
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn numbers_print_as_written() {
-        assert_eq!(as_written(1e308), "1e308");
+        assert_eq!(as_written(1e308), "1e+308");
         assert_eq!(as_written(0.25), "0.25");
     }
 
