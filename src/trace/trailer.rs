@@ -29,7 +29,7 @@ pub fn record_count_of(input: &mut (impl Read + Seek), path: &Path) -> Result<u6
             TraceErrorKind::Truncated,
             path,
             format!(
-                "{what}: the trace is incomplete (its writing was interrupted, or the file was cut short); write it again"
+                "{what}: the trace is truncated or incomplete (its writing was interrupted, or the file was cut short); write it again"
             ),
         )
     };
