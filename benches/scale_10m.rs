@@ -14,7 +14,9 @@
 //!
 //! `cargo bench --bench scale_10m` (release profile). `EDGESIM_SCALE_TOKENS=1000000,10000000`
 //! sets the lengths (comma-separated, the first two are compared); `EDGESIM_SCALE_DIR` the
-//! folder for the trace files (default: a temporary folder; a 10 M-token trace is ~0.5 GB).
+//! folder for the trace files (default: a temporary folder; a 10 M-token trace is ~7.3 GiB);
+//! `EDGESIM_SCALE_STEPS=gen,validate,stats` runs only the steps named (`gen` is always run, the
+//! others need its file; default: all four, `replay` included).
 //! Prints measurements only; nothing is asserted (timings never are).
 
 use clap::Parser;
@@ -142,10 +144,16 @@ fn main() {
         }
     };
     std::fs::create_dir_all(&dir).expect("the trace folder");
+    let wanted = std::env::var("EDGESIM_SCALE_STEPS").unwrap_or_else(|_| "gen,validate,stats,replay".into());
+    let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
     println!("scale_10m: Mixtral-8x7B trace, 1,000-token sequences; replay: default experiment, lru at 30%");
     let mut results: Vec<Step> = Vec::new();
     for &n in &tokens {
         for (name, args) in steps_for(n, &dir) {
+            let short = name.trim_start_matches("trace ").split(' ').next().unwrap_or(name);
+            if short != "gen" && !wanted.contains(&short) {
+                continue;
+            }
             let (wall_s, peak_mib) = measure(&args);
             println!(
                 "{name:<15} {n:>11} tokens  {wall_s:>9.2} s  peak RSS {peak_mib:>8.1} MiB  ({:.0} ktok/s)",
