@@ -133,7 +133,11 @@ fn main() {
     let tokens: Vec<u64> = std::env::var("EDGESIM_SCALE_TOKENS")
         .unwrap_or_else(|_| "1000000,10000000".into())
         .split(',')
-        .map(|t| t.trim().parse().expect("EDGESIM_SCALE_TOKENS: token counts"))
+        .map(|t| {
+            t.trim()
+                .parse()
+                .expect("EDGESIM_SCALE_TOKENS: token counts")
+        })
         .collect();
     let tmp;
     let dir = match std::env::var_os("EDGESIM_SCALE_DIR") {
@@ -144,13 +148,18 @@ fn main() {
         }
     };
     std::fs::create_dir_all(&dir).expect("the trace folder");
-    let wanted = std::env::var("EDGESIM_SCALE_STEPS").unwrap_or_else(|_| "gen,validate,stats,replay".into());
+    let wanted =
+        std::env::var("EDGESIM_SCALE_STEPS").unwrap_or_else(|_| "gen,validate,stats,replay".into());
     let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
     println!("scale_10m: Mixtral-8x7B trace, 1,000-token sequences; replay: default experiment, lru at 30%");
     let mut results: Vec<Step> = Vec::new();
     for &n in &tokens {
         for (name, args) in steps_for(n, &dir) {
-            let short = name.trim_start_matches("trace ").split(' ').next().unwrap_or(name);
+            let short = name
+                .trim_start_matches("trace ")
+                .split(' ')
+                .next()
+                .unwrap_or(name);
             if short != "gen" && !wanted.contains(&short) {
                 continue;
             }

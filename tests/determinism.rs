@@ -72,7 +72,16 @@ fn inputs(dir: &Path) {
 fn compare(dir: &Path, out: &str, extra: &[&str]) -> PathBuf {
     edgesim()
         .current_dir(dir)
-        .args(["compare", "-q", "-e", "exp.json", "--timeline", "300", "-o", out])
+        .args([
+            "compare",
+            "-q",
+            "-e",
+            "exp.json",
+            "--timeline",
+            "300",
+            "-o",
+            out,
+        ])
         .args(extra)
         .assert()
         .success();

@@ -28,7 +28,11 @@ fn hex(bytes: &[u8]) -> String {
 fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -53,7 +57,10 @@ fn needles(key: &[u8; 32]) -> Vec<(String, Vec<u8>)> {
     ];
     for (name, alphabet) in [("base64", STD), ("base64url", URL)] {
         let padded = base64(key, alphabet);
-        n.push((name.to_string(), padded.trim_end_matches('=').as_bytes().to_vec()));
+        n.push((
+            name.to_string(),
+            padded.trim_end_matches('=').as_bytes().to_vec(),
+        ));
     }
     // Any 8 consecutive key bytes, as hex: a message quoting part of a key file is caught too.
     for start in (0..=lower.len() - 16).step_by(2) {
@@ -188,7 +195,12 @@ fn no_output_holds_the_store_key() {
             .arg("--key-file")
             .arg(&raw_file),
     );
-    assert_eq!(code, 0, "{}", out.stderr("prepare --encrypt --key-file (raw)"));
+    assert_eq!(
+        code,
+        0,
+        "{}",
+        out.stderr("prepare --encrypt --key-file (raw)")
+    );
     let code = out.run(
         "prepare --encrypt with EDGESIM_STORE_KEY",
         prepare("store-env")
