@@ -385,7 +385,7 @@ fn accelerator_ops_are_emulated_and_reported() {
 
 #[test]
 fn encrypted_weights_are_decrypted_for_real_and_compute_refuses_ciphertext() {
-    let (_dir, store) = store(Some(StoreKey::test_key()));
+    let (_dir, store) = store(Some(StoreKey::generate("test")));
     let t = TensorRef::new(0, TensorKind::DenseFfn);
     let bytes = store.entry(t, Precision::Int8).unwrap().1.bytes;
     let compute = Op::matmul(

@@ -34,6 +34,8 @@ pub fn run(a: CalibrateArgs) -> Result<(), CliError> {
         CalibrateOptions::full(a.scratch_dir.clone())
     };
     if let Some(m) = a.scratch_mib {
+        crate::limits::check_count("--scratch-mib", m, crate::limits::MAX_SCRATCH_MIB)
+            .map_err(CliError::new)?;
         options.scratch_bytes = m << 20;
     }
     eprintln!(

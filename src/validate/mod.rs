@@ -56,6 +56,12 @@ pub fn setup(
 ) -> Result<Setup, String> {
     let (mut exp, base) = compare::load_experiment(experiment)?;
     let store = WeightStore::open(store_dir, key)?;
+    if store.is_encrypted() {
+        return Err(format!(
+            "{}: the store is encrypted, and the executor's plans do not decrypt yet: no policy emits Decrypt ops before computing with a tensor. TZ-LLM's restoration ops (issue 13) add them; until then run an unencrypted store (`edgesim exec prepare` without --encrypt)",
+            store_dir.display()
+        ));
+    }
     let source = &store.index.source_model;
     if *source != exp.model {
         return Err(format!(

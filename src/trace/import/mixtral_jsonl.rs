@@ -161,6 +161,18 @@ pub fn read_mixtral_jsonl(
     input: &Path,
     model: &ModelGeometry,
 ) -> Result<(TraceHeader, Vec<TokenRecord>, ImportReport), TraceError> {
+    let file = std::fs::File::open(input)
+        .map_err(|e| TraceError::io(input, "open the routing file", e))?;
+    read_mixtral_jsonl_from(std::io::BufReader::new(file), input, model)
+}
+
+/// [`read_mixtral_jsonl`] on any buffered byte stream (Mixtral-8x7B's shape is implied);
+/// `input` names the stream in error messages.
+pub fn read_mixtral_jsonl_from(
+    mut reader: impl BufRead,
+    input: &Path,
+    model: &ModelGeometry,
+) -> Result<(TraceHeader, Vec<TokenRecord>, ImportReport), TraceError> {
     if (
         model.layers as usize,
         model.experts,
@@ -178,15 +190,36 @@ pub fn read_mixtral_jsonl(
             ),
         ));
     }
-    let file = std::fs::File::open(input)
-        .map_err(|e| TraceError::io(input, "open the routing file", e))?;
     let bad = |line: usize, m: String| {
         TraceError::new(TraceErrorKind::Input, input, format!("line {line}: {m}"))
     };
     let mut lines: Vec<(usize, Line)> = Vec::new();
-    for (i, text) in std::io::BufReader::new(file).lines().enumerate() {
-        let n = i + 1;
-        let text = text.map_err(|e| TraceError::io(input, "read the routing file", e))?;
+    let mut raw = Vec::new();
+    for n in 1.. {
+        raw.clear();
+        let got = reader
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| TraceError::io(input, "read the routing file", e))?;
+        if got == 0 {
+            break;
+        }
+        if n == 1 && raw.starts_with(b"\xef\xbb\xbf") {
+            return Err(bad(
+                n,
+                "the file starts with a UTF-8 byte-order mark (bytes EF BB BF); JSON lines \
+                 files have none: remove it (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`)"
+                    .into(),
+            ));
+        }
+        let text = std::str::from_utf8(&raw).map_err(|e| {
+            bad(
+                n,
+                format!(
+                    "not UTF-8 text (invalid byte at column {})",
+                    e.valid_up_to() + 1
+                ),
+            )
+        })?;
         if text.trim().is_empty() {
             continue;
         }
@@ -196,8 +229,8 @@ pub fn read_mixtral_jsonl(
                 format!("more than {MAX_LINES} lines: not a routing file this importer knows"),
             ));
         }
-        let line: Line = serde_json::from_str(&text)
-            .map_err(|e| bad(n, format!("not a routing record: {e}")))?;
+        let line: Line =
+            serde_json::from_str(text).map_err(|e| bad(n, format!("not a routing record: {e}")))?;
         if let Some(d) = &line.dataset {
             if d.is_empty() {
                 return Err(bad(n, "empty `dataset`".into()));
