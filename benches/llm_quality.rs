@@ -11,12 +11,14 @@
 //!   f32 model's greedy reply (up to `REPLY_TOKENS` tokens) is the reference; the candidate
 //!   runs prompt + reply in one pass and must predict each next token of the reply the same
 //!   way. Reported as matching predictions / all predictions.
-//! - perplexity: Genesis 1–12 (KJV, `data-public/kjv-genesis-1-12.txt`, 9,488 tokens) in
-//!   consecutive windows of 512 tokens, each from an empty cache (`eval::perplexity`).
+//! - perplexity: Genesis 1–12 (KJV, `data-public/kjv-genesis-1-12.txt`, 9,488 tokens) by
+//!   llama.cpp's method (`eval::PerplexityMethod::LlamaCpp`): 18 windows of 512 tokens, each
+//!   from an empty cache, the last 255 tokens of each scored, so the figures can be set beside
+//!   `llama-perplexity -c 512` on the same file.
 //!
 //! The figures are deterministic (no timing involved): rerunning gives the same table.
 
-use edgesim::llm::eval::{next_token_predictions, perplexity};
+use edgesim::llm::eval::{next_token_predictions, perplexity, PerplexityMethod};
 use edgesim::llm::format::WeightFormat;
 use edgesim::llm::generate::{generate, GenerationRequest};
 use edgesim::llm::matvec::Requantizer;
@@ -127,10 +129,11 @@ fn main() {
     println!(
         "SmolLM2-135M-Instruct quality per weight format: top-1 agreement with f32 over {} \
          greedy-reply predictions ({} chat prompts, replies up to {REPLY_TOKENS} tokens); \
-         perplexity of KJV Genesis 1–12 ({} tokens) in windows of {CONTEXT}",
+         perplexity of KJV Genesis 1–12 ({} tokens), {}",
         predictions,
         prompts.len(),
-        text_tokens.len()
+        text_tokens.len(),
+        PerplexityMethod::default().describe(CONTEXT)
     );
     println!();
     println!("| format | bits/weight (all matrices) | matrix MB | top-1 agreement | perplexity |");
