@@ -16,8 +16,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use edgesim::kernels::{
-    gemv, reference, ActivationTable, GroupSize, KernelOptions, PackedMatrix, QuantizedMatrix,
-    WeightBits,
+    gemv, reference, ActivationTable, GroupSize, KernelOptions, KernelPath, PackedMatrix,
+    QuantizedMatrix, WeightBits,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -169,6 +169,15 @@ fn main() {
         Err(_) => WeightBits::ALL.to_vec(),
     };
     let skip_f32 = std::env::var("KERNEL_SKIP_F32").is_ok();
+    // KERNEL_PATH=scalar|avx2|avx512|avx512vnni forces one path (the label says which).
+    let (path, suffix) = match std::env::var("KERNEL_PATH").as_deref() {
+        Ok("scalar") => (KernelPath::Scalar, " scalar"),
+        Ok("avx2") => (KernelPath::Avx2, " avx2"),
+        Ok("avx512") => (KernelPath::Avx512, " avx512"),
+        Ok("avx512vnni") => (KernelPath::Avx512Vnni, " avx512vnni"),
+        Ok(other) => panic!("KERNEL_PATH={other}: scalar, avx2, avx512 or avx512vnni"),
+        Err(_) => (KernelPath::Auto, ""),
+    };
     let output = Output {
         csv: std::env::var("KERNEL_CSV").is_ok(),
     };
@@ -230,20 +239,20 @@ fn main() {
             let copies: Vec<PackedMatrix> = (0..COLD_BYTES.div_ceil(bytes))
                 .map(|_| packed.clone())
                 .collect();
-            let label = format!("LUT {}-bit g{}", bits.bits(), group.get());
+            let label = format!("LUT {}-bit g{}{suffix}", bits.bits(), group.get());
             let mut table = ActivationTable::empty(group);
             for (t, p) in &pools {
-                let (t, options) = (*t, KernelOptions::threads(*t));
+                let (t, options) = (*t, KernelOptions::threads(*t).with_path(path));
                 let hot = p.install(|| {
                     time_hot(&settings, || {
-                        table.rebuild(black_box(&x)).unwrap();
+                        table.rebuild_with(black_box(&x), path).unwrap();
                         gemv(&packed.view(), &table, &mut y, options).unwrap();
                     })
                 });
                 output.row(&label, &shape, t, "hot", hot, bytes, m * k);
                 let cold = p.install(|| {
                     time_cold(&settings, copies.len(), |i| {
-                        table.rebuild(black_box(&x)).unwrap();
+                        table.rebuild_with(black_box(&x), path).unwrap();
                         gemv(&copies[i].view(), &table, &mut y, options).unwrap();
                     })
                 });

@@ -5,6 +5,7 @@
 #
 #   benches/vs-llama-cpp/run.sh all        # build, quantize, model, gemv, perplexity
 #   benches/vs-llama-cpp/run.sh build      # download the sdist, build native + AVX2-only
+#   benches/vs-llama-cpp/run.sh build-edgesim  # rebuild only edgesim's two benches
 #   benches/vs-llama-cpp/run.sh quantize   # Q8_0, Q4_K_M, Q3_K_S, Q2_K from the Q4_1 file
 #   benches/vs-llama-cpp/run.sh model      # llama-bench vs edgesim's llm_model, ROUNDS rounds
 #   benches/vs-llama-cpp/run.sh gemv       # the ggml GEMV harness vs edgesim's kernels_table
@@ -114,8 +115,25 @@ build() {
     fetch
     for b in $BUILDS; do build_one "$b"; done
     log "built: $(for b in $BUILDS; do printf '%s ' "$out/build-$b/bin"; done)"
-    # edgesim's own benches, built once here so a timing round never compiles.
-    (cd "$repo" && $HEAVY cargo bench --no-run --bench llm_model --bench kernels_table >&2)
+    build_edgesim
+}
+
+# edgesim's own benches, built once and copied to $out/bin, so a timing round never compiles
+# and editing the source while the rounds run cannot change what they measure.
+build_edgesim() {
+    local name exe
+    mkdir -p "$out/bin"
+    for name in llm_model kernels_table; do
+        exe="$(cd "$repo" && $HEAVY cargo bench --no-run --bench "$name" --message-format=json 2>/dev/null |
+            python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "bench" in m["target"]["kind"]:
+        print(m["executable"])' | tail -n 1)"
+        [ -x "$exe" ] || die "cargo bench --no-run --bench $name did not give an executable"
+        cp "$exe" "$out/bin/edgesim-$name"
+    done
+    (cd "$repo" && git log -1 --format='edgesim benches built at commit %h%n' >&2; git status --short >&2)
 }
 
 # The requantized files: llama-quantize from the Q4_1 file (requantizing, as the only SmolLM2
@@ -153,7 +171,7 @@ print(rows[(128, 0)] + "," + rows[(0, 64)])'
 edgesim_rates() {
     local spec="$1" threads="$2"
     (cd "$repo" && LLM_MODEL_THREADS="$threads" LLM_MODEL_DECODE_TOKENS=64 LLM_MODEL_REPEATS=3 \
-        LLM_MODEL_CSV=1 cargo bench -q --bench llm_model -- "$spec" 2>/dev/null | grep '^csv,' |
+        LLM_MODEL_CSV=1 "$out/bin/edgesim-llm_model" "$spec" 2>/dev/null | grep '^csv,' |
         cut -d, -f2,4,5)
 }
 
@@ -204,7 +222,7 @@ model() {
 
 edgesim_gemv() {
     (cd "$repo" && KERNEL_THREADS="$1" KERNEL_CSV=1 KERNEL_SKIP_F32=1 KERNEL_BITS=2,3,4,8 \
-        cargo bench -q --bench kernels_table -- 4096x4096 2>/dev/null | grep '^csv,' | cut -d, -f2-)
+        "$out/bin/edgesim-kernels_table" 4096x4096 2>/dev/null | grep '^csv,' | cut -d, -f2-)
 }
 
 ggml_gemv() {
@@ -261,6 +279,7 @@ perplexity() {
 case "${1:-all}" in
     _measure) shift && measure "$@" ;;
     build) build ;;
+    build-edgesim) build_edgesim ;;
     quantize) quantize ;;
     model) model ;;
     gemv) gemv ;;

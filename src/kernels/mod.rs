@@ -13,8 +13,9 @@
 //!   (64-byte header + payload) and a zero-copy view over bytes read from a file.
 //! * [`ActivationTable`]: the tables of one activation vector, built once and shared by every
 //!   matrix that reads that vector.
-//! * [`gemv`], [`gemm`], [`gemv_rows`], [`gemv_cols`]: the kernels (AVX2 or portable, chosen
-//!   at run time, bit-identical; multi-threaded over tiles of 32 rows, deterministic).
+//! * [`gemv`], [`gemm`], [`gemv_rows`], [`gemv_cols`]: the kernels (AVX-512 with or without
+//!   VBMI, AVX2 or portable, chosen at run time ([`Isa`]), bit-identical; multi-threaded over
+//!   tiles of 32 rows, deterministic).
 //! * [`reference`](mod@reference): dequantize-then-multiply kernels for tests and benchmarks.
 //!
 //! Guarantees: bad shapes, bit widths and group sizes are [`KernelError`] values, never
@@ -26,11 +27,14 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod error;
 pub mod f16;
 pub mod format;
 mod gemv;
 pub mod gguf;
+pub mod isa;
 mod packed;
 mod quantize;
 pub mod reference;
@@ -44,6 +48,7 @@ pub use format::{block_bytes, flush_order, GroupSize, WeightBits, STEP_COLS, TIL
 pub use gemv::{
     avx2_available, gemm, gemv, gemv_cols, gemv_f32, gemv_rows, KernelOptions, KernelPath,
 };
+pub use isa::Isa;
 pub use packed::{PackedMatrix, PackedShape, PackedView, HEADER_BYTES};
 pub use quantize::{QuantScheme, QuantizedMatrix};
 pub use table::ActivationTable;
