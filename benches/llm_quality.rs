@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench llm_quality` (the default formats), or with format specs:
 //! `cargo bench --bench llm_quality -- 4 4/g64 2/minmax`. A spec is `f32` or
-//! `BITS[/gGROUP][/oOUTPUT_BITS][/minmax|/refined]`. Skips with a message when the model is not
+//! `BITS[/gGROUP][/oOUTPUT_BITS][/minmax|/refined][/lut8]` (`lut8`: 8-bit matrices on the
+//! LUT kernels instead of the dot-product ones). Skips with a message when the model is not
 //! in the cache (`edgesim model fetch smollm2`).
 //!
 //! Columns:
@@ -21,7 +22,7 @@
 use edgesim::llm::eval::{next_token_predictions, perplexity, PerplexityMethod};
 use edgesim::llm::format::WeightFormat;
 use edgesim::llm::generate::{generate, GenerationRequest};
-use edgesim::llm::matvec::Requantizer;
+use edgesim::llm::matvec::{EightBitKernel, Requantizer};
 use edgesim::llm::parallel::ThreadTeam;
 use edgesim::llm::sampling::Sampler;
 use edgesim::llm::LoadedModel;
@@ -54,6 +55,8 @@ fn parse_spec(spec: &str) -> Result<WeightFormat, String> {
             format.with_requantizer(Requantizer::MinMax)
         } else if part == "refined" {
             format.with_requantizer(Requantizer::Refined)
+        } else if part == "lut8" {
+            format.with_eight_bit_kernel(EightBitKernel::Lut)
         } else {
             return Err(format!("{spec}: unknown part '{part}'"));
         };

@@ -18,8 +18,9 @@ pub enum Isa {
     /// AVX2 plus AVX-512 F, BW, VL and DQ (Skylake-SP, Zen 4 and later): 512-bit lookups with
     /// `vpshufb`, 16-bit dot products with `vpmaddwd`.
     Avx512,
-    /// AVX-512 plus VNNI and VBMI (Ice Lake, Sapphire Rapids, Zen 4 and later): 64-byte table
-    /// lookups with `vpermb` (no nibble masking) and 8-bit dot products with `vpdpbusd`.
+    /// AVX-512 plus VNNI, VBMI and GFNI (Ice Lake, Sapphire Rapids, Zen 4 and later): 64-byte
+    /// table lookups with `vpermb` (no nibble masking), 8-bit dot products with `vpdpbusd`, and
+    /// bit-plane to byte transposes with `vgf2p8affineqb` (the prefill GEMM).
     Avx512Vnni,
 }
 
@@ -49,7 +50,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2 (with fma and f16c)",
             Isa::Avx512 => "avx-512 (f, bw, vl, dq, with avx2, fma and f16c)",
-            Isa::Avx512Vnni => "avx-512 with vnni and vbmi",
+            Isa::Avx512Vnni => "avx-512 with vnni, vbmi and gfni",
         }
     }
 
@@ -73,8 +74,10 @@ fn detect() -> Isa {
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512dq");
-    let vnni =
-        avx512 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vbmi");
+    let vnni = avx512
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512vbmi")
+        && is_x86_feature_detected!("gfni");
     if vnni {
         Isa::Avx512Vnni
     } else if avx512 {

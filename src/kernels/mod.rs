@@ -16,6 +16,12 @@
 //! * [`gemv`], [`gemm`], [`gemv_rows`], [`gemv_cols`]: the kernels (AVX-512 with or without
 //!   VBMI, AVX2 or portable, chosen at run time ([`Isa`]), bit-identical; multi-threaded over
 //!   tiles of 32 rows, deterministic).
+//! * [`ByteMatrix`], [`Q8Activations`], [`dot_gemv`], [`dot_gemm`]: the same weights one code
+//!   per byte, times int8 activations (`vpdpbusd` with AVX-512 VNNI): the 8-bit path, where
+//!   eight bit-planes of lookups cost more than one dot product.
+//! * [`gemm_q8`]: the prefill GEMM of a lookup-layout matrix with int8 activations: each block
+//!   of codes turned back into bytes once (`vgf2p8affineqb`) and multiplied with every vector
+//!   (`vpdpbusd`).
 //! * [`reference`](mod@reference): dequantize-then-multiply kernels for tests and benchmarks.
 //!
 //! Guarantees: bad shapes, bit widths and group sizes are [`KernelError`] values, never
@@ -29,6 +35,12 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod byte_matrix;
+mod dot;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx2;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx512;
 mod error;
 pub mod f16;
 pub mod format;
@@ -36,6 +48,10 @@ mod gemv;
 pub mod gguf;
 pub mod isa;
 mod packed;
+mod prefill;
+#[cfg(target_arch = "x86_64")]
+mod prefill_avx512;
+mod q8;
 mod quantize;
 pub mod reference;
 mod scalar;
@@ -43,6 +59,8 @@ mod table;
 #[cfg(target_arch = "x86_64")]
 mod table_avx2;
 
+pub use byte_matrix::{ByteMatrix, ByteShape, ByteView, DOT_TILE_ROWS};
+pub use dot::{dot_gemm, dot_gemv};
 pub use error::KernelError;
 pub use format::{block_bytes, flush_order, GroupSize, WeightBits, STEP_COLS, TILE_ROWS};
 pub use gemv::{
@@ -50,5 +68,7 @@ pub use gemv::{
 };
 pub use isa::Isa;
 pub use packed::{PackedMatrix, PackedShape, PackedView, HEADER_BYTES};
+pub use prefill::gemm_q8;
+pub use q8::{Q8Activations, Q8_BLOCK};
 pub use quantize::{QuantScheme, QuantizedMatrix};
 pub use table::ActivationTable;

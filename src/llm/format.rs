@@ -3,7 +3,7 @@
 //! This is the one place that maps a format to a [`MatVecBuilder`].
 
 use crate::kernels::{GroupSize, KernelError, WeightBits};
-use crate::llm::matvec::{F32Builder, LutBuilder, MatVecBuilder, Requantizer};
+use crate::llm::matvec::{EightBitKernel, F32Builder, LutBuilder, MatVecBuilder, Requantizer};
 use crate::llm::LlmError;
 use std::fmt;
 use std::str::FromStr;
@@ -14,12 +14,13 @@ pub enum WeightFormat {
     F32,
     /// T-MAC-style lookup-table kernels: the blocks' matrices at `bits` per weight (8, 4, 3
     /// or 2) with one fp16 scale and centre per `group` weights (32 or 64), the output head at
-    /// `output_bits`, requantized by `requantizer`.
+    /// `output_bits`, requantized by `requantizer`; matrices at 8 bits run on `eight_bit`.
     Lut {
         bits: u8,
         group: u16,
         output_bits: u8,
         requantizer: Requantizer,
+        eight_bit: EightBitKernel,
     },
 }
 
@@ -55,67 +56,47 @@ impl WeightFormat {
             group: DEFAULT_GROUP,
             output_bits: DEFAULT_OUTPUT_BITS,
             requantizer: Requantizer::default_for(weight_bits),
+            eight_bit: EightBitKernel::default(),
         })
     }
 
     /// The same LUT format with another group size (32 or 64); f32 is returned unchanged.
-    pub fn with_group(self, group: u16) -> Result<WeightFormat, LlmError> {
-        if !LUT_GROUPS.contains(&group) {
+    pub fn with_group(mut self, group_size: u16) -> Result<WeightFormat, LlmError> {
+        if !LUT_GROUPS.contains(&group_size) {
             return Err(LlmError::Input(format!(
-                "group size {group}: expected one of {LUT_GROUPS:?} (they divide 576 and 1536)"
+                "group size {group_size}: expected one of {LUT_GROUPS:?} (they divide 576 and 1536)"
             )));
         }
-        Ok(match self {
-            WeightFormat::Lut {
-                bits,
-                output_bits,
-                requantizer,
-                ..
-            } => WeightFormat::Lut {
-                bits,
-                group,
-                output_bits,
-                requantizer,
-            },
-            f32 => f32,
-        })
+        if let WeightFormat::Lut { group, .. } = &mut self {
+            *group = group_size;
+        }
+        Ok(self)
     }
 
     /// The same LUT format with the output head at `output_bits`; f32 is returned unchanged.
-    pub fn with_output_bits(self, output_bits: u8) -> Result<WeightFormat, LlmError> {
-        lut_bits(output_bits, "output head")?;
-        Ok(match self {
-            WeightFormat::Lut {
-                bits,
-                group,
-                requantizer,
-                ..
-            } => WeightFormat::Lut {
-                bits,
-                group,
-                output_bits,
-                requantizer,
-            },
-            f32 => f32,
-        })
+    pub fn with_output_bits(mut self, bits: u8) -> Result<WeightFormat, LlmError> {
+        lut_bits(bits, "output head")?;
+        if let WeightFormat::Lut { output_bits, .. } = &mut self {
+            *output_bits = bits;
+        }
+        Ok(self)
     }
 
     /// The same LUT format with another requantizer; f32 is returned unchanged.
-    pub fn with_requantizer(self, requantizer: Requantizer) -> WeightFormat {
-        match self {
-            WeightFormat::Lut {
-                bits,
-                group,
-                output_bits,
-                ..
-            } => WeightFormat::Lut {
-                bits,
-                group,
-                output_bits,
-                requantizer,
-            },
-            f32 => f32,
+    pub fn with_requantizer(mut self, chosen: Requantizer) -> WeightFormat {
+        if let WeightFormat::Lut { requantizer, .. } = &mut self {
+            *requantizer = chosen;
         }
+        self
+    }
+
+    /// The same LUT format with another kernel for its 8-bit matrices; f32 is returned
+    /// unchanged.
+    pub fn with_eight_bit_kernel(mut self, kernel: EightBitKernel) -> WeightFormat {
+        if let WeightFormat::Lut { eight_bit, .. } = &mut self {
+            *eight_bit = kernel;
+        }
+        self
     }
 
     /// The builder that converts dequantized weights into this format.
@@ -127,6 +108,7 @@ impl WeightFormat {
                 group,
                 output_bits,
                 requantizer,
+                eight_bit,
             } => {
                 let group = GroupSize::new(group as usize).map_err(|e: KernelError| {
                     LlmError::Input(format!("weight format {self}: {e}"))
@@ -134,7 +116,8 @@ impl WeightFormat {
                 Ok(Box::new(
                     LutBuilder::new(lut_bits(bits, "weight format")?, group)
                         .with_output_bits(lut_bits(output_bits, "output head")?)
-                        .with_requantizer(requantizer),
+                        .with_requantizer(requantizer)
+                        .with_eight_bit_kernel(eight_bit),
                 ))
             }
         }
@@ -194,7 +177,14 @@ mod tests {
             WeightFormat::lut(4).unwrap().to_string(),
             "lut-int4-g32, output int8"
         );
-        assert_eq!(WeightFormat::lut(8).unwrap().to_string(), "lut-int8-g32");
+        assert_eq!(WeightFormat::lut(8).unwrap().to_string(), "int8-g32");
+        assert_eq!(
+            WeightFormat::lut(8)
+                .unwrap()
+                .with_eight_bit_kernel(EightBitKernel::Lut)
+                .to_string(),
+            "lut-int8-g32"
+        );
         assert!("5".parse::<WeightFormat>().is_err());
         assert!("fp16".parse::<WeightFormat>().is_err());
     }
