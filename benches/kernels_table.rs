@@ -16,8 +16,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use edgesim::kernels::{
-    gemv, reference, ActivationTable, GroupSize, KernelOptions, KernelPath, PackedMatrix,
-    QuantizedMatrix, WeightBits,
+    dot_gemv, gemv, reference, ActivationTable, ByteMatrix, GroupSize, KernelOptions, KernelPath,
+    PackedMatrix, Q8Activations, QuantizedMatrix, WeightBits,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -126,6 +126,47 @@ fn memory_read(output: &Output, threads: &[usize]) {
             );
         }
     }
+}
+
+/// The 8-bit dot-product kernel on the same codes (`int8 dot`: byte layout, activations
+/// quantized to int8 per 32 inside the timed call, as the table is for the LUT rows).
+#[allow(clippy::too_many_arguments)]
+fn dot_rows(
+    output: &Output,
+    settings: &Settings,
+    pools: &[(usize, rayon::ThreadPool)],
+    shape: &str,
+    q: &QuantizedMatrix,
+    x: &[f32],
+    path: KernelPath,
+    suffix: &str,
+) {
+    let matrix = ByteMatrix::pack(q);
+    let bytes = matrix.payload().len();
+    let copies: Vec<ByteMatrix> = (0..COLD_BYTES.div_ceil(bytes))
+        .map(|_| matrix.clone())
+        .collect();
+    let label = format!("int8 dot g{}{suffix}", q.group().get());
+    let mut xq = Q8Activations::default();
+    let mut y = vec![0.0f32; q.rows()];
+    for (t, p) in pools {
+        let (t, options) = (*t, KernelOptions::threads(*t).with_path(path));
+        let hot = p.install(|| {
+            time_hot(settings, || {
+                xq.rebuild_with(black_box(x), path).unwrap();
+                dot_gemv(&matrix.view(), &xq, &mut y, options).unwrap();
+            })
+        });
+        output.row(&label, shape, t, "hot", hot, bytes, q.rows() * q.cols());
+        let cold = p.install(|| {
+            time_cold(settings, copies.len(), |i| {
+                xq.rebuild_with(black_box(x), path).unwrap();
+                dot_gemv(&copies[i].view(), &xq, &mut y, options).unwrap();
+            })
+        });
+        output.row(&label, shape, t, "cold", cold, bytes, q.rows() * q.cols());
+    }
+    black_box(&y);
 }
 
 fn main() {
@@ -259,6 +300,9 @@ fn main() {
                 output.row(&label, &shape, t, "cold", cold, bytes, m * k);
             }
             black_box(&y);
+            if bits == WeightBits::B8 {
+                dot_rows(&output, &settings, &pools, &shape, &q, &x, path, suffix);
+            }
         }
         if skip_f32 {
             continue;

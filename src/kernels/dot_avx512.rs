@@ -22,12 +22,15 @@ pub(crate) unsafe fn tiles(
     out: &mut [f32],
 ) {
     let mut t = 0;
-    while t + 2 <= count {
+    // Two tiles per pass share each activation broadcast, which pays with several vectors;
+    // a single vector (decode) streams its weights from DRAM faster one tile at a time.
+    while xs.len() > 1 && t + 2 <= count {
         pass::<2>(shape, tiles, t, count, xs, out);
         t += 2;
     }
-    if t < count {
+    while t < count {
         pass::<1>(shape, tiles, t, count, xs, out);
+        t += 1;
     }
 }
 
