@@ -25,11 +25,13 @@ def model(path):
     rows = list(csv.DictReader(open(path)))
     rate = {}  # (round, side, build, format/file, threads, test) -> tokens/s
     loads = defaultdict(list)
+    others = defaultdict(list)
     pairs = []
     for r in rows:
         key = (r["round"], r["side"], r["build"], r["format"], r["file"], r["threads"], r["test"])
         rate[key] = float(r["tokens_per_s"])
         loads[r["round"]] += [float(r["load_before"]), float(r["load_after"])]
+        others[r["round"]].append(float(r.get("others_cpu_percent") or "nan"))
         if r["side"] == "edgesim":
             pair = (r["format"], r["file"], r["threads"], r["test"])
             if pair not in pairs:
@@ -60,9 +62,16 @@ def model(path):
         print(f"| {fmt.replace(';', ',')} | {file} | {threads} | {test} | {median(e):.1f} | "
               f"{median(n):.1f} | {median(a):.1f} | {span(rn)} | {span(ra)} | **{span(rb)}** |")
     print()
-    print("load average (1 min) over each round, min–max of the values before and after each run:")
-    for rd in rounds:
-        print(f"- round {rd}: {min(loads[rd]):.2f}–{max(loads[rd]):.2f}")
+    print_loads(loads, others)
+
+
+def print_loads(loads, others):
+    print("load average (1 min) over each round, min–max of the values before and after each "
+          "run; and the largest share of the machine's CPU time other processes (or steal) took "
+          "during one run of the round:")
+    for rd in sorted(loads, key=int):
+        print(f"- round {rd}: load {min(loads[rd]):.2f}–{max(loads[rd]):.2f}, others ≤ "
+              f"{max(others[rd]):.1f} %")
 
 
 def gemv(path):
@@ -71,7 +80,9 @@ def gemv(path):
     bpw = {}
     per_round = defaultdict(dict)
     loads = defaultdict(list)
+    others = defaultdict(list)
     for r in rows:
+        others[r["round"]].append(float(r.get("others_cpu_percent") or "nan"))
         key = (r["side"], r["build"], r["kernel"], r["threads"], r["mode"])
         times[key].append(float(r["us"]))
         bpw[(r["side"], r["build"], r["kernel"])] = float(r["bits_per_weight"])
@@ -143,9 +154,7 @@ def gemv(path):
                 line += f" {span(ratios)} vs {winner} |"
         print(line)
     print()
-    print("load average (1 min) over each round:")
-    for rd in sorted(loads, key=int):
-        print(f"- round {rd}: {min(loads[rd]):.2f}–{max(loads[rd]):.2f}")
+    print_loads(loads, others)
 
 
 if __name__ == "__main__":

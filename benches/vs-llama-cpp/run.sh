@@ -175,12 +175,25 @@ edgesim_rates() {
         cut -d, -f2,4,5)
 }
 
+# Busy and total CPU ticks of the whole machine (/proc/stat; busy counts steal time too).
+machine_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+# CPU ticks of this shell and the children it has waited for.
+own_ticks() { awk '{print $14+$15+$16+$17}' "/proc/$$/stat"; }
+
 # One timed measurement (run under $QUIET): the measurement's output, then the 1-minute load
-# average before and after it.
+# average before and after it, then the share (%) of the machine's CPU time that went to other
+# processes (or to the hypervisor, as steal) while it ran: the load average lags by a minute,
+# this does not.
 measure() {
-    local before
+    local before busy0 total0 own0 output busy1 total1 own1
     before="$(load)"
-    echo "$("$@"),$before,$(load)"
+    read -r busy0 total0 < <(machine_ticks)
+    own0="$(own_ticks)"
+    output="$("$@")"
+    read -r busy1 total1 < <(machine_ticks)
+    own1="$(own_ticks)"
+    echo "$output,$before,$(load),$(awk -v b=$((busy1 - busy0)) -v t=$((total1 - total0)) \
+        -v o=$((own1 - own0)) 'BEGIN { x = t > 0 ? 100 * (b - o) / t : 0; printf "%.1f", x < 0 ? 0 : x }')"
 }
 
 # The pairs compared, edgesim format spec : llama.cpp file. Like bytes with like bytes where
@@ -191,10 +204,10 @@ measure() {
 PAIRS="${PAIRS:-8:Q8_0 4:Q4_1 4:Q4_K_M 3:Q3_K_S 2:Q2_K}"
 
 model() {
-    local r pair spec file t build line fmt prefill decode l0 l1 results="$out/model-rounds.csv"
+    local r pair spec file t build line fmt prefill decode l0 l1 other results="$out/model-rounds.csv"
     [ -x "$out/build-native/bin/llama-bench" ] || die "run '$0 build' first"
     [ -f "$out/models/smollm2-Q2_K.gguf" ] || die "run '$0 quantize' first"
-    echo "round,side,build,format,file,threads,test,tokens_per_s,load_before,load_after" >"$results"
+    echo "round,side,build,format,file,threads,test,tokens_per_s,load_before,load_after,others_cpu_percent" >"$results"
     for r in $(seq 1 "$ROUNDS"); do
         for pair in $PAIRS; do
             spec="${pair%%:*}"
@@ -202,16 +215,16 @@ model() {
             for t in $THREADS; do
                 # A: edgesim, then B: each llama.cpp build, back to back in the same round.
                 line="$($QUIET "$0" _measure edgesim_rates "$spec" "$t")"
-                IFS=, read -r fmt prefill decode l0 l1 <<<"$line"
+                IFS=, read -r fmt prefill decode l0 l1 other <<<"$line"
                 [ -n "$decode" ] || die "edgesim's llm_model printed nothing for '$spec' (is the model cached?)"
-                echo "$r,edgesim,-,$fmt,$file,$t,prefill,$prefill,$l0,$l1" >>"$results"
-                echo "$r,edgesim,-,$fmt,$file,$t,decode,$decode,$l0,$l1" >>"$results"
+                echo "$r,edgesim,-,$fmt,$file,$t,prefill,$prefill,$l0,$l1,$other" >>"$results"
+                echo "$r,edgesim,-,$fmt,$file,$t,decode,$decode,$l0,$l1,$other" >>"$results"
                 for build in $BUILDS; do
                     line="$($QUIET "$0" _measure llama_rates "$build" "$file" "$t")"
-                    IFS=, read -r prefill decode l0 l1 <<<"$line"
+                    IFS=, read -r prefill decode l0 l1 other <<<"$line"
                     [ -n "$decode" ] || die "llama-bench ($build) failed on $file"
-                    echo "$r,llama.cpp,$build,$file,$file,$t,prefill,$prefill,$l0,$l1" >>"$results"
-                    echo "$r,llama.cpp,$build,$file,$file,$t,decode,$decode,$l0,$l1" >>"$results"
+                    echo "$r,llama.cpp,$build,$file,$file,$t,prefill,$prefill,$l0,$l1,$other" >>"$results"
+                    echo "$r,llama.cpp,$build,$file,$file,$t,decode,$decode,$l0,$l1,$other" >>"$results"
                 done
                 log "round $r: edgesim $spec vs $file, $t thread(s) (load $(load))"
             done
@@ -229,25 +242,27 @@ ggml_gemv() {
     "$out/build-$1/bin/vs-ggml-gemv" "$2" 2>/dev/null | grep '^csv,' | cut -d, -f2-
 }
 
-# Lines "KERNEL,BITS,THREADS,MODE,US" of one side, each followed by the round's loads.
+# Lines "KERNEL,BITS,THREADS,MODE,US" of one side, each followed by the round's loads and the
+# others' CPU share (the last three fields of the line measure() prints).
 tag() {
-    local prefix="$1" line l0 l1
+    local prefix="$1" line l0 l1 other rest
     IFS= read -r line
-    l0="${line##*,}"
-    local rest="${line%,*}"
-    l1="$l0"
+    other="${line##*,}"
+    rest="${line%,*}"
+    l1="${rest##*,}"
+    rest="${rest%,*}"
     l0="${rest##*,}"
     rest="${rest%,*}"
     # rest holds the measurement's lines joined by spaces (measure() echoes one line).
     for m in $rest; do
-        echo "$prefix,${m//|/ },$l0,$l1"
+        echo "$prefix,${m//|/ },$l0,$l1,$other"
     done
 }
 
 gemv() {
     local r build t results="$out/gemv-rounds.csv"
     [ -x "$out/build-native/bin/vs-ggml-gemv" ] || die "run '$0 build' first"
-    echo "round,side,build,kernel,bits_per_weight,threads,mode,us,load_before,load_after" >"$results"
+    echo "round,side,build,kernel,bits_per_weight,threads,mode,us,load_before,load_after,others_cpu_percent" >"$results"
     for r in $(seq 1 "$ROUNDS"); do
         for t in $THREADS; do
             $QUIET "$0" _measure joined edgesim_gemv "$t" | tag "$r,edgesim,-" >>"$results"
