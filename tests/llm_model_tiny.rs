@@ -338,12 +338,14 @@ fn lut_formats_follow_the_reference_and_threads_do_not_matter() {
         for &token in &tokens {
             steps.extend(model.forward(&[token], &mut cache).unwrap());
         }
-        let worst = logits
-            .iter()
-            .zip(&steps)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(worst < 1e-4, "{format}: batch vs steps differ by {worst}");
+        // A batch runs int8 activations through dot products (`gemm_q8`), steps run the
+        // lookup tables: the two round the activations differently, so they agree to that
+        // rounding (about 1 % per matrix), not bit for bit, and steps follow the reference too.
+        let steps_error = relative_error(&steps, &reference);
+        let apart = relative_error(&steps, &logits.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        println!("{format}: steps' relative error {steps_error:.4}, batch vs steps {apart:.4}");
+        assert!(steps_error < bound, "{format}: steps' relative error {steps_error}");
+        assert!(apart < 0.1, "{format}: batch vs steps {apart} apart");
     }
     assert!(errors[0] * 4.0 < errors[1], "8-bit {errors:?} vs 4-bit");
 }
