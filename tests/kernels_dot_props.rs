@@ -37,7 +37,12 @@ struct Case {
 
 fn build(params: (usize, usize, usize, usize, u64)) -> Case {
     let (rows, groups, group_index, bits_index, seed) = params;
-    let group = [GroupSize::G32, GroupSize::G64, GroupSize::G128][group_index];
+    let group = [
+        GroupSize::G32,
+        GroupSize::G64,
+        GroupSize::G96,
+        GroupSize::G128,
+    ][group_index];
     let cols = groups * group.get();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let weights: Vec<f32> = (0..rows * cols)
@@ -64,7 +69,7 @@ fn case_strategy() -> impl Strategy<Value = (usize, usize, usize, usize, u64)> {
     (
         1usize..80,   // rows
         1usize..5,    // groups per row
-        0usize..3,    // group size 32/64/128
+        0usize..4,    // group size 32/64/96/128
         0usize..6,    // bits 1/2/3/4/8, ternary
         any::<u64>(), // seed
     )

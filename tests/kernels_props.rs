@@ -105,7 +105,7 @@ fn case_strategy() -> impl Strategy<Value = (usize, usize, usize, bool, usize, u
     (
         1usize..80,    // rows
         1usize..5,     // groups per row
-        0usize..3,     // group size 32/64/128
+        0usize..4,     // group size 32/64/96/128
         any::<bool>(), // table group = weight group, or 32
         0usize..6,     // bits 1/2/3/4/8, ternary
         any::<u64>(),  // seed
@@ -113,7 +113,12 @@ fn case_strategy() -> impl Strategy<Value = (usize, usize, usize, bool, usize, u
 }
 
 fn group_of(index: usize) -> GroupSize {
-    [GroupSize::G32, GroupSize::G64, GroupSize::G128][index]
+    [
+        GroupSize::G32,
+        GroupSize::G64,
+        GroupSize::G96,
+        GroupSize::G128,
+    ][index]
 }
 
 fn build(params: (usize, usize, usize, bool, usize, u64)) -> Case {

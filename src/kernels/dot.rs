@@ -203,11 +203,16 @@ mod tests {
 
     #[test]
     fn dot_gemv_is_the_product_of_the_stored_weights_and_the_int8_activations() {
-        let (rows, cols) = (45, 128);
+        let (rows, cols) = (45, 384);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let w: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let x: Vec<f32> = (0..cols).map(|_| rng.gen_range(-2.0..2.0)).collect();
-        for group in [GroupSize::G32, GroupSize::G64, GroupSize::G128] {
+        for group in [
+            GroupSize::G32,
+            GroupSize::G64,
+            GroupSize::G96,
+            GroupSize::G128,
+        ] {
             let q =
                 QuantizedMatrix::quantize_min_max(&w, rows, cols, WeightBits::B8, group).unwrap();
             let bytes = ByteMatrix::pack(&q);

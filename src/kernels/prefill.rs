@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn every_width_equals_the_byte_layout_dot_kernel_on_every_path() {
-        let (rows, cols, n) = (70, 128, 3);
+        let (rows, cols, n) = (70, 384, 3);
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let w: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let xs: Vec<Q8Activations> = (0..n)
@@ -257,7 +257,12 @@ mod tests {
             })
             .collect();
         for bits in WeightBits::ALL {
-            for group in [GroupSize::G32, GroupSize::G64, GroupSize::G128] {
+            for group in [
+                GroupSize::G32,
+                GroupSize::G64,
+                GroupSize::G96,
+                GroupSize::G128,
+            ] {
                 let q = QuantizedMatrix::quantize_min_max(&w, rows, cols, bits, group).unwrap();
                 let packed = PackedMatrix::pack(&q);
                 let bytes = ByteMatrix::pack(&q);

@@ -251,14 +251,19 @@ mod tests {
 
     #[test]
     fn every_path_builds_the_scalar_tables_bit_for_bit() {
-        let x: Vec<f32> = (0..512)
+        let x: Vec<f32> = (0..768)
             .map(|i| {
                 ((i * 7919 % 1013) as f32 - 506.0) * 0.013 * if i % 61 == 0 { 40.0 } else { 1.0 }
             })
             .collect();
-        for (group, path) in [GroupSize::G32, GroupSize::G64, GroupSize::G128]
-            .into_iter()
-            .flat_map(|g| KernelPath::available().into_iter().map(move |p| (g, p)))
+        for (group, path) in [
+            GroupSize::G32,
+            GroupSize::G64,
+            GroupSize::G96,
+            GroupSize::G128,
+        ]
+        .into_iter()
+        .flat_map(|g| KernelPath::available().into_iter().map(move |p| (g, p)))
         {
             let mut fast = ActivationTable::empty(group);
             fast.rebuild_with(&x, path).unwrap();
