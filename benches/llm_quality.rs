@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench llm_quality` (the default formats), or with format specs:
 //! `cargo bench --bench llm_quality -- 4 4/g64 2/minmax`. A spec is `f32` or
-//! `BITS[/gGROUP][/oOUTPUT_BITS][/minmax|/refined][/lut8]` (`lut8`: 8-bit matrices on the
+//! `BITS[/gGROUP][/oOUTPUT_BITS][/minmax|/refined|/gptq][/lut8]` (`lut8`: 8-bit matrices on the
 //! LUT kernels instead of the dot-product ones). Skips with a message when the model is not
 //! in the cache (`edgesim model fetch smollm2`).
 //!
@@ -43,7 +43,8 @@ fn parse_spec(spec: &str) -> Result<WeightFormat, String> {
         .parse()
         .map_err(|e| format!("{spec}: {e}"))?;
     for part in parts {
-        format = if let Some(group) = part.strip_prefix('g') {
+        let digits = |rest: &str| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
+        format = if let Some(group) = part.strip_prefix('g').filter(|g| digits(g)) {
             let group = group.parse().map_err(|_| format!("{spec}: bad group"))?;
             format.with_group(group).map_err(|e| e.to_string())?
         } else if let Some(bits) = part.strip_prefix('o') {
@@ -55,6 +56,8 @@ fn parse_spec(spec: &str) -> Result<WeightFormat, String> {
             format.with_requantizer(Requantizer::MinMax)
         } else if part == "refined" {
             format.with_requantizer(Requantizer::Refined)
+        } else if part == "gptq" {
+            format.with_requantizer(Requantizer::Gptq)
         } else if part == "lut8" {
             format.with_eight_bit_kernel(EightBitKernel::Lut)
         } else {

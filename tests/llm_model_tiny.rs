@@ -342,9 +342,15 @@ fn lut_formats_follow_the_reference_and_threads_do_not_matter() {
         // lookup tables: the two round the activations differently, so they agree to that
         // rounding (about 1 % per matrix), not bit for bit, and steps follow the reference too.
         let steps_error = relative_error(&steps, &reference);
-        let apart = relative_error(&steps, &logits.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        let apart = relative_error(
+            &steps,
+            &logits.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        );
         println!("{format}: steps' relative error {steps_error:.4}, batch vs steps {apart:.4}");
-        assert!(steps_error < bound, "{format}: steps' relative error {steps_error}");
+        assert!(
+            steps_error < bound,
+            "{format}: steps' relative error {steps_error}"
+        );
         assert!(apart < 0.1, "{format}: batch vs steps {apart} apart");
     }
     assert!(errors[0] * 4.0 < errors[1], "8-bit {errors:?} vs 4-bit");

@@ -3,10 +3,13 @@
 //! This is the one place that maps a format to a [`MatVecBuilder`].
 
 use crate::kernels::{GroupSize, KernelError, WeightBits};
-use crate::llm::matvec::{EightBitKernel, F32Builder, LutBuilder, MatVecBuilder, Requantizer};
+use crate::llm::matvec::{
+    EightBitKernel, F32Builder, InputStatistics, LutBuilder, MatVecBuilder, Requantizer,
+};
 use crate::llm::LlmError;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightFormat {
@@ -28,7 +31,7 @@ pub enum WeightFormat {
 pub const LUT_BITS: [u8; 4] = [8, 4, 3, 2];
 
 /// Group sizes that divide both of SmolLM2's matrix widths (576 and 1536).
-pub const LUT_GROUPS: [u16; 2] = [32, 64];
+pub const LUT_GROUPS: [u16; 3] = [32, 64, 96];
 
 /// The group size unless `--group` says otherwise: the file's own Q4_1 blocks are groups of 32,
 /// so 4-bit requantization at group 32 keeps them exactly (at 64 the perplexity doubles).
@@ -99,27 +102,55 @@ impl WeightFormat {
         self
     }
 
-    /// The builder that converts dequantized weights into this format.
+    /// Whether the builder needs calibration statistics ([`Requantizer::Gptq`]).
+    pub fn needs_calibration(self) -> bool {
+        matches!(
+            self,
+            WeightFormat::Lut {
+                requantizer: Requantizer::Gptq,
+                ..
+            }
+        )
+    }
+
+    /// The builder, with the calibration statistics a [`Requantizer::Gptq`] format needs.
+    pub fn calibrated_builder(
+        self,
+        statistics: Arc<InputStatistics>,
+    ) -> Result<Box<dyn MatVecBuilder>, LlmError> {
+        match self {
+            WeightFormat::Lut { .. } => {
+                Ok(Box::new(self.lut_builder()?.with_statistics(statistics)))
+            }
+            WeightFormat::F32 => self.builder(),
+        }
+    }
+
+    fn lut_builder(self) -> Result<LutBuilder, LlmError> {
+        let WeightFormat::Lut {
+            bits,
+            group,
+            output_bits,
+            requantizer,
+            eight_bit,
+        } = self
+        else {
+            return Err(LlmError::Input("f32 is not a LUT format".into()));
+        };
+        let group = GroupSize::new(group as usize)
+            .map_err(|e: KernelError| LlmError::Input(format!("weight format {self:?}: {e}")))?;
+        Ok(LutBuilder::new(lut_bits(bits, "weight format")?, group)
+            .with_output_bits(lut_bits(output_bits, "output head")?)
+            .with_requantizer(requantizer)
+            .with_eight_bit_kernel(eight_bit))
+    }
+
+    /// The builder that converts dequantized weights into this format (a GPTQ format's fails
+    /// on its first matrix without statistics: use [`WeightFormat::calibrated_builder`]).
     pub fn builder(self) -> Result<Box<dyn MatVecBuilder>, LlmError> {
         match self {
             WeightFormat::F32 => Ok(Box::new(F32Builder)),
-            WeightFormat::Lut {
-                bits,
-                group,
-                output_bits,
-                requantizer,
-                eight_bit,
-            } => {
-                let group = GroupSize::new(group as usize).map_err(|e: KernelError| {
-                    LlmError::Input(format!("weight format {self}: {e}"))
-                })?;
-                Ok(Box::new(
-                    LutBuilder::new(lut_bits(bits, "weight format")?, group)
-                        .with_output_bits(lut_bits(output_bits, "output head")?)
-                        .with_requantizer(requantizer)
-                        .with_eight_bit_kernel(eight_bit),
-                ))
-            }
+            WeightFormat::Lut { .. } => Ok(Box::new(self.lut_builder()?)),
         }
     }
 }

@@ -17,7 +17,7 @@
 
 use super::dot_matrix::quantize_rows;
 use super::requantize::quantize_refined;
-use super::{DotMatrix, MatVec, MatVecBuilder, MatrixRole};
+use super::{quantize_gptq, DotMatrix, InputStatistics, MatVec, MatVecBuilder, MatrixRole};
 use crate::kernels::{
     gemm, gemm_q8, ActivationTable, GroupSize, KernelError, KernelOptions, PackedMatrix,
     PackedShape, PackedView, Q8Activations, QuantizedMatrix, WeightBits, TILE_ROWS,
@@ -25,7 +25,7 @@ use crate::kernels::{
 use crate::llm::parallel::for_each_chunk_mut;
 use crate::llm::LlmError;
 use std::cell::RefCell;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// How the builder picks each group's codes, scale and centre.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +34,11 @@ pub enum Requantizer {
     MinMax,
     /// Least-squares refinement of scale and centre ([`super::quantize_refined`]).
     Refined,
+    /// GPTQ's error compensation with the inputs' second moments from a calibration text
+    /// ([`super::quantize_gptq`]; the builder needs [`LutBuilder::with_statistics`]); matrices
+    /// without statistics (the output head) get [`Requantizer::Refined`] below 4 bits and
+    /// min/max at 4 and 8.
+    Gptq,
 }
 
 impl Requantizer {
@@ -62,13 +67,15 @@ pub enum EightBitKernel {
 /// Builds [`LutMatrix`]es at one bit width and group size; the output head may get its own
 /// bit width ([`LutBuilder::with_output_bits`]). Matrices at 8 bits are [`DotMatrix`]es unless
 /// [`LutBuilder::with_eight_bit_kernel`] says otherwise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct LutBuilder {
     bits: WeightBits,
     group: GroupSize,
     output_bits: WeightBits,
     requantizer: Requantizer,
     eight_bit: EightBitKernel,
+    /// Input statistics by tensor name, for [`Requantizer::Gptq`].
+    statistics: Option<Arc<InputStatistics>>,
 }
 
 impl LutBuilder {
@@ -81,6 +88,15 @@ impl LutBuilder {
             output_bits: bits,
             requantizer: Requantizer::default_for(bits),
             eight_bit: EightBitKernel::default(),
+            statistics: None,
+        }
+    }
+
+    /// The calibration statistics [`Requantizer::Gptq`] quantizes with.
+    pub fn with_statistics(self, statistics: Arc<InputStatistics>) -> LutBuilder {
+        LutBuilder {
+            statistics: Some(statistics),
+            ..self
         }
     }
 
@@ -131,11 +147,34 @@ impl MatVecBuilder for LutBuilder {
             MatrixRole::Output => self.output_bits,
             MatrixRole::Attention | MatrixRole::Ffn => self.bits,
         };
-        let quantized = match self.requantizer {
-            Requantizer::MinMax => {
+        let moments = match self.requantizer {
+            Requantizer::Gptq if role != MatrixRole::Output => {
+                let statistics = self.statistics.as_ref().ok_or_else(|| {
+                    LlmError::Input(format!(
+                        "tensor '{tensor}': GPTQ quantization needs calibration statistics"
+                    ))
+                })?;
+                Some(statistics.get(tensor).ok_or_else(|| {
+                    LlmError::Input(format!(
+                        "tensor '{tensor}': no calibration statistics for it"
+                    ))
+                })?)
+            }
+            _ => None,
+        };
+        let requantizer = match (self.requantizer, moments) {
+            (Requantizer::Gptq, None) if bits.bits() <= 3 => Requantizer::Refined,
+            (Requantizer::Gptq, None) => Requantizer::MinMax,
+            (chosen, _) => chosen,
+        };
+        let quantized = match (requantizer, moments) {
+            (Requantizer::Gptq, Some(moments)) => {
+                quantize_gptq(&weights, rows, cols, bits, self.group, moments)
+            }
+            (Requantizer::MinMax, _) | (Requantizer::Gptq, None) => {
                 QuantizedMatrix::quantize_min_max(&weights, rows, cols, bits, self.group)
             }
-            Requantizer::Refined => quantize_refined(&weights, rows, cols, bits, self.group),
+            (Requantizer::Refined, _) => quantize_refined(&weights, rows, cols, bits, self.group),
         }
         .map_err(|e| LlmError::Unsupported(format!("tensor '{tensor}': {e}")))?;
         if bits == WeightBits::B8 && self.eight_bit == EightBitKernel::Dot {
@@ -156,6 +195,7 @@ impl MatVecBuilder for LutBuilder {
             name += match self.requantizer {
                 Requantizer::MinMax => ", min/max",
                 Requantizer::Refined => ", refined",
+                Requantizer::Gptq => ", gptq",
             };
         }
         name

@@ -15,13 +15,17 @@
 mod dot;
 mod dot_matrix;
 mod f32_matrix;
+mod gptq;
 mod lut_matrix;
+mod recording;
 mod requantize;
 
 pub(crate) use dot::dot_block;
 pub use dot_matrix::DotMatrix;
 pub use f32_matrix::{F32Builder, F32Matrix};
+pub use gptq::quantize_gptq;
 pub use lut_matrix::{EightBitKernel, LutBuilder, LutMatrix, Requantizer};
+pub use recording::{InputStatistics, RecordingBuilder, SecondMoments};
 pub use requantize::quantize_refined;
 
 use crate::llm::LlmError;
