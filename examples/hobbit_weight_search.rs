@@ -6,10 +6,10 @@
 //! ```
 //!
 //! Writes the Markdown report (default `docs/hobbit-weight-search.md`) and, next to it, the
-//! full table as CSV. See `edgesim::policy::hobbit::search` for the method.
+//! full table as CSV. See `edgesim::policy::moe::hobbit::search` for the method.
 
 use edgesim::model::{ModelGeometry, Precision};
-use edgesim::policy::hobbit::search::{case_context, search, weight_grid, SearchCase};
+use edgesim::policy::moe::hobbit::search::{case_context, search, weight_grid, SearchCase};
 use edgesim::trace::gen::{ExpertGenConfig, ExpertTraceGenerator};
 use edgesim::trace::{ForwardPass, PassGrouper};
 use std::fmt::Write as _;
@@ -160,7 +160,7 @@ fn main() {
         md,
         "Best point: w_lru = {}, w_lfu = {}, w_lhu = {}, w_fld = {}, low-cache share = {}, objective \
          {:.4} (penalty {:.1}% below LRU on average). These are the defaults of `hobbit` \
-         (`DEFAULT_WEIGHTS`, `DEFAULT_LOW_CACHE_SHARE` in src/policy/hobbit/params.rs).\n",
+         (`DEFAULT_WEIGHTS`, `DEFAULT_LOW_CACHE_SHARE` in src/policy/moe/hobbit/params.rs).\n",
         w.lru,
         w.lfu,
         w.lhu,
@@ -203,7 +203,7 @@ fn main() {
         ("FLD signal only", [0.0, 0.0, 0.0, 1.0]),
     ];
     for (name, target) in named {
-        let close = |p: &&edgesim::policy::hobbit::search::SearchPoint| {
+        let close = |p: &&edgesim::policy::moe::hobbit::search::SearchPoint| {
             let w = p.weights;
             [w.lru, w.lfu, w.lhu, w.fld]
                 .iter()

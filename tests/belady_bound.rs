@@ -124,6 +124,7 @@ fn hits(
         max_context: 64,
         seed: 5,
         params,
+        load_ops: edgesim::policy::machinery::load_ops::plain(),
     };
     let mut p = policy::build(name, ctx).unwrap();
     if p.needs_future() {

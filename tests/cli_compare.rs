@@ -339,3 +339,76 @@ fn a_dense_model_compares_neuron_policies_on_a_neuron_trace() {
         &["smollm2.est", "layers", "qwen2.5-3b", "smollm2-135m"],
     );
 }
+
+/// Issue 11: `--policy` on an experiment with an analysis narrows the analysis to the
+/// policies run (dropping absent ablations and the ceiling, and saying so) instead of failing;
+/// without its subject, no analysis is written.
+#[test]
+fn policy_narrows_an_analysed_experiment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("narrow");
+    let (code, _, stderr) = run(&[
+        "compare",
+        "-q",
+        "-e",
+        "hobbit-orin",
+        "--policy",
+        "hobbit",
+        "--policy",
+        "hobbit -prefetch",
+        "--policy",
+        "lru",
+        "--cache-fraction",
+        "0.4",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("ablations not run, left out: `hobbit -dynamic loading`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ceiling `belady` not run"), "{stderr}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("narrowed to some of the experiment's policies"));
+    assert!(
+        summary.contains("`hobbit + Belady cache order`"),
+        "{summary}"
+    );
+    // The kept ablation keeps its parameters (no prefetch) and is tabulated; lru is a baseline.
+    let ablation = std::fs::read_to_string(out.join("ablation.csv")).unwrap();
+    assert!(ablation.contains(",hobbit -prefetch,"), "{ablation}");
+    assert!(!ablation.contains("dynamic loading"), "{ablation}");
+    let speedups = std::fs::read_to_string(out.join("speedups.csv")).unwrap();
+    assert!(speedups.contains(",lru,hobbit,"), "{speedups}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let no_prefetch = json["experiment"]["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["label"] == "hobbit -prefetch")
+        .unwrap();
+    assert_eq!(no_prefetch["params"]["prefetch"], false);
+
+    let out = tmp.path().join("no-subject");
+    let (code, _, stderr) = run(&[
+        "compare",
+        "-q",
+        "-e",
+        "hobbit-orin",
+        "--policy",
+        "lru",
+        "--cache-fraction",
+        "0.4",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("analysis not written: its subject `hobbit`"),
+        "{stderr}"
+    );
+    assert!(out.join("results.csv").exists());
+    assert!(!out.join("summary.md").exists());
+}

@@ -122,6 +122,7 @@ fn every_policy_runs_to_completion_with_the_simulators_ops_causally_and_within_b
                 max_context,
                 seed: 1,
                 params: serde_json::Value::Null,
+                load_ops: edgesim::policy::machinery::load_ops::plain(),
             };
             let mut sim = Rec::new(Simulator::new(&device, budget).unwrap());
             let mut p = match policy::build(name, ctx()) {
@@ -181,7 +182,15 @@ fn every_policy_runs_to_completion_with_the_simulators_ops_causally_and_within_b
                 stats.peak_allocated_bytes
             );
             assert!(stats.peak_allocated_bytes > 0);
-            assert!(stats.emulated.is_empty(), "{name}: {:?}", stats.emulated);
+            // Nothing is emulated on the host except llama.cpp's kernels, which the executor
+            // stands in for with its own (and says so).
+            let emulated: Vec<&str> = stats.emulated.iter().map(|e| e.what.as_str()).collect();
+            let expected: &[&str] = if name.starts_with("llama-cpp") {
+                &["dequant_compute"]
+            } else {
+                &[]
+            };
+            assert_eq!(emulated, expected, "{name}: {:?}", stats.emulated);
             // The executor transfers what the plans name, rounded up to 4 KiB pages per read.
             assert!(stats.bytes_transferred >= stats.plan_bytes_read);
             assert!(stats.bytes_transferred < stats.plan_bytes_read + 4096 * stats.reads);

@@ -93,6 +93,7 @@ fn context(m: &ModelGeometry, entries: u64, params: serde_json::Value) -> Policy
         max_context: 512,
         seed: 1,
         params,
+        load_ops: edgesim::policy::machinery::load_ops::plain(),
     }
 }
 

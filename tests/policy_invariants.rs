@@ -158,6 +158,7 @@ fn context_for(
         max_context: 64,
         seed: 7,
         params: serde_json::Value::Null,
+        load_ops: edgesim::policy::machinery::load_ops::plain(),
     }
 }
 
@@ -521,6 +522,7 @@ fn the_pin_check_catches_an_early_eviction() {
         batch: 1,
         flops: 1,
         bytes: 1,
+        kernel: edgesim::plan::Kernel::Lut,
     };
     let e = TensorRef::expert(2, 3);
     let mut plans = BTreeMap::new();

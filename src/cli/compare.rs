@@ -4,7 +4,7 @@
 use super::CliError;
 use crate::compare::{self, CompareOptions, Prepared, RunResult};
 use crate::report::ResultRow;
-use crate::scenario::{BudgetSpec, Experiment, PolicySpec};
+use crate::scenario::{BudgetSpec, Experiment};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,7 +41,9 @@ pub struct CompareArgs {
     /// Report folder [default: reports/<experiment name>].
     #[arg(long, short = 'o', value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Policy to run (repeat for several); replaces the experiment's policies.
+    /// Policy to run (repeat for several); replaces the experiment's policies. A label (or
+    /// the one policy of a name) the experiment lists keeps its parameters; the analysis
+    /// drops the ablations and ceiling left out (and says so).
     #[arg(long = "policy", value_name = "NAME")]
     pub policies: Vec<String>,
     #[command(flatten)]
@@ -132,17 +134,6 @@ fn apply_overrides(exp: &mut Experiment, o: &ExperimentArgs) -> Result<(), CliEr
     exp.check().map_err(CliError::new)
 }
 
-fn policies_from_names(names: &[String]) -> Vec<PolicySpec> {
-    names
-        .iter()
-        .map(|n| PolicySpec {
-            name: n.clone(),
-            label: None,
-            params: serde_json::Value::Null,
-        })
-        .collect()
-}
-
 fn prepare(
     name: &str,
     overrides: &ExperimentArgs,
@@ -150,7 +141,9 @@ fn prepare(
 ) -> Result<Prepared, CliError> {
     let (mut exp, base) = compare::load_experiment(name).map_err(CliError::new)?;
     if !policies.is_empty() {
-        exp.policies = policies_from_names(policies);
+        for note in compare::narrow_policies(&mut exp, policies).map_err(CliError::new)? {
+            eprintln!("note: {note}");
+        }
     }
     // A trace given on the command line is relative to the working directory.
     let base = if overrides.trace.is_some() {

@@ -17,7 +17,8 @@
 //! [`ExecStats::emulated`] with how they ran:
 //!
 //! - Compute on `Unit::Accel` (the host has no NPU/GPU the executor drives): a wait of the
-//!   simulator's priced duration on a separate emulation thread;
+//!   cost model's duration (`hw::cost`, the formula the simulator prices it with) on a
+//!   separate emulation thread;
 //! - WorldSwitch (no TrustZone on the host): a wait of the profile's `world_switch_ns`.
 //!
 //! Neither is ever silently timed as if it were real: validation reports list them.

@@ -9,4 +9,4 @@ mod op;
 
 pub use crate::model::{TensorKind, TensorRef, DENSE_FFN};
 pub use builder::{OpNode, Plan, PlanBuilder, PlanError};
-pub use op::{Op, OpId, Unit, World};
+pub use op::{Kernel, Op, OpId, Unit, World};

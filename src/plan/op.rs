@@ -4,6 +4,7 @@
 //! long it takes: durations belong to backends. The simulator prices ops from a device profile;
 //! the executor performs them and measures.
 
+pub use crate::hw::cost::Kernel;
 use crate::model::Precision;
 use crate::model::TensorRef;
 use serde::Serialize;
@@ -64,6 +65,9 @@ pub enum Op {
         batch: u32,
         flops: u64,
         bytes: u64,
+        /// The kind of kernel that computes it on a CPU (LUT by default; llama.cpp's baselines
+        /// use dequantize-then-multiply kernels). The accelerator ignores it.
+        kernel: Kernel,
     },
     /// Switch the CPU (and the NPU it drives) to `to`.
     WorldSwitch { to: World },
@@ -98,7 +102,16 @@ impl Op {
             batch,
             flops: 2 * weights * batch as u64,
             bytes: precision.bytes_for(weights),
+            kernel: Kernel::Lut,
         }
+    }
+
+    /// This op computed by `kernel` (ops other than Compute are returned unchanged).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Op {
+        if let Op::Compute { kernel: k, .. } = &mut self {
+            *k = kernel;
+        }
+        self
     }
 
     pub fn kind_name(&self) -> &'static str {

@@ -2,6 +2,7 @@
 
 use crate::hw::DeviceProfile;
 use crate::model::{ModelGeometry, Precision};
+use crate::policy::machinery::load_ops::LoadOps;
 use crate::units::human_bytes;
 use serde::Serialize;
 use std::fmt;
@@ -25,6 +26,9 @@ pub struct PolicyContext {
     /// The policy's own parameters (`null` when none are given); each policy parses and
     /// checks them, rejecting unknown keys.
     pub params: serde_json::Value,
+    /// How the policy's loads become ops: [`plain`](crate::policy::machinery::load_ops::plain) (Alloc → Read) unless a wrapper
+    /// family (the confidential one) replaces it before building the inner policy.
+    pub load_ops: Arc<dyn LoadOps>,
 }
 
 impl PolicyContext {
@@ -136,3 +140,16 @@ impl fmt::Display for PolicyError {
 }
 
 impl std::error::Error for PolicyError {}
+
+/// Parses a policy's parameters (`null` means all defaults), rejecting unknown keys with the
+/// policy's name in the message.
+pub fn parse_params<T: serde::de::DeserializeOwned + Default>(
+    policy: &str,
+    params: &serde_json::Value,
+) -> Result<T, PolicyError> {
+    if params.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(params.clone())
+        .map_err(|e| PolicyError::BadParameter(format!("policy `{policy}`: {e}")))
+}

@@ -7,39 +7,36 @@
 //! Every policy owns its cache state and must keep the memory it holds within the budget at
 //! every instant of the plan it emits: it frees (Evict) before it allocates (Alloc), and the
 //! Alloc depends on the Evict. The simulator checks this as it runs the plan.
+//!
+//! | folder | holds |
+//! | --- | --- |
+//! | [`moe`] | MoE expert offloading: HOBBIT and its baselines, one file per policy |
+//! | [`neuron`] | neuron offloading on dense models (next: PowerInfer-2, LLM in a Flash, PowerInfer) |
+//! | `confidential/` (issue 13, not yet written) | TZ-LLM: wraps another family's policy through [`PolicyContext::load_ops`] |
+//! | [`machinery`] | what several policies call: pass planners, caches, eviction orders, the load seam, resident set, placement, prediction, future accesses |
+//!
+//! `docs/adding-a-policy.md` walks through a new policy (and is compiled as a doctest).
 
-mod caching;
 mod context;
-pub mod eviction;
-pub mod expert_cache;
-pub mod expert_policy;
-pub mod future;
-pub mod hobbit;
-pub mod host_compute;
-pub mod layer_ops;
-pub mod llama_cpp_mmap;
-pub mod mixtral_offloading;
-pub mod moe_infinity;
-pub mod moe_pass;
-pub mod neuron_cache;
-pub mod neuron_pass;
-mod neuron_policy;
-mod on_demand;
-pub mod page_cache;
-pub mod placement;
-pub mod prediction;
-pub mod resident;
-pub mod single_cache;
+pub mod machinery;
+pub mod moe;
+pub mod neuron;
 #[cfg(test)]
 pub(crate) mod test_support;
 
-pub use context::{Counters, MemoryUse, PolicyContext, PolicyError};
-pub use eviction::Eviction;
-pub use future::FutureAccesses;
-pub use on_demand::OnDemand;
+pub use context::{parse_params, Counters, MemoryUse, PolicyContext, PolicyError};
+pub use machinery::cache::eviction::Eviction;
+pub use machinery::future::FutureAccesses;
+pub use moe::on_demand::OnDemand;
 
 use crate::plan::PlanBuilder;
 use crate::trace::ForwardPass;
+
+/// `docs/adding-a-policy.md`, whose worked example is compiled and run as this item's doctest
+/// so that the guide cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/adding-a-policy.md")]
+pub struct AddingAPolicyGuide;
 
 pub trait Policy {
     /// The name used on the command line and in reports.
@@ -119,38 +116,43 @@ pub const POLICIES: &[(&str, &str)] = &[
 /// neuron-level policies, so "on-demand vs lru" compares the same idea on any model.
 pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
     match name {
-        "on-demand" | "lru" if !ctx.model.is_moe() => neuron_policy::build(name, ctx),
-        "on-demand" => Ok(Box::new(OnDemand::new(ctx)?)),
-        "lru" => Ok(Box::new(caching::build("lru", Eviction::Lru, ctx)?)),
-        "lfu" => Ok(Box::new(caching::build("lfu", Eviction::Lfu, ctx)?)),
-        "fifo" => Ok(Box::new(caching::build("fifo", Eviction::Fifo, ctx)?)),
-        "belady" => Ok(Box::new(caching::build("belady", Eviction::Belady, ctx)?)),
-        "hobbit" => Ok(Box::new(hobbit::build(ctx)?)),
-        "mixtral-offloading" => Ok(Box::new(mixtral_offloading::build(ctx)?)),
-        "moe-infinity" => Ok(Box::new(moe_infinity::build(ctx)?)),
-        "llama-cpp-mmap" => Ok(Box::new(llama_cpp_mmap::build(ctx)?)),
-        "fiddler" => Ok(Box::new(host_compute::build(
-            host_compute::Mode::Fiddler,
+        "on-demand" | "lru" if !ctx.model.is_moe() => neuron::build(name, ctx),
+        "on-demand" => Ok(Box::new(moe::on_demand::build(ctx)?)),
+        "lru" => Ok(Box::new(moe::demand_paging::build(
+            "lru",
+            Eviction::Lru,
             ctx,
         )?)),
-        "llama-cpp-offload" => Ok(Box::new(host_compute::build(
-            host_compute::Mode::LlamaCpp,
+        "lfu" => Ok(Box::new(moe::demand_paging::build(
+            "lfu",
+            Eviction::Lfu,
+            ctx,
+        )?)),
+        "fifo" => Ok(Box::new(moe::demand_paging::build(
+            "fifo",
+            Eviction::Fifo,
+            ctx,
+        )?)),
+        "belady" => Ok(Box::new(moe::demand_paging::build(
+            "belady",
+            Eviction::Belady,
+            ctx,
+        )?)),
+        "hobbit" => Ok(Box::new(moe::hobbit::build(ctx)?)),
+        "mixtral-offloading" => Ok(Box::new(moe::mixtral_offloading::build(ctx)?)),
+        "moe-infinity" => Ok(Box::new(moe::moe_infinity::build(ctx)?)),
+        "llama-cpp-mmap" => Ok(Box::new(moe::llama_cpp_mmap::build(ctx)?)),
+        "fiddler" => Ok(Box::new(moe::host_compute::build(
+            moe::host_compute::Mode::Fiddler,
+            ctx,
+        )?)),
+        "llama-cpp-offload" => Ok(Box::new(moe::host_compute::build(
+            moe::host_compute::Mode::LlamaCpp,
             ctx,
         )?)),
         _ => Err(PolicyError::BadParameter(format!(
             "unknown policy `{name}`; known policies: {}",
             POLICIES.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
         ))),
-    }
-}
-
-fn require_moe(ctx: &PolicyContext, policy: &str) -> Result<(), PolicyError> {
-    if ctx.model.is_moe() {
-        Ok(())
-    } else {
-        Err(PolicyError::Unsupported(format!(
-            "policy `{policy}` offloads MoE experts, but model `{}` is dense",
-            ctx.model.name
-        )))
     }
 }

@@ -63,6 +63,7 @@ pub fn context_for(
         max_context: 16,
         seed: 3,
         params,
+        load_ops: crate::policy::machinery::load_ops::plain(),
     }
 }
 
@@ -156,9 +157,10 @@ pub fn dense_context(
         max_context: 16,
         seed: 3,
         params,
+        load_ops: crate::policy::machinery::load_ops::plain(),
     };
     ctx.budget_bytes =
-        super::resident::ResidentSet::new(&ctx, false).bytes() + cache_neurons * neuron;
+        super::machinery::resident::ResidentSet::new(&ctx, false).bytes() + cache_neurons * neuron;
     ctx
 }
 

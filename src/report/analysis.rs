@@ -235,6 +235,16 @@ impl<'a> Analysis<'a> {
              prefill speedup = the other's prefill latency over {subject}'s.\n",
             self.headline
         );
+        if !self.spec.notes.is_empty() {
+            let _ = writeln!(
+                md,
+                "This run was narrowed to some of the experiment's policies:\n"
+            );
+            for note in &self.spec.notes {
+                let _ = writeln!(md, "- {note}");
+            }
+            md.push('\n');
+        }
         let _ = writeln!(
             md,
             "## Decode speedup of `{subject}` at {}\n",
@@ -423,7 +433,7 @@ impl<'a> Analysis<'a> {
                 .collect();
             let file = format!(
                 "tokens_per_s_vs_budget-{}.svg",
-                crate::compare::sanitize(&workload_name(w))
+                super::file_name_part(&workload_name(w))
             );
             plots::line_chart_with_ceiling(
                 &dir.join(&file),
@@ -660,6 +670,7 @@ mod tests {
             ablations: vec!["hobbit -prefetch".into()],
             ceiling: None,
             headline_budget: None,
+            notes: Vec::new(),
         };
         let w = vec!["[16,32]".to_string()];
         let b = vec!["b".to_string()];
@@ -687,6 +698,7 @@ mod tests {
             ablations: vec![],
             ceiling: None,
             headline_budget: Some("huge".into()),
+            notes: Vec::new(),
         };
         let err = Analysis::new(&spec, &[], &["b".to_string()], &[])
             .err()

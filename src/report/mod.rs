@@ -2,12 +2,14 @@
 
 pub mod analysis;
 pub mod csv_rows;
+pub mod file_name;
 pub mod plots;
 pub mod summary;
 pub mod table;
 pub mod timeline;
 pub mod write;
 
+pub use file_name::file_name_part;
 pub use summary::RunSummary;
 pub use table::{ResultRow, RunIdentity};
 pub use write::ReportDir;

@@ -104,6 +104,10 @@ pub struct AnalysisSpec {
     /// The budget of the speedup bars and the time breakdown. Default: the largest.
     #[serde(default)]
     pub headline_budget: Option<String>,
+    /// What narrowing the run to fewer policies (`--policy`) dropped from this analysis, in
+    /// words; written at the top of `summary.md`. Never read from a file.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 /// A memory budget, given in exactly one way.
@@ -301,6 +305,7 @@ pub fn policy_context(
         max_context,
         seed: exp.seed,
         params,
+        load_ops: crate::policy::machinery::load_ops::plain(),
     }
 }
 

@@ -1,19 +1,23 @@
 //! From an op to what it costs: which resource, how many of its servers, for how long.
 //!
-//! This is the only place where the simulator meets the hardware model. The rules:
+//! This is the only place where the simulator meets the hardware model. Which resource an op
+//! occupies and how many servers it holds is the Backend contract's
+//! [`ResourceMap`](crate::backend::resources::ResourceMap), shared with the executor; this
+//! adds the durations:
 //!
-//! | op | resource | servers | duration |
-//! | --- | --- | --- | --- |
-//! | Read, offload tier flash | `flash` | channels the read spreads over | [`FlashModel::read`](crate::hw::cost::FlashModel::read) |
-//! | Read, offload tier host memory | `link` | 1 | [`LinkModel::transfer`](crate::hw::cost::LinkModel::transfer) |
-//! | Compute on `Cpu { cluster, threads }` | `cpu.<name>` | threads | CPU roofline (with the weight pass over `rows · cols` weights where the profile measures one) |
-//! | Compute on `Accel` | `accel` | 1 | accelerator roofline |
-//! | Decrypt | `cpu.<name>` of its cluster | threads | bytes / (threads · per-core rate) |
-//! | Alloc, secure | `cpu.<name>` of cluster 0 | 1 | bytes / secure alloc rate |
-//! | Alloc, normal | none | 0 | zero: caches allocate from a pool; the op is accounting |
-//! | WorldSwitch | `tee` | 1 | world switch time |
-//! | Evict | none | 0 | zero |
+//! | op | duration |
+//! | --- | --- |
+//! | Read, offload tier flash | [`FlashModel::read`](crate::hw::cost::FlashModel::read) (its request latency before the queue) |
+//! | Read, offload tier host memory | [`LinkModel::transfer`](crate::hw::cost::LinkModel::transfer) |
+//! | Compute on `Cpu { cluster, threads }` | CPU roofline at its kernel's rate (with the LUT kernels' weight pass over `rows · cols` weights where the profile measures one; see [`Kernel`](crate::hw::cost::Kernel)) |
+//! | Compute on `Accel` | accelerator roofline |
+//! | Decrypt | bytes / (threads · per-core rate) |
+//! | Alloc, secure | bytes / secure alloc rate |
+//! | Alloc, normal | zero: caches allocate from a pool; the op is accounting |
+//! | WorldSwitch | world switch time |
+//! | Evict, Join | zero |
 
+use crate::backend::resources::{Placement, ResourceMap};
 use crate::backend::{ResourceId, ResourceInfo};
 use crate::hw::cost::{CostError, DeviceCosts};
 use crate::hw::{DeviceProfile, OffloadTier};
@@ -35,6 +39,7 @@ pub struct OpCost {
 }
 
 impl OpCost {
+    #[cfg(test)]
     const FREE: OpCost = OpCost {
         resource: None,
         servers: 0,
@@ -47,61 +52,18 @@ impl OpCost {
 #[derive(Clone, Debug)]
 pub struct Pricer {
     costs: DeviceCosts,
-    resources: Vec<ResourceInfo>,
-    /// Where Read ops go: `flash` or `link`, by the offload tier.
-    read_resource: ResourceId,
-    /// `cpu.<name>` of each cluster, in profile order.
-    cpu_resources: Vec<ResourceId>,
-    accel_resource: Option<ResourceId>,
-    tee_resource: Option<ResourceId>,
+    map: ResourceMap,
 }
 
 impl Pricer {
     pub fn new(device: &DeviceProfile) -> Result<Self, CostError> {
         let costs = DeviceCosts::new(device)?;
-        let mut resources = Vec::new();
-        let mut add = |name: String, servers: u32| {
-            resources.push(ResourceInfo { name, servers });
-            (resources.len() - 1) as ResourceId
-        };
-        let flash = add("flash".into(), costs.flash.channels());
-        let link = costs.link.as_ref().map(|_| add("link".into(), 1));
-        let cpu_resources = costs
-            .cpu
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                // Two clusters with one name would make timings ambiguous: number them.
-                let clash = costs.cpu.iter().filter(|o| o.name() == c.name()).count() > 1;
-                let name = if clash {
-                    format!("{}.{i}", c.name())
-                } else {
-                    c.name().to_string()
-                };
-                add(name, c.cores())
-            })
-            .collect();
-        let accel_resource = costs
-            .accel
-            .as_ref()
-            .map(|a| add("accel".into(), a.servers()));
-        let tee_resource = costs.tee.as_ref().map(|_| add("tee".into(), 1));
-        let read_resource = match costs.offload_tier {
-            OffloadTier::Flash => flash,
-            OffloadTier::HostMemory => link.ok_or(CostError::NoHostLink)?,
-        };
-        Ok(Pricer {
-            costs,
-            resources,
-            read_resource,
-            cpu_resources,
-            accel_resource,
-            tee_resource,
-        })
+        let map = ResourceMap::new(&costs)?;
+        Ok(Pricer { costs, map })
     }
 
     pub fn resources(&self) -> &[ResourceInfo] {
-        &self.resources
+        self.map.resources()
     }
 
     pub fn costs(&self) -> &DeviceCosts {
@@ -109,31 +71,22 @@ impl Pricer {
     }
 
     pub fn price(&self, op: &Op) -> Result<OpCost, CostError> {
-        match *op {
+        let Placement { resource, servers } = self.map.place(op, &self.costs)?;
+        let (latency, duration) = match *op {
             Op::Read {
                 bytes,
                 request_bytes,
                 ..
-            } => Ok(match self.costs.offload_tier {
+            } => match self.costs.offload_tier {
                 OffloadTier::Flash => {
                     let read = self.costs.flash.read(bytes, request_bytes as u64);
-                    OpCost {
-                        resource: Some(self.read_resource),
-                        servers: read.channels,
-                        latency: read.latency,
-                        duration: read.transfer,
-                    }
+                    (read.latency, read.transfer)
                 }
                 OffloadTier::HostMemory => {
                     let link = self.costs.link()?;
-                    OpCost {
-                        resource: Some(self.read_resource),
-                        servers: 1,
-                        latency: link.latency(),
-                        duration: link.occupancy(bytes),
-                    }
+                    (link.latency(), link.occupancy(bytes))
                 }
-            }),
+            },
             Op::Compute {
                 unit,
                 precision,
@@ -141,65 +94,46 @@ impl Pricer {
                 bytes,
                 rows,
                 cols,
+                kernel,
                 ..
             } => match unit {
                 Unit::Cpu { cluster, threads } => {
-                    let cluster = cluster as usize;
-                    let threads = threads as u32;
                     let weights = rows as u64 * cols as u64;
-                    let duration = self
-                        .costs
-                        .cpu(cluster)?
-                        .compute_weights(threads, precision, flops, bytes, weights)?;
-                    Ok(OpCost {
-                        latency: Nanos::ZERO,
-                        resource: Some(self.cpu_resources[cluster]),
-                        servers: threads,
-                        duration,
-                    })
+                    let duration = self.costs.cpu(cluster as usize)?.compute_kernel(
+                        kernel,
+                        threads as u32,
+                        precision,
+                        flops,
+                        bytes,
+                        weights,
+                    )?;
+                    (Nanos::ZERO, duration)
                 }
-                Unit::Accel => Ok(OpCost {
-                    latency: Nanos::ZERO,
-                    duration: self.costs.accel()?.compute(precision, flops, bytes)?,
-                    resource: self.accel_resource,
-                    servers: 1,
-                }),
+                Unit::Accel => (
+                    Nanos::ZERO,
+                    self.costs.accel()?.compute(precision, flops, bytes)?,
+                ),
             },
-            Op::Decrypt {
-                bytes,
-                cluster,
-                threads,
-                ..
-            } => {
-                let tee = self.costs.tee()?;
-                let cluster = cluster as usize;
-                let threads = threads as u32;
-                self.costs.cpu(cluster)?.check_threads(threads)?;
-                Ok(OpCost {
-                    latency: Nanos::ZERO,
-                    resource: Some(self.cpu_resources[cluster]),
-                    servers: threads,
-                    duration: tee.decrypt(bytes, threads),
-                })
-            }
+            Op::Decrypt { bytes, threads, .. } => (
+                Nanos::ZERO,
+                self.costs.tee()?.decrypt(bytes, threads as u32),
+            ),
             Op::Alloc {
                 bytes,
                 secure: true,
                 ..
-            } => Ok(OpCost {
-                latency: Nanos::ZERO,
-                duration: self.costs.tee()?.secure_alloc(bytes),
-                resource: Some(self.cpu_resources[0]),
-                servers: 1,
-            }),
-            Op::Alloc { secure: false, .. } | Op::Evict { .. } | Op::Join => Ok(OpCost::FREE),
-            Op::WorldSwitch { .. } => Ok(OpCost {
-                latency: Nanos::ZERO,
-                duration: self.costs.tee()?.world_switch(),
-                resource: self.tee_resource,
-                servers: 1,
-            }),
-        }
+            } => (Nanos::ZERO, self.costs.tee()?.secure_alloc(bytes)),
+            Op::Alloc { secure: false, .. } | Op::Evict { .. } | Op::Join => {
+                (Nanos::ZERO, Nanos::ZERO)
+            }
+            Op::WorldSwitch { .. } => (Nanos::ZERO, self.costs.tee()?.world_switch()),
+        };
+        Ok(OpCost {
+            resource,
+            servers,
+            latency,
+            duration,
+        })
     }
 }
 
@@ -213,33 +147,6 @@ mod tests {
 
     fn t() -> TensorRef {
         TensorRef::expert(0, 0)
-    }
-
-    fn names(p: &Pricer) -> Vec<(&str, u32)> {
-        p.resources()
-            .iter()
-            .map(|r| (r.name.as_str(), r.servers))
-            .collect()
-    }
-
-    #[test]
-    fn resources_follow_the_device() {
-        let p = Pricer::new(&test_device()).unwrap();
-        assert_eq!(
-            names(&p),
-            vec![
-                ("flash", 8),
-                ("cpu.big", 4),
-                ("cpu.little", 4),
-                ("accel", 1),
-                ("tee", 1)
-            ]
-        );
-        let p = Pricer::new(&test_device_host_memory()).unwrap();
-        assert_eq!(
-            names(&p),
-            vec![("flash", 8), ("link", 1), ("cpu.all", 8), ("accel", 1)]
-        );
     }
 
     #[test]
@@ -343,14 +250,5 @@ mod tests {
         ] {
             assert_eq!(p.price(&op).unwrap_err(), CostError::NoTee);
         }
-    }
-
-    #[test]
-    fn duplicate_cluster_names_are_numbered() {
-        let mut d = test_device();
-        d.cpu[1].name = "big".into();
-        let p = Pricer::new(&d).unwrap();
-        assert_eq!(p.resources()[1].name, "cpu.big.0");
-        assert_eq!(p.resources()[2].name, "cpu.big.1");
     }
 }

@@ -553,8 +553,8 @@ fn plots(dir: &Path, pairs: &[RunPair]) -> Result<(), String> {
         };
         let name = format!(
             "series_{}_{}.svg",
-            crate::compare::sanitize(&r.label),
-            crate::compare::sanitize(&r.budget_label)
+            crate::report::file_name_part(&r.label),
+            crate::report::file_name_part(&r.budget_label)
         );
         line_chart(
             &dir.join(name),

@@ -81,36 +81,8 @@ pub fn setup(
         }
     }
     if !policies.is_empty() {
-        // A name the experiment lists (as a label, or as the one policy of that name) keeps
-        // its parameters; a policy listed several times must be named by label.
-        exp.policies = policies
-            .iter()
-            .map(|n| {
-                if let Some(s) = exp.policies.iter().find(|s| s.label.as_deref() == Some(n)) {
-                    return Ok(s.clone());
-                }
-                let named: Vec<&crate::scenario::PolicySpec> =
-                    exp.policies.iter().filter(|s| s.name == *n).collect();
-                match named.as_slice() {
-                    [] => Ok(crate::scenario::PolicySpec {
-                        name: n.clone(),
-                        label: None,
-                        params: serde_json::Value::Null,
-                    }),
-                    [one] => Ok((*one).clone()),
-                    several => Err(format!(
-                        "experiment `{}` lists policy `{n}` {} times with different parameters; name one by its label: {}",
-                        exp.name,
-                        several.len(),
-                        several
-                            .iter()
-                            .map(|s| s.label.clone().unwrap_or_else(|| s.name.clone()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                }
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        // The bundle holds no analysis, so what narrowing drops from one does not matter here.
+        compare::narrow_policies(&mut exp, policies)?;
     }
     if !budgets.is_empty() {
         exp.budgets = budgets.to_vec();

@@ -31,12 +31,13 @@ use super::store::crypt::{self};
 use super::store::layout::align_up;
 use super::store::WeightStore;
 use super::work::Activations;
+use crate::backend::resources::ResourceMap;
 use crate::backend::{Backend, BackendError, OpTiming, ResourceId, ResourceInfo, StepResult};
 use crate::exec::model::ModelSession;
+use crate::hw::cost::DeviceCosts;
 use crate::hw::DeviceProfile;
 use crate::model::{Precision, TensorKind, TensorRef};
 use crate::plan::{Op, OpId, Plan, Unit};
-use crate::sim::Pricer;
 use crate::units::Nanos;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -93,7 +94,7 @@ struct Entry {
     start: Nanos,
     resource: Option<ResourceId>,
     servers: u32,
-    /// Duration of the priced cost, used only by emulated ops.
+    /// The cost model's time of an emulated op (an accelerator compute, a world switch).
     emulated: Option<Nanos>,
 }
 
@@ -126,7 +127,9 @@ struct Completion {
 pub struct Executor {
     store: Arc<WeightStore>,
     file: Arc<DirectFile>,
-    pricer: Pricer,
+    /// The device's cost model: only emulated ops are timed with it.
+    costs: DeviceCosts,
+    resource_map: ResourceMap,
     epoch: Instant,
     io_pool: rayon::ThreadPool,
     cpu_pools: Vec<rayon::ThreadPool>,
@@ -153,7 +156,7 @@ pub struct Executor {
     model: Option<Arc<ModelSession>>,
 }
 
-/// Where an op runs: its resource, the servers it holds, and its priced duration (used only
+/// Where an op runs: its resource, the servers it holds, and the cost model's time (used only
 /// by emulated ops).
 type Placed = (Option<ResourceId>, u32, Nanos);
 
@@ -177,16 +180,17 @@ impl Executor {
                 problems.join("; ")
             )));
         }
-        let pricer = Pricer::new(device).map_err(|e| {
-            BackendError::Unsupported(format!("device profile `{}`: {e}", device.name))
-        })?;
+        let profile_error =
+            |e| BackendError::Unsupported(format!("device profile `{}`: {e}", device.name));
+        let costs = DeviceCosts::new(device).map_err(profile_error)?;
+        let resource_map = ResourceMap::new(&costs).map_err(profile_error)?;
         let file = if options.direct_io {
             DirectFile::open(&store.data_path())
         } else {
             DirectFile::open_buffered(&store.data_path())
         }
         .map_err(BackendError::Io)?;
-        let resources = pricer.resources().to_vec();
+        let resources = resource_map.resources().to_vec();
         let index_of = |name: &str| {
             resources
                 .iter()
@@ -243,7 +247,8 @@ impl Executor {
             read_resource,
             file: Arc::new(file),
             store,
-            pricer,
+            costs,
+            resource_map,
             epoch: Instant::now(),
             tx,
             rx,
@@ -346,14 +351,34 @@ impl Executor {
                     )));
                 }
             }
-            let cost = self.pricer.price(&node.op).map_err(|e| {
+            let refuse = |e: crate::hw::cost::CostError| {
                 let m = format!("op {} ({}): {e}", node.id, node.op.kind_name());
                 if e.is_plan_error() {
                     BackendError::BadPlan(m)
                 } else {
                     BackendError::Unsupported(m)
                 }
-            })?;
+            };
+            let cost = self
+                .resource_map
+                .place(&node.op, &self.costs)
+                .map_err(refuse)?;
+            // What the host cannot do is emulated: it takes the cost model's time.
+            let emulated_time = match node.op {
+                Op::Compute {
+                    unit: Unit::Accel,
+                    precision,
+                    flops,
+                    bytes,
+                    ..
+                } => self
+                    .costs
+                    .accel()
+                    .and_then(|a| a.compute(precision, flops, bytes))
+                    .map_err(refuse)?,
+                Op::WorldSwitch { .. } => self.costs.tee().map_err(refuse)?.world_switch(),
+                _ => Nanos::ZERO,
+            };
             let what = |t: TensorRef| format!("op {} ({} {t})", node.id, node.op.kind_name());
             let (resource, servers) = match node.op {
                 Op::Read {
@@ -439,13 +464,13 @@ impl Executor {
                 }
                 _ => (cost.resource, cost.servers),
             };
-            costs.push((resource, servers, cost.latency + cost.duration));
+            costs.push((resource, servers, emulated_time));
         }
         Ok((output, costs))
     }
 
     fn free_servers_total(&self, r: ResourceId) -> u32 {
-        self.pricer.resources()[r as usize].servers
+        self.resource_map.resources()[r as usize].servers
     }
 
     fn insert(&mut self, plan: &Plan, costs: Vec<Placed>) {
@@ -771,7 +796,7 @@ pub fn available_memory_bytes() -> Option<u64> {
 
 impl Backend for Executor {
     fn resources(&self) -> &[ResourceInfo] {
-        self.pricer.resources()
+        self.resource_map.resources()
     }
 
     fn run(&mut self, plan: &Plan) -> Result<StepResult, BackendError> {

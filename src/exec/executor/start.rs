@@ -226,8 +226,14 @@ impl Executor {
                 unit: Unit::Cpu { cluster, threads },
                 batch,
                 flops,
+                kernel,
                 ..
             } => {
+                if kernel == crate::plan::Kernel::Dequant {
+                    // The executor has no llama.cpp kernels: it computes such ops with its LUT
+                    // kernels, and says so.
+                    *self.emulated.entry("dequant_compute").or_default() += 1;
+                }
                 let live = self.live_of(
                     id,
                     tensor,

@@ -35,6 +35,7 @@ pub struct EmulatedOps {
 
 pub(super) fn emulation_note(what: &str) -> &'static str {
     match what {
+        "dequant_compute" => "STAND-IN: the plan asks for llama.cpp's dequantize-then-multiply kernel, which the executor does not have; it computes the op with its LUT kernel, so the measured time is that of a LUT kernel",
         "world_switch" => "EMULATED: the host has no TrustZone; each world switch waits the device profile's world_switch_ns on the emulation thread (sleep, then a busy-wait for the last 200 us)",
         _ => "EMULATED: the host has no accelerator; each accelerator op waits the simulator's priced duration for it on the emulation thread (sleep, then a busy-wait for the last 200 us)",
     }

@@ -16,11 +16,32 @@
 //!
 //! A precision the profile lists no rate for is unsupported on that unit (an NPU without int3
 //! kernels), which is an error rather than a guess.
+//!
+//! **Kernel kinds.** A CPU op says which kind of kernel computes it ([`Kernel`]): edgesim's own
+//! LUT kernels (T-MAC style; `core_ops_per_s`), or the dequantize-then-multiply kernels of
+//! llama.cpp, which expand each block of quantized weights to 8-bit or float and take dot
+//! products with the quantized activations (ggml's CPU path: `ggml_vec_dot_q4_0_q8_0`,
+//! `ggml_vec_dot_q3_K_q8_K`, `ggml_vec_dot_q2_K_q8_K`, `ggml_vec_dot_q8_0_q8_0` in
+//! `ggml-cpu/arch/*/quants.c`). A `Dequant` op is priced at `dequant_core_ops_per_s` where the
+//! profile measures that precision, without the LUT kernels' weight pass (the measured rate
+//! already includes the dequantization); where it does not, at `core_ops_per_s` like any other
+//! op, so a profile without dequant measurements prices both kinds alike. The accelerator has
+//! one rate per precision whatever the kernel.
 
 use super::{check_positive, CostError};
 use crate::hw::{AcceleratorSpec, CpuCluster, PrecisionRate};
 use crate::model::Precision;
 use crate::units::{transfer_time, work_time, Nanos};
+
+/// Which kind of kernel a CPU compute op runs (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Kernel {
+    /// edgesim's LUT kernels (T-MAC style), the default.
+    #[default]
+    Lut,
+    /// llama.cpp's dequantize-then-multiply kernels (ggml's `ggml_vec_dot_*` CPU path).
+    Dequant,
+}
 
 /// Per-precision rates, indexed by [`Precision::index`]; `None` where the unit has no kernel.
 type RateTable = [Option<f64>; Precision::ALL.len()];
@@ -41,6 +62,8 @@ pub struct CpuModel {
     name: String,
     cores: u32,
     core_rates: RateTable,
+    /// `dequant_core_ops_per_s`, where the profile measures it (all `None` otherwise).
+    dequant_rates: RateTable,
     core_bandwidth_bytes_per_s: f64,
     memory_bandwidth_bytes_per_s: f64,
     launch_overhead_ns: u64,
@@ -73,6 +96,10 @@ impl CpuModel {
                 &format!("cpu[{index}].core_ops_per_s"),
                 &cluster.core_ops_per_s.value,
             )?,
+            dequant_rates: match &cluster.dequant_core_ops_per_s {
+                Some(d) => rate_table(&format!("cpu[{index}].dequant_core_ops_per_s"), &d.value)?,
+                None => [None; Precision::ALL.len()],
+            },
             core_bandwidth_bytes_per_s: cluster.core_bandwidth_bytes_per_s.value,
             memory_bandwidth_bytes_per_s,
             launch_overhead_ns: cluster.launch_overhead_ns.value,
@@ -145,9 +172,36 @@ impl CpuModel {
         bytes: u64,
         weights: u64,
     ) -> Result<Nanos, CostError> {
+        self.compute_kernel(Kernel::Lut, threads, precision, flops, bytes, weights)
+    }
+
+    /// The rate one core computes `precision` at with `kernel`, and whether the LUT kernels'
+    /// weight pass applies (see the module docs).
+    pub fn kernel_rate(
+        &self,
+        kernel: Kernel,
+        precision: Precision,
+    ) -> Result<(f64, bool), CostError> {
+        match (kernel, self.dequant_rates[precision.index()]) {
+            (Kernel::Dequant, Some(rate)) => Ok((rate, false)),
+            _ => Ok((self.core_rate(precision)?, true)),
+        }
+    }
+
+    /// [`CpuModel::compute_weights`] for an op computed by `kernel`.
+    pub fn compute_kernel(
+        &self,
+        kernel: Kernel,
+        threads: u32,
+        precision: Precision,
+        flops: u64,
+        bytes: u64,
+        weights: u64,
+    ) -> Result<Nanos, CostError> {
         self.check_threads(threads)?;
-        let rate = threads as f64 * self.core_rate(precision)?;
-        let arithmetic = match self.weight_pass_per_s {
+        let (core_rate, weight_pass) = self.kernel_rate(kernel, precision)?;
+        let rate = threads as f64 * core_rate;
+        let arithmetic = match self.weight_pass_per_s.filter(|_| weight_pass) {
             // Exactly the plain roofline's arithmetic (same rounding) without a weight pass.
             None => work_time(flops as f64, rate),
             Some(w) => work_time(
@@ -303,6 +357,68 @@ mod tests {
                 .compute_weights(2, Precision::Int4, 20_000_000, 1, 2_000_000)
                 .unwrap(),
             plain.compute(2, Precision::Int4, 20_000_000, 1).unwrap()
+        );
+    }
+
+    #[test]
+    fn dequant_ops_run_at_the_measured_dequant_rate_without_the_lut_weight_pass() {
+        let c = CpuCluster {
+            name: "big".into(),
+            cores: Sourced::new(4, "test"),
+            core_ops_per_s: Sourced::new(
+                vec![rate(Precision::Int4, 10e9), rate(Precision::Int8, 10e9)],
+                "test",
+            ),
+            dequant_core_ops_per_s: Some(Sourced::new(vec![rate(Precision::Int4, 5e9)], "test")),
+            core_bandwidth_bytes_per_s: Sourced::new(10e9, "test"),
+            launch_overhead_ns: Sourced::new(2_000, "test"),
+            weight_pass_per_s: Some(Sourced::new(1e9, "test")),
+        };
+        let cpu = CpuModel::new(0, &c, 30e9).unwrap();
+        // int4, 2 threads, 20 Mflop: LUT = 1 ms arithmetic + 1 ms weight pass; dequant at
+        // 5 Gop/s per core = 2 ms, and no weight pass.
+        let lut = cpu
+            .compute_kernel(Kernel::Lut, 2, Precision::Int4, 20_000_000, 1, 2_000_000)
+            .unwrap();
+        let dequant = cpu
+            .compute_kernel(
+                Kernel::Dequant,
+                2,
+                Precision::Int4,
+                20_000_000,
+                1,
+                2_000_000,
+            )
+            .unwrap();
+        assert_eq!(lut, Nanos(2_000 + 2_000_000));
+        assert_eq!(dequant, Nanos(2_000 + 2_000_000));
+        let dequant_small = cpu
+            .compute_kernel(
+                Kernel::Dequant,
+                2,
+                Precision::Int4,
+                20_000_000,
+                1,
+                20_000_000,
+            )
+            .unwrap();
+        assert_eq!(
+            dequant_small, dequant,
+            "the weight count does not matter to dequant"
+        );
+        // int8 has no measured dequant rate: priced like the LUT op.
+        assert_eq!(
+            cpu.compute_kernel(
+                Kernel::Dequant,
+                2,
+                Precision::Int8,
+                20_000_000,
+                1,
+                2_000_000
+            )
+            .unwrap(),
+            cpu.compute_kernel(Kernel::Lut, 2, Precision::Int8, 20_000_000, 1, 2_000_000)
+                .unwrap()
         );
     }
 

@@ -29,7 +29,7 @@ mod flash;
 mod link;
 mod tee;
 
-pub use compute::{AccelModel, CpuModel};
+pub use compute::{AccelModel, CpuModel, Kernel};
 pub use device::DeviceCosts;
 pub use flash::{FlashModel, FlashRead};
 pub use link::LinkModel;

@@ -1,0 +1,87 @@
+//! `on-demand` and `lru` for dense models: the same two policies as for experts, one level
+//! down. A dense model's FFN neurons are offloaded in clusters of `cluster_neurons` consecutive
+//! neurons; a pass loads the clusters holding a neuron some token activates (the trace's active
+//! sets stand for a predictor that runs once the layer's input exists).
+//!
+//! - `on-demand`: no cache. The budget beyond the resident set is a staging area: every demanded
+//!   cluster is read and dropped right after its compute; when the area is full a load waits
+//!   for earlier drops.
+//! - `lru`: the budget beyond the resident set caches clusters; a miss evicts the least recently
+//!   used clusters the current layer does not need (see [`crate::policy::machinery::cache::cluster_lru`] for what happens
+//!   when one layer's demand does not fit).
+//!
+//! Parameters: `{"cluster_neurons": N}` (default 1). Both need the resident set plus the
+//! largest cluster.
+
+//!
+//! | file | holds |
+//! | --- | --- |
+//! | [`on_demand`] | `on-demand`: the staging area |
+//! | [`lru`] | `lru`: the cluster cache |
+//! | [`shell`] | the [`Policy`] shell both plan in: resident set, planner, supplier |
+
+pub mod lru;
+pub mod on_demand;
+pub mod shell;
+#[cfg(test)]
+mod tests;
+
+use crate::policy::context::parse_params;
+use crate::policy::machinery::pass::neuron::Clusters;
+use crate::policy::machinery::resident::ResidentSet;
+use crate::policy::{Policy, PolicyContext, PolicyError};
+use lru::LruClusters;
+use on_demand::Staging;
+use serde::Deserialize;
+use shell::NeuronPolicy;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct NeuronParams {
+    /// Consecutive neurons loaded as one unit. One neuron is PowerInfer's granularity; larger
+    /// clusters trade read efficiency (fewer, larger requests) for bytes of inactive neurons.
+    cluster_neurons: u32,
+}
+
+impl Default for NeuronParams {
+    fn default() -> Self {
+        NeuronParams { cluster_neurons: 1 }
+    }
+}
+
+/// Builds the neuron-level `on-demand` or `lru` for a dense model.
+pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
+    let params: NeuronParams = parse_params(name, &ctx.params)?;
+    let clusters = Clusters::new(params.cluster_neurons).map_err(|_| {
+        PolicyError::BadParameter(format!(
+            "policy `{name}`: `cluster_neurons` must be at least 1"
+        ))
+    })?;
+    let resident = ResidentSet::new(&ctx, false);
+    let precision = ctx.offload_precision;
+    let largest = clusters.largest_bytes(&ctx.model, precision);
+    resident.check_budget(&ctx, largest, "the resident set plus one neuron cluster")?;
+    let capacity = ctx.budget_bytes - resident.bytes();
+    match name {
+        "on-demand" => {
+            let staging = Staging::new(&ctx, capacity);
+            Ok(Box::new(NeuronPolicy::new(
+                "on-demand",
+                ctx,
+                resident,
+                clusters,
+                staging,
+            )))
+        }
+        "lru" => {
+            let cache = LruClusters::new(&ctx, capacity);
+            Ok(Box::new(NeuronPolicy::new(
+                "lru", ctx, resident, clusters, cache,
+            )))
+        }
+        _ => Err(PolicyError::Unsupported(format!(
+            "policy `{name}` has no neuron-level version for dense model `{}`",
+            ctx.model.name
+        ))),
+    }
+}
