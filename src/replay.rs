@@ -4,6 +4,10 @@
 //! across plans so a plan can depend on an earlier plan's prefetch) and checks, after every
 //! pass, that the policy's own accounting stays within its budget.
 
+mod breakdown;
+
+pub use breakdown::Breakdown;
+
 use crate::backend::{Backend, BackendError, OpTiming};
 use crate::plan::{Op, Plan, PlanBuilder, PlanError};
 use crate::policy::{Counters, Policy, PolicyError};
@@ -59,12 +63,17 @@ pub struct ReplayOutcome {
     pub end: Nanos,
     /// Op timings, when requested, up to the requested count.
     pub timeline: Vec<TimelineEntry>,
+    /// Where the prefill passes' time went, when requested.
+    #[serde(skip)]
+    pub prefill_breakdown: Option<Breakdown>,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct ReplayOptions {
     /// Keep at most this many op timings for a timeline (0: none).
     pub timeline_ops: usize,
+    /// Sum the prefill passes' time by kind of work ([`Breakdown`]).
+    pub breakdown: bool,
 }
 
 #[derive(Debug)]
@@ -198,6 +207,11 @@ where
             ops: plan.len() as u32,
         });
         out.end = step.output_ready;
+        if options.breakdown && pass.phase == Phase::Prefill {
+            out.prefill_breakdown
+                .get_or_insert_with(Breakdown::default)
+                .add(&plan, &step.ops, step.latency().0);
+        }
         keep_timeline(&mut out.timeline, &plan, &step.ops, options);
     }
     out.counters = policy.counters().clone();
