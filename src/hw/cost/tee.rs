@@ -66,16 +66,15 @@ impl TeeModel {
     }
 
     /// How many secure allocations may run at once, each at the one-thread rate, so that
-    /// together they reach the measured total: `round(total / one-thread rate)`, at least 1.
+    /// together they reach the measured total: `round(total / one-thread rate)`, at least 1;
+    /// `None` (no limit) when the profile gives no total.
     /// With TZ-LLM's figures (1.9 GB/s one thread, 3.8 GB/s four) that is 2: a third and
     /// fourth allocating thread add nothing, as CMA migration contends on the page allocator.
     /// A fixed-duration server model cannot slow every allocation as more start, so the
     /// measured ceiling is kept by bounding how many run concurrently instead.
-    pub fn secure_alloc_lanes(&self) -> u32 {
-        match self.secure_alloc_total_bytes_per_s {
-            None => 1,
-            Some(total) => ((total / self.secure_alloc_bytes_per_s).round() as u32).max(1),
-        }
+    pub fn secure_alloc_lanes(&self) -> Option<u32> {
+        self.secure_alloc_total_bytes_per_s
+            .map(|total| ((total / self.secure_alloc_bytes_per_s).round() as u32).max(1))
     }
 }
 
@@ -126,13 +125,13 @@ mod tests {
             decrypt_bytes_per_s_per_core: Sourced::new(1.0, "test"),
             npu_reinit_ns: Sourced::new(1, "test"),
         };
-        assert_eq!(TeeModel::new(&spec).unwrap().secure_alloc_lanes(), 1);
+        assert_eq!(TeeModel::new(&spec).unwrap().secure_alloc_lanes(), None);
         // TZ-LLM's 3.8 GiB/s with four threads over 1.9 GiB/s with one.
         spec.secure_alloc_total_bytes_per_s = Some(Sourced::new(4.08e9, "test"));
         let t = TeeModel::new(&spec).unwrap();
-        assert_eq!(t.secure_alloc_lanes(), 2);
+        assert_eq!(t.secure_alloc_lanes(), Some(2));
         // Lanes x one-thread rate is the total, to rounding.
-        let total = t.secure_alloc_lanes() as f64 * 2.04e9;
+        let total = 2.0 * 2.04e9;
         assert!((total - 4.08e9).abs() < 1e-6 * 4.08e9);
         spec.secure_alloc_total_bytes_per_s = Some(Sourced::new(0.0, "test"));
         assert!(TeeModel::new(&spec).is_err());

@@ -6,8 +6,8 @@
 //! `ggml/src/ggml-rknpu-re.cpp`, `ggml_backend_rknpure_supports_op`). Per layer:
 //! `QKV (NPU) → attention core (CPU) → O (NPU) → FFN (NPU)`. Each NPU product is issued as
 //! its submissions ([`npu_jobs`](super::npu_jobs)), one op each, so the NPU's per-job
-//! dispatch latency is paid per job; under the co-driver each job is wrapped in a world-switch
-//! pair. Without the NPU (the strawman) every product runs on the CPU with llama.cpp's
+//! dispatch latency is paid per job, and computes whole tiles (a prompt's rows are padded to
+//! the tile height); under the co-driver each job is wrapped in a world-switch pair. Without the NPU (the strawman) every product runs on the CPU with llama.cpp's
 //! dequantize-then-multiply kernels.
 //!
 //! Not modelled: the CPU's share of each NPU product (activation quantization, layout change,
@@ -214,7 +214,9 @@ impl DensePass<'_> {
         b: &mut PlanBuilder,
     ) -> OpId {
         let jobs = npu_jobs::submissions(batch as u64, k as u64, n as u64);
-        let whole = Op::matmul(tensor, Unit::Accel, self.precision, n, k, batch);
+        // The NPU computes whole tiles: a short prompt pays for the padded rows.
+        let rows = npu_jobs::padded_rows(batch as u64, k as u64).min(u32::MAX as u64) as u32;
+        let whole = Op::matmul(tensor, Unit::Accel, self.precision, n, k, rows);
         let Op::Compute { flops, bytes, .. } = whole else {
             unreachable!("matmul builds a Compute")
         };

@@ -40,6 +40,17 @@ fn m_tile_int8(k_tile: u64) -> u64 {
     }
 }
 
+/// Rows the NPU computes for `m` activation rows against a `k`-deep weight: `m` rounded up
+/// to whole tiles, since every task runs a full tile (a 25-token prompt costs a 64-row
+/// tile on a 4096-deep product). A single row (decode) is not padded: the code keeps M = 1.
+pub fn padded_rows(m: u64, k: u64) -> u64 {
+    if m <= 1 {
+        return 1;
+    }
+    let tile_rows = m_tile_int8(tile(k.max(1)));
+    m.div_ceil(tile_rows) * tile_rows
+}
+
 /// NPU submissions for an `m × k` activation times a `k × n` weight.
 pub fn submissions(m: u64, k: u64, n: u64) -> u64 {
     let (m, k, n) = (m.max(1), k.max(1), n.max(1));
@@ -80,6 +91,16 @@ mod tests {
             + submissions(1, 3072, 16384)
             + submissions(1, 8192, 3072);
         assert_eq!(32 * phi + submissions(1, 3072, 32064), 195);
+    }
+
+    #[test]
+    fn prompts_are_padded_to_whole_tiles() {
+        assert_eq!(padded_rows(1, 4096), 1);
+        assert_eq!(padded_rows(25, 4096), 64);
+        assert_eq!(padded_rows(64, 4096), 64);
+        assert_eq!(padded_rows(65, 4096), 128);
+        assert_eq!(padded_rows(100, 2048), 160);
+        assert_eq!(padded_rows(100, 14336), 144); // k tile 3584: 72 rows
     }
 
     #[test]

@@ -81,12 +81,14 @@ impl Default for TzllmParams {
     }
 }
 
-/// Secure allocations that may run at once on `ctx`'s device (1 without a TEE).
+/// Secure allocations that may run at once on `ctx`'s device: the TEE's lanes, at most the
+/// first cluster's cores (the threads that run restoration); 1 without a TEE.
 pub fn alloc_lanes(ctx: &PolicyContext) -> Result<u32, PolicyError> {
+    let cores = ctx.device.cpu.first().map_or(1, |c| c.cores.value);
     match &ctx.device.tee {
         None => Ok(1),
         Some(spec) => TeeModel::new(spec)
-            .map(|t| t.secure_alloc_lanes())
+            .map(|t| t.secure_alloc_lanes().unwrap_or(cores).min(cores).max(1))
             .map_err(|e| PolicyError::Unsupported(e.to_string())),
     }
 }
