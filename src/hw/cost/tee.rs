@@ -131,7 +131,7 @@ mod tests {
         let t = TeeModel::new(&spec).unwrap();
         assert_eq!(t.secure_alloc_lanes(), Some(2));
         // Lanes x one-thread rate is the total, to rounding.
-        let total = 2.0 * 2.04e9;
+        let total: f64 = 2.0 * 2.04e9;
         assert!((total - 4.08e9).abs() < 1e-6 * 4.08e9);
         spec.secure_alloc_total_bytes_per_s = Some(Sourced::new(0.0, "test"));
         assert!(TeeModel::new(&spec).is_err());

@@ -298,6 +298,10 @@ impl ConfidentialDense {
                         threads,
                     });
                 }
+                // Every tensor is usable once the last phase ends.
+                for t in &todo {
+                    self.ready.insert(t.tensor, prev[0]);
+                }
                 first_after.extend(prev);
             }
         }
