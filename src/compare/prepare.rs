@@ -49,6 +49,34 @@ pub const BUNDLED_EXPERIMENTS: &[(&str, &str)] = &[
         "hobbit-4090-phi",
         include_str!("../../scenarios/experiments/hobbit-4090-phi.json"),
     ),
+    (
+        "tzllm-rk3588",
+        include_str!("../../scenarios/experiments/tzllm-rk3588.json"),
+    ),
+    (
+        "tzllm-rk3588-qwen",
+        include_str!("../../scenarios/experiments/tzllm-rk3588-qwen.json"),
+    ),
+    (
+        "tzllm-rk3588-phi",
+        include_str!("../../scenarios/experiments/tzllm-rk3588-phi.json"),
+    ),
+    (
+        "tzllm-rk3588-tinyllama",
+        include_str!("../../scenarios/experiments/tzllm-rk3588-tinyllama.json"),
+    ),
+    (
+        "tzllm-decode-llama",
+        include_str!("../../scenarios/experiments/tzllm-decode-llama.json"),
+    ),
+    (
+        "tzllm-decode-qwen",
+        include_str!("../../scenarios/experiments/tzllm-decode-qwen.json"),
+    ),
+    (
+        "tzllm-cache",
+        include_str!("../../scenarios/experiments/tzllm-cache.json"),
+    ),
 ];
 
 /// Where a trace comes from.
