@@ -10,9 +10,11 @@
 //! summary). The plan buffers and the backend's step buffer are reused from pass to pass, so
 //! once they have grown to the largest pass the loop allocates nothing of its own.
 
+mod breakdown;
 mod exact_percentiles;
 mod pass_stats;
 
+pub use breakdown::Breakdown;
 pub use exact_percentiles::ExactPercentiles;
 pub use pass_stats::PassStats;
 
@@ -76,6 +78,9 @@ pub struct ReplayOutcome {
     pub end: Nanos,
     /// Op timings, when requested, up to the requested count.
     pub timeline: Vec<TimelineEntry>,
+    /// Where the prefill passes' time went, when requested.
+    #[serde(skip)]
+    pub prefill_breakdown: Option<Breakdown>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -85,6 +90,8 @@ pub struct ReplayOptions {
     /// Keep every pass's [`PassRecord`] in [`ReplayOutcome::passes`] (memory grows with the
     /// trace); without it only [`ReplayOutcome::stats`] is kept.
     pub keep_passes: bool,
+    /// Sum the prefill passes' time by kind of work ([`Breakdown`]).
+    pub breakdown: bool,
 }
 
 #[derive(Debug)]
@@ -224,6 +231,11 @@ where
             out.passes.push(record);
         }
         out.end = step.output_ready;
+        if options.breakdown && pass.phase == Phase::Prefill {
+            out.prefill_breakdown
+                .get_or_insert_with(Breakdown::default)
+                .add(&plan, &step.ops, step.latency().0);
+        }
         keep_timeline(&mut out.timeline, &plan, &step.ops, options);
         spare = plan;
     }

@@ -23,6 +23,7 @@ pub mod grid;
 pub mod narrow;
 pub mod prepare;
 pub mod report_folder;
+mod restoration;
 pub mod run;
 
 pub use grid::{compare, CompareOptions};

@@ -50,6 +50,34 @@ pub const BUNDLED_EXPERIMENTS: &[(&str, &str)] = &[
         "hobbit-4090-phi",
         include_str!("../../scenarios/experiments/hobbit-4090-phi.json"),
     ),
+    (
+        "tzllm-rk3588",
+        include_str!("../../scenarios/experiments/tzllm-rk3588.json"),
+    ),
+    (
+        "tzllm-rk3588-qwen",
+        include_str!("../../scenarios/experiments/tzllm-rk3588-qwen.json"),
+    ),
+    (
+        "tzllm-rk3588-phi",
+        include_str!("../../scenarios/experiments/tzllm-rk3588-phi.json"),
+    ),
+    (
+        "tzllm-rk3588-tinyllama",
+        include_str!("../../scenarios/experiments/tzllm-rk3588-tinyllama.json"),
+    ),
+    (
+        "tzllm-decode-llama",
+        include_str!("../../scenarios/experiments/tzllm-decode-llama.json"),
+    ),
+    (
+        "tzllm-decode-qwen",
+        include_str!("../../scenarios/experiments/tzllm-decode-qwen.json"),
+    ),
+    (
+        "tzllm-cache",
+        include_str!("../../scenarios/experiments/tzllm-cache.json"),
+    ),
 ];
 
 /// Where a trace comes from.
@@ -181,6 +209,9 @@ impl TraceInput {
     /// Generates the workload `spec` for `model` (the same records as `edgesim trace gen`
     /// with the matching flags) and keeps them in memory for every run to replay.
     pub fn generate(model: &ModelGeometry, spec: &GenerateSpec) -> Result<Self, trace::TraceError> {
+        if !model.is_moe() {
+            return Self::dense_schedule(model, spec);
+        }
         let tokens = u64::from(spec.sequences) * u64::from(spec.prefill + spec.decode);
         let mut cfg = ExpertGenConfig::new(model, spec.seed, tokens);
         cfg.sequences = spec.sequences;
@@ -198,6 +229,73 @@ impl TraceInput {
                 model.name, spec.seed, spec.sequences, spec.prefill, spec.decode
             ),
             header: Box::new(generator.header().clone()),
+            records: Arc::new(records),
+        })
+    }
+}
+
+impl TraceInput {
+    /// A dense model's workload for policies that compute every weight (TZ-LLM and its
+    /// baselines): the token schedule only — `sequences` requests of `prefill` prompt tokens
+    /// and `decode` generated ones — as a neuron trace in which no neuron is recorded active.
+    /// Neuron-offloading policies would load nothing from it; their workloads need a
+    /// recorded or generated neuron trace (`edgesim trace gen --neurons`).
+    fn dense_schedule(
+        model: &ModelGeometry,
+        spec: &GenerateSpec,
+    ) -> Result<Self, trace::TraceError> {
+        use crate::trace::{Phase, SourceKind, TraceSource};
+        if !spec.predict_accuracy.is_empty() {
+            return Err(trace::TraceError::new(
+                trace::TraceErrorKind::Input,
+                Path::new("generate"),
+                format!(
+                    "model {} is dense: a generated dense workload records no routing, so `predict_accuracy` does not apply",
+                    model.name
+                ),
+            ));
+        }
+        let header = TraceHeader::neuron(
+            model,
+            false,
+            TraceSource {
+                kind: SourceKind::Synthetic,
+                description: format!(
+                    "token schedule only for dense {}: {} sequences of {} prompt and {} generated tokens;                      no neuron activity recorded (for policies that compute every weight)",
+                    model.name, spec.sequences, spec.prefill, spec.decode
+                ),
+                parameters: serde_json::json!({
+                    "generator": "edgesim dense schedule v1",
+                    "sequences": spec.sequences,
+                    "prefill": spec.prefill,
+                    "decode": spec.decode,
+                }),
+                targets: Vec::new(),
+            },
+        );
+        let mut records =
+            Vec::with_capacity((spec.sequences * (spec.prefill + spec.decode)) as usize);
+        for sequence in 0..spec.sequences {
+            for position in 0..spec.prefill + spec.decode {
+                records.push(trace::TokenRecord {
+                    sequence,
+                    position,
+                    phase: if position < spec.prefill {
+                        Phase::Prefill
+                    } else {
+                        Phase::Decode
+                    },
+                    neuron_offsets: vec![0; model.layers as usize + 1],
+                    ..trace::TokenRecord::default()
+                });
+            }
+        }
+        Ok(TraceInput::Generated {
+            name: format!(
+                "generated:{} schedule {}x[{},{}]",
+                model.name, spec.sequences, spec.prefill, spec.decode
+            ),
+            header: Box::new(header),
             records: Arc::new(records),
         })
     }

@@ -60,6 +60,7 @@ pub fn write(
             rows,
         )?;
     }
+    super::restoration::write(results, rows, &dir, &io)?;
     if options.timeline_ops > 0 {
         write_timelines(p, results, &dir, &io)?;
     }

@@ -171,19 +171,15 @@ pub struct TeeSpec {
     /// Secure-memory allocation rate of one thread (CMA migration under memory pressure).
     pub secure_alloc_bytes_per_s: Sourced<f64>,
     /// The most all allocating threads reach together (TZ-LLM: 1.9 GB/s for one thread, only
-    /// 3.8 GB/s for four). Absent: threads add up without limit.
-    ///
-    /// Parsed and checked but not priced yet: today's plans allocate on one thread. Issue 13
-    /// (TZ-LLM's pipelined restoration with several allocating threads) prices it.
+    /// 3.8 GB/s for four). Absent: threads add up without limit. Priced as the number of
+    /// allocations that may run at once (`TeeModel::secure_alloc_lanes`), which TZ-LLM's
+    /// restoration chains its allocation micro-ops into.
     #[serde(default)]
     pub secure_alloc_total_bytes_per_s: Option<Sourced<f64>>,
     /// Decryption rate of one core.
     pub decrypt_bytes_per_s_per_core: Sourced<f64>,
-    /// Full NPU detach and re-attach, paid on each switch when there is no co-driver.
-    ///
-    /// Parsed and checked but not priced yet: no policy plans an NPU handover without the
-    /// co-driver. Issue 13 (TZ-LLM's strawman baseline, which re-initialises the NPU per
-    /// switch) prices it.
+    /// Full NPU detach and re-attach, paid on each switch when there is no co-driver: the
+    /// price of `Op::NpuHandover` (`tzllm` with `"npu": "exclusive"`).
     pub npu_reinit_ns: Sourced<u64>,
 }
 

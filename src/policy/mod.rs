@@ -12,11 +12,12 @@
 //! | --- | --- |
 //! | [`moe`] | MoE expert offloading: HOBBIT and its baselines, one file per policy |
 //! | [`neuron`] | neuron offloading on dense models (next: PowerInfer-2, LLM in a Flash, PowerInfer) |
-//! | `confidential/` (issue 13, not yet written) | TZ-LLM: wraps another family's policy through [`PolicyContext::load_ops`] |
+//! | [`confidential`] | TZ-LLM and its baselines on dense models; `tzllm-hobbit`/`tzllm-lru` wrap an MoE policy's loads through [`PolicyContext::load_ops`] |
 //! | [`machinery`] | what several policies call: pass planners, caches, eviction orders, the load seam, resident set, placement, prediction, future accesses |
 //!
 //! `docs/adding-a-policy.md` walks through a new policy (and is compiled as a doctest).
 
+pub mod confidential;
 mod context;
 pub mod machinery;
 pub mod moe;
@@ -110,6 +111,30 @@ pub const POLICIES: &[(&str, &str)] = &[
         "belady",
         "expert cache with Belady's optimal eviction from the trace's future: the bound for any demand-loaded cache at the same budget",
     ),
+    (
+        "tzllm",
+        "TZ-LLM (dense, TEE): pipelined alloc/read/decrypt restoration in micro-ops under the greedy priority, partial caching, NPU co-driver",
+    ),
+    (
+        "ree-memory",
+        "TZ-LLM baseline REE-LLM-Memory: no protection, every parameter resident, NPU through the REE driver",
+    ),
+    (
+        "ree-flash",
+        "TZ-LLM baseline REE-LLM-Flash: no protection, parameters loaded per request by the pipelined restoration, malloc, no decryption",
+    ),
+    (
+        "tee-strawman",
+        "TZ-LLM baseline Strawman: TEE cold start per request (allocate all, read all, decrypt all), then CPU-only compute",
+    ),
+    (
+        "tzllm-hobbit",
+        "confidential HOBBIT: HOBBIT's plans with every expert load read encrypted and decrypted in a secure expert cache (TZ-LLM's protection)",
+    ),
+    (
+        "tzllm-lru",
+        "confidential LRU expert cache: every load read encrypted and decrypted in secure memory",
+    ),
 ];
 
 /// Builds the policy called `name`. On a dense model, `on-demand` and `lru` are the
@@ -150,6 +175,9 @@ pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyEr
             moe::host_compute::Mode::LlamaCpp,
             ctx,
         )?)),
+        "tzllm" | "ree-memory" | "ree-flash" | "tee-strawman" | "tzllm-hobbit" | "tzllm-lru" => {
+            confidential::build(name, ctx)
+        }
         _ => Err(PolicyError::BadParameter(format!(
             "unknown policy `{name}`; known policies: {}",
             POLICIES.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")

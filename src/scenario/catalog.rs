@@ -55,6 +55,10 @@ pub(crate) const MODELS: &[(&str, &str)] = &[
         include_str!("../../scenarios/models/phi-3.5-moe.json"),
     ),
     (
+        "phi-3-mini",
+        include_str!("../../scenarios/models/phi-3-mini.json"),
+    ),
+    (
         "qwen2.5-3b",
         include_str!("../../scenarios/models/qwen2.5-3b.json"),
     ),
@@ -65,6 +69,10 @@ pub(crate) const MODELS: &[(&str, &str)] = &[
     (
         "smollm2-135m",
         include_str!("../../scenarios/models/smollm2-135m.json"),
+    ),
+    (
+        "tinyllama-1.1b",
+        include_str!("../../scenarios/models/tinyllama-1.1b.json"),
     ),
     (
         "turbosparse-mistral-7b",
