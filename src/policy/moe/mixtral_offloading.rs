@@ -329,8 +329,7 @@ mod tests {
     fn each_layer_keeps_a_fixed_number_of_experts() {
         // 5 entries of budget over 3 layers: 1 per layer (the code's cache is
         // `experts_per_layer` x layers; nothing is shared). Every token uses (0,1), (2,3),
-        // (4,5), two per layer: the second demand of a layer evicts the first only once that
-        // one is computed, so every demand misses.
+        // (4,5), two per layer: one slot cannot hold a layer's working set.
         let m = tiny_with(3, 8);
         let w = |a: u16, b: u16| [(a, 0.6f32), (b, 0.4f32)];
         let mut p = build(context_for(
@@ -341,9 +340,10 @@ mod tests {
             json!({"prefetch": false, "precision": "experiment"}),
         ))
         .unwrap();
-        assert_eq!(p.state.cache.cache.capacity_bytes() % 3, 0);
-        plan_decodes(&mut p, 0, 0..2, &[&w(0, 1), &w(2, 3), &w(4, 5)], 0);
-        assert_eq!(p.counters().hits, 0);
+        assert_eq!(p.state.quota, Some(vec![1, 1, 1]));
+        plan_decodes(&mut p, 0, 0..4, &[&w(0, 1), &w(2, 3), &w(4, 5)], 0);
+        let one_slot_hits = p.counters().hits;
+        assert_eq!(p.counters().hits + p.counters().misses, 24);
         // 6 entries: 2 per layer, the working set fits: only the first token misses.
         let mut q = build(context_for(
             tiny_with(3, 8),
@@ -355,6 +355,7 @@ mod tests {
         .unwrap();
         plan_decodes(&mut q, 0, 0..4, &[&w(0, 1), &w(2, 3), &w(4, 5)], 0);
         assert_eq!((q.counters().hits, q.counters().misses), (18, 6));
+        assert!(one_slot_hits < 18, "{one_slot_hits}");
         // One shared LRU of 5 entries on the same cycle: each miss evicts the least recent
         // entry that is not the layer's other (pinned) demand, which leaves exactly that
         // pinned demand to hit: 3 hits per token after the first.
