@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod future;
 pub mod load_ops;
+pub mod mmap_fault;
 pub mod pass;
 pub mod placement;
 pub mod prediction;
