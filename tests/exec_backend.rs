@@ -146,7 +146,10 @@ fn every_policy_runs_to_completion_with_the_simulators_ops_causally_and_within_b
                 &mut sim,
                 budget,
                 &mut PassList(passes.clone().into_iter()),
-                &ReplayOptions::default(),
+                &ReplayOptions {
+                    keep_passes: true,
+                    ..ReplayOptions::default()
+                },
             )
             .unwrap();
             let rest = sim.inner.drain().unwrap();
@@ -160,7 +163,10 @@ fn every_policy_runs_to_completion_with_the_simulators_ops_causally_and_within_b
                 &mut ex,
                 budget,
                 &mut PassList(passes.clone().into_iter()),
-                &ReplayOptions::default(),
+                &ReplayOptions {
+                    keep_passes: true,
+                    ..ReplayOptions::default()
+                },
             )
             .unwrap_or_else(|e| panic!("{name} at {fraction}: {e}"));
             let rest = ex.inner.drain().unwrap();
@@ -385,7 +391,7 @@ fn accelerator_ops_are_emulated_and_reported() {
 
 #[test]
 fn encrypted_weights_are_decrypted_for_real_and_compute_refuses_ciphertext() {
-    let (_dir, store) = store(Some(StoreKey::test_key()));
+    let (_dir, store) = store(Some(StoreKey::generate("test")));
     let t = TensorRef::new(0, TensorKind::DenseFfn);
     let bytes = store.entry(t, Precision::Int8).unwrap().1.bytes;
     let compute = Op::matmul(

@@ -7,7 +7,7 @@
 //!
 //! | op | resource | servers |
 //! | --- | --- | --- |
-//! | Read, offload tier flash | `flash` | channels the read spreads over ([`FlashModel::channels_for`](crate::hw::cost::FlashModel::channels_for)) |
+//! | Read, offload tier flash | `flash` | all of them in the simulator: the device's transfer link is one ([`FlashModel::channels_for`](crate::hw::cost::FlashModel::channels_for)); the executor spreads a read's requests over up to `storage.channels` I/O threads |
 //! | Read, offload tier host memory | `link` | 1 |
 //! | Compute on `Cpu { cluster, threads }` | `cpu.<name>` | threads |
 //! | Compute on `Accel` | `accel` | 1 |

@@ -53,6 +53,7 @@ fn run_all(
             .runs
             .iter()
             .any(|r| crate::policy::confidential::is_dense_member(&r.policy)),
+        ..ReplayOptions::default()
     };
     let done = std::sync::atomic::AtomicUsize::new(0);
     let total = runs.len();

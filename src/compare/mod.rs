@@ -29,7 +29,7 @@ pub mod run;
 pub use grid::{compare, CompareOptions};
 pub use narrow::narrow_policies;
 pub use prepare::{
-    load_experiment, prepare, Prepared, PreparedWorkload, RunSpec, TokenStream, TraceInput,
-    BUNDLED_EXPERIMENTS, BUNDLED_TRACES, DEFAULT_MAX_PREFILL_CHUNK,
+    load_experiment, parse_experiment, prepare, Prepared, PreparedWorkload, RunSpec, TokenStream,
+    TraceInput, BUNDLED_EXPERIMENTS, BUNDLED_TRACES, DEFAULT_MAX_PREFILL_CHUNK,
 };
 pub use run::{future_of, run_one, RunResult};

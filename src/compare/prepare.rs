@@ -5,6 +5,7 @@
 
 use crate::hw::DeviceProfile;
 use crate::model::ModelGeometry;
+use crate::scenario::experiment::policy_context;
 use crate::scenario::GenerateSpec;
 use crate::scenario::{self, Experiment, Footprint};
 use crate::trace::gen::{ExpertGenConfig, ExpertTraceGenerator};
@@ -192,6 +193,19 @@ impl TraceInput {
 }
 
 impl TraceInput {
+    /// Tokens (records) of the trace, from a file's trailer: known before any record is read,
+    /// and an early error for a file whose writing was interrupted.
+    pub fn token_count(&self) -> Result<u64, trace::TraceError> {
+        match self {
+            TraceInput::Bundled(n, bytes) => trace::trailer::record_count_of(
+                &mut Cursor::new(*bytes),
+                Path::new(&format!("traces/{n}.est (bundled)")),
+            ),
+            TraceInput::File(p) => trace::trailer::record_count(p),
+            TraceInput::Generated { records, .. } => Ok(records.len() as u64),
+        }
+    }
+
     /// Generates the workload `spec` for `model` (the same records as `edgesim trace gen`
     /// with the matching flags) and keeps them in memory for every run to replay.
     pub fn generate(model: &ModelGeometry, spec: &GenerateSpec) -> Result<Self, trace::TraceError> {
@@ -312,9 +326,15 @@ pub fn load_experiment(name_or_path: &str) -> Result<(Experiment, Option<PathBuf
             None,
         )
     };
-    let exp: Experiment = parse_json(&text, &file)?;
+    Ok((parse_experiment(&text, &file)?, base))
+}
+
+/// Parses and checks an experiment's text; `file` names it in error messages.
+pub fn parse_experiment(text: &str, file: &str) -> Result<Experiment, String> {
+    let mut exp: Experiment = parse_json(text, file)?;
+    exp.file = file.to_string();
     exp.check().map_err(|e| format!("{file}: {e}"))?;
-    Ok((exp, base))
+    Ok(exp)
 }
 
 /// Parses JSON, naming the file, the field path and the line/column on failure.
@@ -386,7 +406,19 @@ impl Prepared {
 
 /// Loads profiles, checks the trace against the model, resolves budgets and lists the runs.
 /// Every input error surfaces here, before anything runs or is written.
+/// Errors name the experiment's file first.
 pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, String> {
+    let file = experiment.file.clone();
+    prepare_named(experiment, base).map_err(|e| {
+        if file.is_empty() || e.starts_with(&file) {
+            e
+        } else {
+            format!("{file}: {e}")
+        }
+    })
+}
+
+fn prepare_named(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, String> {
     let device = scenario::load_device(&experiment.device).map_err(|e| e.to_string())?;
     let profile = scenario::load_model(&experiment.model).map_err(|e| e.to_string())?;
     let model = ModelGeometry::from_profile(&profile)
@@ -407,16 +439,24 @@ pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, 
         };
         inputs.push((w.label.clone(), input));
     }
+    let runs_per_workload = experiment.budgets.len() * experiment.policies.len();
+    let mut sizes = Vec::new();
+    for (label, trace) in &inputs {
+        let tokens = trace.token_count().map_err(|e| workload_error(label, e))?;
+        sizes.push((trace.name(), tokens, runs_per_workload));
+    }
+    if let Some(problem) = crate::limits::sweep_problem(&sizes) {
+        return Err(problem);
+    }
     let mut workloads = Vec::new();
     let mut longest = 1;
     for (label, trace) in inputs {
-        let reader = trace
-            .open()
-            .map_err(|e| format!("workload `{label}`: {e}"))?;
+        let reader = trace.open().map_err(|e| workload_error(&label, e))?;
         let header = reader.header().clone();
         check_trace_fits_model(&header, &model, &trace.name())?;
         if experiment.max_context.is_none() {
-            longest = longest.max(longest_sequence(reader).map_err(|e| e.to_string())?);
+            longest = longest
+                .max(longest_sequence(reader).map_err(|e| format!("{}: {e}", trace.name()))?);
         }
         workloads.push(PreparedWorkload {
             label,
@@ -444,6 +484,26 @@ pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, 
             ));
         }
         budgets.push((bytes, label));
+    }
+    // Policy parameters are checked once here, so a bad one is named with its file and field
+    // path before any run starts (a run's other errors surface when it runs).
+    for (i, spec) in experiment.policies.iter().enumerate() {
+        let Some(&(bytes, _)) = budgets.first() else {
+            break;
+        };
+        let ctx = policy_context(
+            model.clone(),
+            Arc::new(device.clone()),
+            &experiment,
+            bytes,
+            max_context,
+            spec.params.clone(),
+        );
+        if let Err(crate::policy::PolicyError::BadParameter(m)) =
+            crate::policy::build(&spec.name, ctx)
+        {
+            return Err(format!("policies[{i}]: {m}"));
+        }
     }
     let mut runs = Vec::new();
     for wi in 0..workloads.len() {
@@ -516,11 +576,29 @@ fn check_trace_fits_model(h: &TraceHeader, m: &ModelGeometry, name: &str) -> Res
     Ok(())
 }
 
-/// Longest sequence in the trace (positions + 1): what the KV cache must hold.
-fn longest_sequence<S: TokenSource>(mut source: S) -> Result<u32, trace::TraceError> {
+/// A trace error of a workload: an experiment's single `trace` has no label to name.
+fn workload_error(label: &str, e: trace::TraceError) -> String {
+    if label.is_empty() {
+        e.to_string()
+    } else {
+        format!("workload `{label}`: {e}")
+    }
+}
+
+/// Longest sequence in the trace (positions + 1): what the KV cache must hold. Stops at the
+/// first position past [`crate::limits::MAX_CONTEXT`].
+fn longest_sequence<S: TokenSource>(mut source: S) -> Result<u32, String> {
     let mut rec = trace::TokenRecord::default();
     let mut longest = 1;
-    while source.next_into(&mut rec)? {
+    while source.next_into(&mut rec).map_err(|e| e.to_string())? {
+        if rec.position >= crate::limits::MAX_CONTEXT {
+            return Err(format!(
+                "sequence {} reaches position {}, above the bound of {} positions per sequence (`max_context`, docs/limits.md)",
+                rec.sequence,
+                rec.position,
+                crate::limits::MAX_CONTEXT
+            ));
+        }
         longest = longest.max(rec.position + 1);
     }
     Ok(longest)

@@ -79,16 +79,17 @@ pub struct HostMemorySpec {
 pub struct StorageSpec {
     /// e.g. "NVMe PCIe 4.0", "UFS 4.0".
     pub kind: String,
-    /// Requests the device serves in parallel (the queue depth its curve was measured at, NVMe
-    /// queues, flash channels). A read op spreads its requests over up to this many.
+    /// Requests kept in flight: the executor's I/O threads (the queue depth its calibration
+    /// found enough). The simulator's flash cost does not use it (`hw::cost::flash`).
     pub channels: Sourced<u32>,
-    /// Time from issuing a request to its first byte, with the device otherwise idle.
+    /// A lone 4 KiB read's whole time, issue to completion, with the device otherwise idle
+    /// (the data sheet's 1 / IOPS at queue depth 1: command, media and transfer included).
     pub request_latency_ns: Sourced<u64>,
     /// Aggregate read bandwidth as a function of request size, with all channels busy.
     /// Interpolated linearly in log2(request size); clamped at the ends. Small points are
     /// random reads, large points sequential ones, as the devices' measurements were taken.
-    /// These are measured aggregates with the latency already inside them: a cost model must
-    /// deliver `read_curve(size)` when `channels` requests of that size are kept in flight.
+    /// These are measured aggregates with the queue full: the smallest point is the deep-queue
+    /// IOPS (the command rate), the largest the sequential rate (the link).
     pub read_curve: Sourced<Vec<CurvePoint>>,
 }
 
