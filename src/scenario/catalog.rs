@@ -51,12 +51,12 @@ pub(crate) const MODELS: &[(&str, &str)] = &[
         include_str!("../../scenarios/models/olmoe-1b-7b.json"),
     ),
     (
-        "phi-3.5-moe",
-        include_str!("../../scenarios/models/phi-3.5-moe.json"),
-    ),
-    (
         "phi-3-mini",
         include_str!("../../scenarios/models/phi-3-mini.json"),
+    ),
+    (
+        "phi-3.5-moe",
+        include_str!("../../scenarios/models/phi-3.5-moe.json"),
     ),
     (
         "qwen2.5-3b",
