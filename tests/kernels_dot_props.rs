@@ -256,7 +256,13 @@ fn mismatched_inputs_are_errors() {
     assert!(dot_gemv(&bytes.view(), &narrow, &mut [0.0; 3], options).is_err());
     assert!(dot_gemv(&bytes.view(), &right, &mut [0.0; 2], options).is_err());
     assert!(gemm_q8(&packed.view(), &[narrow], &mut [0.0; 3], options).is_err());
-    assert!(gemm_q8(&packed.view(), &[right.clone()], &mut [0.0; 4], options).is_err());
+    assert!(gemm_q8(
+        &packed.view(),
+        std::slice::from_ref(&right),
+        &mut [0.0; 4],
+        options
+    )
+    .is_err());
     assert!(dot_gemv(
         &bytes.view(),
         &right,
