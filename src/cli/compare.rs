@@ -191,6 +191,8 @@ pub fn run_compare(args: CompareArgs) -> Result<(), CliError> {
         }
     };
     let (dir, rows) = compare::compare(&p, &out, &options, &progress).map_err(CliError::new)?;
+    print!("{}", compare::headline_of(&p, &rows).text());
+    println!();
     print_table(&rows)?;
     println!("report written to {}", dir.display());
     Ok(())

@@ -49,6 +49,7 @@ pub fn write(
     let io = |e: std::io::Error| format!("{}: cannot write the report: {e}", out.display());
     write_tables(p, options, rows, &dir, &io)?;
     write_plots(p, results, rows, &dir, &io)?;
+    let headline = super::headline_of(p, rows);
     if let Some(analysis) = &p.experiment.analysis {
         let workloads: Vec<String> = p.workloads.iter().map(|w| w.label.clone()).collect();
         crate::report::analysis::write(
@@ -56,9 +57,18 @@ pub fn write(
             &p.experiment.name,
             analysis,
             &workloads,
-            &budget_labels(p),
+            &super::headline::budget_labels(p),
             rows,
+            &headline.markdown(),
         )?;
+    } else {
+        let md = crate::report::summary_md::overview_md(
+            &p.experiment.name,
+            &p.experiment.description,
+            &headline,
+            rows,
+        );
+        dir.write("summary.md", md.as_bytes()).map_err(io)?;
     }
     if options.timeline_ops > 0 {
         write_timelines(p, results, &dir, &io)?;
@@ -132,20 +142,6 @@ fn write_plots(
         }
     }
     Ok(())
-}
-
-/// The experiment's budget labels in order (the first workload's runs list each once).
-fn budget_labels(p: &Prepared) -> Vec<String> {
-    p.runs
-        .iter()
-        .filter(|r| r.workload == 0)
-        .map(|r| r.budget_label.clone())
-        .fold(Vec::new(), |mut v, b| {
-            if !v.contains(&b) {
-                v.push(b);
-            }
-            v
-        })
 }
 
 /// One Chrome trace-event timeline per run: `timeline-[<workload>-]<label>-<budget>.json`.

@@ -27,6 +27,7 @@ pub fn write(
     workloads: &[String],
     budgets: &[String],
     rows: &[ResultRow],
+    headline_md: &str,
 ) -> Result<Vec<String>, String> {
     let a = Analysis::new(spec, workloads, budgets, rows)?;
     let mut written = Vec::new();
@@ -39,7 +40,7 @@ pub fn write(
     put("speedups.csv", a.speedups_csv())?;
     put("ablation.csv", a.ablation_csv())?;
     put("precision_shares.csv", a.shares_csv())?;
-    put("summary.md", a.summary_md(experiment))?;
+    put("summary.md", a.summary_md(experiment, headline_md))?;
     written.extend(a.plots(dir, experiment)?);
     Ok(written)
 }
@@ -221,7 +222,7 @@ impl<'a> Analysis<'a> {
         out
     }
 
-    fn summary_md(&self, experiment: &str) -> String {
+    fn summary_md(&self, experiment: &str, headline_md: &str) -> String {
         let mut md = String::new();
         let subject = &self.spec.subject;
         let _ = writeln!(
@@ -235,6 +236,7 @@ impl<'a> Analysis<'a> {
              prefill speedup = the other's prefill latency over {subject}'s.\n",
             self.headline
         );
+        md.push_str(headline_md);
         if !self.spec.notes.is_empty() {
             let _ = writeln!(
                 md,
@@ -686,7 +688,7 @@ mod tests {
         let shares = a.shares_csv();
         // 6 int8, 3 int2, 1 skipped of 10.
         assert!(shares.contains(",0,0.6,0,0,0.3,0.1,"), "{shares}");
-        let md = a.summary_md("x");
+        let md = a.summary_md("x", "");
         assert!(md.contains("| lru | 4.00x | 4.00x |"), "{md}");
         assert!(md.contains("| hobbit -prefetch | 0.750 |"), "{md}");
     }
