@@ -57,6 +57,11 @@ pub fn headline_of(p: &Prepared, rows: &[ResultRow]) -> Headline {
             budgets: &budgets,
             headline_budget,
             offline: &offline,
+            subject: p
+                .experiment
+                .analysis
+                .as_ref()
+                .map(|a| (a.subject.as_str(), a.ablations.as_slice())),
         },
         rows,
     )

@@ -27,6 +27,9 @@ pub struct HeadlineSpec<'a> {
     pub headline_budget: Option<&'a str>,
     /// Labels of policies that plan with the trace's future (bounds, not contenders).
     pub offline: &'a [String],
+    /// The experiment's policy under study and its variants (`analysis`), if any: the
+    /// headline then also puts the subject against the best policy that is neither.
+    pub subject: Option<(&'a str, &'a [String])>,
 }
 
 /// The headline as paragraphs of plain text (no markup beyond backticks around labels).
@@ -110,6 +113,9 @@ pub fn headline(spec: &HeadlineSpec, rows: &[ResultRow]) -> Headline {
             paragraphs.push(winner_paragraph(&setting, &budget, &where_, &contenders));
             if let Some(why) = why_paragraph(&contenders) {
                 paragraphs.push(why);
+            }
+            if let Some(p) = subject_paragraph(spec, &contenders) {
+                paragraphs.push(p);
             }
             if let Some(by_budget) = by_budget_paragraph(spec, &of) {
                 paragraphs.push(by_budget);
@@ -368,6 +374,27 @@ fn by_budget_paragraph<'r>(
     Some(format!("By budget: {}.", parts.join("; ")))
 }
 
+/// The subject against the best contender that is neither the subject nor one of its variants.
+fn subject_paragraph(spec: &HeadlineSpec, c: &[&ResultRow]) -> Option<String> {
+    let (subject, variants) = spec.subject?;
+    let s = c.iter().find(|r| r.id.label == subject)?;
+    let base = c
+        .iter()
+        .find(|r| r.id.label != subject && !variants.contains(&r.id.label))?;
+    let (a, b) = (split(s), split(base));
+    Some(format!(
+        "The experiment's subject, `{subject}`: {} tokens/s, {:.2}x the best other policy, `{}` ({}); it reads {:.0} MiB per token against {:.0} MiB and waits {} against {} per token.",
+        rate(s),
+        ratio(s, base),
+        base.id.label,
+        rate(base),
+        mib(s),
+        mib(base),
+        ms(a.wait_ms),
+        ms(b.wait_ms)
+    ))
+}
+
 /// Policies that know the future, against the winner.
 fn bounds_paragraph(at: &[&ResultRow], offline: &[String], best: &ResultRow) -> Option<String> {
     let bounds = ranked(at, offline, true);
@@ -511,6 +538,7 @@ mod tests {
             budgets: b,
             headline_budget: None,
             offline,
+            subject: None,
         }
     }
 
