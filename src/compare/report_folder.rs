@@ -60,6 +60,7 @@ pub fn write(
             &super::headline::budget_labels(p),
             rows,
             &headline.markdown(),
+            &plots::Styles::of_rows(rows),
         )?;
     } else {
         let md = crate::report::summary_md::overview_md(
@@ -122,6 +123,7 @@ fn write_plots(
     dir: &ReportDir,
     io: &dyn Fn(std::io::Error) -> String,
 ) -> Result<(), String> {
+    let styles = plots::Styles::of_rows(rows);
     for (wi, w) in p.workloads.iter().enumerate() {
         let of_workload: Vec<ResultRow> = rows
             .iter()
@@ -130,7 +132,7 @@ fn write_plots(
             .map(|(row, _)| row.clone())
             .collect();
         if w.label.is_empty() {
-            plots::comparison_plots(&dir.path(""), &p.experiment.name, &of_workload)?;
+            plots::comparison_plots(&dir.path(""), &p.experiment.name, &of_workload, &styles)?;
         } else {
             let sub = format!("workload-{}", file_name_part(&w.label));
             std::fs::create_dir_all(dir.path(&sub)).map_err(io)?;
@@ -138,6 +140,7 @@ fn write_plots(
                 &dir.path(&sub),
                 &format!("{} {}", p.experiment.name, w.label),
                 &of_workload,
+                &styles,
             )?;
         }
     }
