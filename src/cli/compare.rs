@@ -204,6 +204,9 @@ pub fn run_compare(args: CompareArgs) -> Result<(), CliError> {
         }
     };
     let (dir, rows) = compare::compare(&p, &out, &options, &progress).map_err(CliError::new)?;
+    let headline = compare::headline_of(&p, &rows).text();
+    writeln!(std::io::stdout().lock(), "{headline}")
+        .map_err(|e| CliError::new(format!("cannot write to stdout: {e}")))?;
     print_table(&rows)?;
     println!("report written to {}", dir.display());
     Ok(())

@@ -14,12 +14,14 @@
 //! | file | does |
 //! | --- | --- |
 //! | [`prepare`] | loads the experiment and its workloads' traces, checks them against the model, resolves budgets, lists the runs |
+//! | [`headline`] | the report's headline: who wins where, by how much, why; which policies are bounds |
 //! | [`narrow`] | narrows an experiment to some of its policies (`--policy`) and adapts its analysis |
 //! | [`grid`] | runs every run of the grid in parallel and turns results into rows |
 //! | [`run`] | one run: a policy at a budget on a workload, on the simulator |
 //! | [`report_folder`] | writes the report folder: tables, plots, analysis, timelines |
 
 pub mod grid;
+pub mod headline;
 pub mod narrow;
 pub mod prepare;
 pub mod report_folder;
@@ -27,6 +29,7 @@ mod restoration;
 pub mod run;
 
 pub use grid::{compare, CompareOptions};
+pub use headline::headline_of;
 pub use narrow::narrow_policies;
 pub use prepare::{
     load_experiment, parse_experiment, prepare, Prepared, PreparedWorkload, RunSpec, TokenStream,

@@ -49,6 +49,7 @@ pub fn write(
     let io = |e: std::io::Error| format!("{}: cannot write the report: {e}", out.display());
     write_tables(p, options, rows, &dir, &io)?;
     write_plots(p, results, rows, &dir, &io)?;
+    let headline = super::headline_of(p, rows);
     if let Some(analysis) = &p.experiment.analysis {
         let workloads: Vec<String> = p.workloads.iter().map(|w| w.label.clone()).collect();
         crate::report::analysis::write(
@@ -56,9 +57,19 @@ pub fn write(
             &p.experiment.name,
             analysis,
             &workloads,
-            &budget_labels(p),
+            &super::headline::budget_labels(p),
             rows,
+            &headline.markdown(),
+            &plots::Styles::of_rows(rows),
         )?;
+    } else {
+        let md = crate::report::summary_md::overview_md(
+            &p.experiment.name,
+            &p.experiment.description,
+            &headline,
+            rows,
+        );
+        dir.write("summary.md", md.as_bytes()).map_err(io)?;
     }
     super::restoration::write(results, rows, &dir, &io)?;
     if options.timeline_ops > 0 {
@@ -113,6 +124,7 @@ fn write_plots(
     dir: &ReportDir,
     io: &dyn Fn(std::io::Error) -> String,
 ) -> Result<(), String> {
+    let styles = plots::Styles::of_rows(rows);
     for (wi, w) in p.workloads.iter().enumerate() {
         let of_workload: Vec<ResultRow> = rows
             .iter()
@@ -121,7 +133,7 @@ fn write_plots(
             .map(|(row, _)| row.clone())
             .collect();
         if w.label.is_empty() {
-            plots::comparison_plots(&dir.path(""), &p.experiment.name, &of_workload)?;
+            plots::comparison_plots(&dir.path(""), &p.experiment.name, &of_workload, &styles)?;
         } else {
             let sub = format!("workload-{}", file_name_part(&w.label));
             std::fs::create_dir_all(dir.path(&sub)).map_err(io)?;
@@ -129,24 +141,11 @@ fn write_plots(
                 &dir.path(&sub),
                 &format!("{} {}", p.experiment.name, w.label),
                 &of_workload,
+                &styles,
             )?;
         }
     }
     Ok(())
-}
-
-/// The experiment's budget labels in order (the first workload's runs list each once).
-fn budget_labels(p: &Prepared) -> Vec<String> {
-    p.runs
-        .iter()
-        .filter(|r| r.workload == 0)
-        .map(|r| r.budget_label.clone())
-        .fold(Vec::new(), |mut v, b| {
-            if !v.contains(&b) {
-                v.push(b);
-            }
-            v
-        })
 }
 
 /// One Chrome trace-event timeline per run: `timeline-[<workload>-]<label>-<budget>.json`.

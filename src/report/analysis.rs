@@ -12,10 +12,9 @@
 //!   `tokens_per_s_vs_budget-<workload>.svg` (every policy, the ceiling dashed) and
 //!   `time_breakdown.svg` (compute vs waiting at the headline budget).
 
-use super::plots::{self, Series};
+use super::plots::{self, Panel, Series, Styles};
 use super::table::ResultRow;
 use crate::scenario::AnalysisSpec;
-use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -27,6 +26,8 @@ pub fn write(
     workloads: &[String],
     budgets: &[String],
     rows: &[ResultRow],
+    headline_md: &str,
+    styles: &Styles,
 ) -> Result<Vec<String>, String> {
     let a = Analysis::new(spec, workloads, budgets, rows)?;
     let mut written = Vec::new();
@@ -39,8 +40,8 @@ pub fn write(
     put("speedups.csv", a.speedups_csv())?;
     put("ablation.csv", a.ablation_csv())?;
     put("precision_shares.csv", a.shares_csv())?;
-    put("summary.md", a.summary_md(experiment))?;
-    written.extend(a.plots(dir, experiment)?);
+    put("summary.md", a.summary_md(experiment, headline_md))?;
+    written.extend(a.plots(dir, experiment, styles)?);
     Ok(written)
 }
 
@@ -221,7 +222,7 @@ impl<'a> Analysis<'a> {
         out
     }
 
-    fn summary_md(&self, experiment: &str) -> String {
+    fn summary_md(&self, experiment: &str, headline_md: &str) -> String {
         let mut md = String::new();
         let subject = &self.spec.subject;
         let _ = writeln!(
@@ -235,6 +236,7 @@ impl<'a> Analysis<'a> {
              prefill speedup = the other's prefill latency over {subject}'s.\n",
             self.headline
         );
+        md.push_str(headline_md);
         if !self.spec.notes.is_empty() {
             let _ = writeln!(
                 md,
@@ -346,10 +348,25 @@ impl<'a> Analysis<'a> {
         md
     }
 
-    fn plots(&self, dir: &Path, experiment: &str) -> Result<Vec<String>, String> {
+    fn plots(&self, dir: &Path, experiment: &str, styles: &Styles) -> Result<Vec<String>, String> {
         let mut written = Vec::new();
-        // Speedup bars at the headline budget.
-        let groups: Vec<String> = self.workloads.iter().map(|w| workload_name(w)).collect();
+        let setting = self
+            .rows
+            .first()
+            .map(|r| format!(" ({} on {})", r.id.model, r.id.device))
+            .unwrap_or_default();
+        let groups: Vec<String> = self
+            .workloads
+            .iter()
+            .map(|w| {
+                if w.is_empty() {
+                    "trace".to_string()
+                } else {
+                    format!("workload {w}")
+                }
+            })
+            .collect();
+        // Speedup bars at the headline budget: one row per baseline, one bar per workload.
         let values: Vec<Vec<f64>> = self
             .baselines
             .iter()
@@ -360,17 +377,25 @@ impl<'a> Analysis<'a> {
                     .collect()
             })
             .collect();
-        grouped_bars(
+        plots::hbar_panels(
             &dir.join("speedup.svg"),
             &format!(
-                "{experiment}: decode speedup of {} at {}",
+                "{experiment}: decode speedup of {} over each policy at {}{setting}",
                 self.spec.subject, self.headline
             ),
-            &format!("{} tok/s / baseline tok/s", self.spec.subject),
-            &self.baselines,
+            &format!(
+                "{} decode tokens/s / the policy's (x; right of the dashed line: {} is faster)",
+                self.spec.subject, self.spec.subject
+            ),
             &groups,
-            &values,
+            plots::BarMode::Grouped,
+            &[plots::BarPanel {
+                title: String::new(),
+                categories: self.baselines.clone(),
+                values,
+            }],
             Some(1.0),
+            &|x| format!("{x:.2}x"),
         )?;
         written.push("speedup.svg".into());
         if !self.spec.ablations.is_empty() {
@@ -397,85 +422,141 @@ impl<'a> Analysis<'a> {
                         .collect()
                 })
                 .collect();
-            grouped_bars(
+            plots::hbar_panels(
                 &dir.join("ablation.svg"),
-                &format!("{experiment}: ablation at {}", self.headline),
-                &format!("decode tok/s relative to full {}", self.spec.subject),
-                &variants,
+                &format!(
+                    "{experiment}: ablation of {} at {}{setting}",
+                    self.spec.subject, self.headline
+                ),
+                &format!(
+                    "decode tokens/s relative to the full {} (x; left of the dashed line: slower)",
+                    self.spec.subject
+                ),
                 &groups,
-                &values,
+                plots::BarMode::Grouped,
+                &[plots::BarPanel {
+                    title: String::new(),
+                    categories: variants,
+                    values,
+                }],
                 Some(1.0),
+                &|x| format!("{x:.2}x"),
             )?;
             written.push("ablation.svg".into());
         }
+        let subject = &self.spec.subject;
+        let bound_note = "offline bound, one precision";
         for w in self.workloads {
-            let series: Vec<Series> = self
+            let series_of = |l: &String| -> Series {
+                let mut points: Vec<(f64, f64)> = self
+                    .rows
+                    .iter()
+                    .filter(|r| r.id.workload == *w && r.id.label == *l)
+                    .map(|r| {
+                        (
+                            r.id.budget_bytes as f64 / (1u64 << 30) as f64,
+                            r.summary.decode_tokens_per_s,
+                        )
+                    })
+                    .collect();
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series {
+                    name: l.clone(),
+                    points,
+                }
+            };
+            // Two panels when there are ablations: the subject's variants, and the subject
+            // against the other policies; the ceiling in both.
+            let ceiling: Vec<&String> = self
                 .labels
                 .iter()
-                .map(|l| Series {
-                    name: l.clone(),
-                    points: self
-                        .rows
-                        .iter()
-                        .filter(|r| r.id.workload == *w && r.id.label == *l)
-                        .map(|r| {
-                            (
-                                r.id.budget_bytes as f64 / (1u64 << 30) as f64,
-                                r.summary.decode_tokens_per_s,
-                            )
-                        })
-                        .collect(),
-                })
-                .map(|mut s: Series| {
-                    s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    s
-                })
+                .filter(|l| Some(l.as_str()) == self.spec.ceiling.as_deref())
                 .collect();
+            let mut panels = Vec::new();
+            if !self.spec.ablations.is_empty() {
+                panels.push(Panel {
+                    title: format!("{subject} and its variants"),
+                    series: self
+                        .labels
+                        .iter()
+                        .filter(|l| *l == subject || self.spec.ablations.contains(l))
+                        .chain(ceiling.iter().copied())
+                        .map(series_of)
+                        .collect(),
+                });
+            }
+            let others: Vec<&String> = self
+                .labels
+                .iter()
+                .filter(|l| *l == subject || self.baselines.contains(l))
+                .collect();
+            for (k, chunk) in others.chunks(plots::MAX_SERIES_PER_PANEL).enumerate() {
+                let mut series: Vec<Series> = chunk.iter().map(|l| series_of(l)).collect();
+                if k > 0 {
+                    series.insert(0, series_of(subject));
+                }
+                panels.push(Panel {
+                    title: format!("{subject} and the other policies"),
+                    series,
+                });
+            }
             let file = format!(
                 "tokens_per_s_vs_budget-{}.svg",
                 super::file_name_part(&workload_name(w))
             );
-            plots::line_chart_with_ceiling(
+            plots::line_panels(
                 &dir.join(&file),
                 &format!(
-                    "{experiment} {}: decode speed vs memory budget",
+                    "{experiment} {}: decode speed vs memory budget{setting}",
                     workload_name(w)
                 ),
                 "memory budget (GiB)",
-                "decode tokens/s",
-                &series,
-                self.spec.ceiling.as_deref(),
+                "decode speed (tokens/s)",
+                &panels,
+                styles,
+                self.spec.ceiling.as_deref().map(|name| plots::Bound {
+                    name,
+                    note: bound_note,
+                }),
             )?;
             written.push(file);
         }
-        let mut categories = Vec::new();
-        let mut values = Vec::new();
-        for w in self.workloads {
-            for l in &self.labels {
-                let Some(r) = self.row(w, &self.headline, l) else {
-                    continue;
-                };
-                let per_token_ms = if r.summary.decode_tokens_per_s > 0.0 {
-                    1e3 / r.summary.decode_tokens_per_s
-                } else {
-                    0.0
-                };
-                let stall = per_token_ms * r.summary.decode_stall_share;
-                categories.push(if w.is_empty() {
-                    l.clone()
-                } else {
-                    format!("{w} {l}")
-                });
-                values.push(vec![per_token_ms - stall, stall]);
-            }
-        }
-        plots::stacked_bars(
+        // Time per token at the headline budget: one panel per workload.
+        let panels: Vec<plots::BarPanel> = self
+            .workloads
+            .iter()
+            .map(|w| {
+                let mut categories = Vec::new();
+                let mut values = Vec::new();
+                for l in &self.labels {
+                    if let Some(r) = self.row(w, &self.headline, l) {
+                        categories.push(l.clone());
+                        values.push(plots::compute_and_wait_ms(r));
+                    }
+                }
+                plots::BarPanel {
+                    title: if w.is_empty() {
+                        String::new()
+                    } else {
+                        format!("workload {w}")
+                    },
+                    categories,
+                    values,
+                }
+            })
+            .collect();
+        plots::hbar_panels(
             &dir.join("time_breakdown.svg"),
-            &format!("{experiment}: decode time per token at {}", self.headline),
-            "ms per decode token",
-            &categories,
-            &["compute", "waiting for I/O"],
-            &values,
+            &format!(
+                "{experiment}: decode time per token at {}{setting}",
+                self.headline
+            ),
+            "time per decode token (ms)",
+            &["computing".to_string(), "waiting for loads".to_string()],
+            plots::BarMode::Stacked,
+            &panels,
+            None,
+            &plots::ms_label,
         )?;
         written.push("time_breakdown.svg".into());
         Ok(written)
@@ -541,91 +622,6 @@ fn workload_name(w: &str) -> String {
     }
 }
 
-/// Bars grouped by category, one bar per group within each; `values[category][group]`. An
-/// optional horizontal reference line (e.g. speedup 1).
-fn grouped_bars(
-    path: &Path,
-    title: &str,
-    y_desc: &str,
-    categories: &[String],
-    groups: &[String],
-    values: &[Vec<f64>],
-    reference: Option<f64>,
-) -> Result<(), String> {
-    let e = |x: &dyn std::fmt::Display| format!("cannot draw {}: {x}", path.display());
-    let y_max = values
-        .iter()
-        .flatten()
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(reference.unwrap_or(0.0), f64::max);
-    let y_top = if y_max > 0.0 { y_max * 1.2 } else { 1.0 };
-    let n = categories.len().max(1);
-    let width = (200 + 90 * n as u32).max(700);
-    let root = SVGBackend::new(path, (width, 540)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(90)
-        .y_label_area_size(65)
-        .build_cartesian_2d(0f64..n as f64, 0f64..y_top)
-        .map_err(|x| e(&x))?;
-    let cats = categories.to_vec();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&move |x| {
-            let i = (*x - 0.5).round();
-            if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 {
-                cats.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .x_label_style(
-            ("sans-serif", 11)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
-        .y_desc(y_desc)
-        .draw()
-        .map_err(|x| e(&x))?;
-    let g = groups.len().max(1) as f64;
-    let width_each = 0.8 / g;
-    for (gi, group) in groups.iter().enumerate() {
-        let c = crate::report::plots::color(gi);
-        let bars = values.iter().enumerate().map(move |(ci, v)| {
-            let x0 = ci as f64 + 0.1 + gi as f64 * width_each;
-            let y = v.get(gi).copied().filter(|y| y.is_finite()).unwrap_or(0.0);
-            Rectangle::new([(x0, 0.0), (x0 + width_each * 0.9, y)], c.filled())
-        });
-        chart
-            .draw_series(bars)
-            .map_err(|x| e(&x))?
-            .label(group.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
-    }
-    if let Some(r) = reference {
-        chart
-            .draw_series(LineSeries::new(
-                [(0.0, r), (n as f64, r)],
-                BLACK.mix(0.6).stroke_width(1),
-            ))
-            .map_err(|x| e(&x))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -686,7 +682,7 @@ mod tests {
         let shares = a.shares_csv();
         // 6 int8, 3 int2, 1 skipped of 10.
         assert!(shares.contains(",0,0.6,0,0,0.3,0.1,"), "{shares}");
-        let md = a.summary_md("x");
+        let md = a.summary_md("x", "");
         assert!(md.contains("| lru | 4.00x | 4.00x |"), "{md}");
         assert!(md.contains("| hobbit -prefetch | 0.750 |"), "{md}");
     }

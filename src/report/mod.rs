@@ -3,8 +3,10 @@
 pub mod analysis;
 pub mod csv_rows;
 pub mod file_name;
+pub mod headline;
 pub mod plots;
 pub mod summary;
+pub mod summary_md;
 pub mod table;
 pub mod timeline;
 pub mod write;
