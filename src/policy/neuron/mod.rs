@@ -20,8 +20,11 @@
 //! | [`lru`] | `lru`: the cluster cache |
 //! | [`shell`] | the [`Policy`] shell both plan in: resident set, planner, supplier |
 
+pub mod llama_cpp_mmap;
+pub mod llm_in_a_flash;
 pub mod lru;
 pub mod on_demand;
+pub mod powerinfer2;
 pub mod shell;
 #[cfg(test)]
 mod tests;

@@ -134,6 +134,20 @@ impl ClusterLru {
         )
     }
 
+    /// Evicts `key` if it is cached and neither pinned nor loaded and not yet used (LLM in a
+    /// Flash drops neurons that left its window); returns whether it was evicted.
+    pub fn remove(&mut self, key: TensorRef, b: &mut PlanBuilder) -> bool {
+        let Some(tick) = self.tick_of.get(&key).copied() else {
+            return false;
+        };
+        if !self.order.remove(&(tick, key)) {
+            return false;
+        }
+        self.tick_of.remove(&key);
+        self.cache.evict(key, b);
+        true
+    }
+
     /// `op` computed with `key`: it becomes the most recently used entry, evictable again.
     pub fn used(&mut self, key: TensorRef, op: OpId) {
         self.cache.record_use(&key, op);
