@@ -8,7 +8,8 @@ use crate::model::ModelGeometry;
 use crate::scenario::GenerateSpec;
 use crate::scenario::{self, Experiment, Footprint};
 use crate::trace::gen::{
-    ExpertGenConfig, ExpertTraceGenerator, NeuronGenConfig, NeuronPredictorSpec, NeuronTraceGenerator,
+    ExpertGenConfig, ExpertTraceGenerator, NeuronGenConfig, NeuronPredictorSpec,
+    NeuronTraceGenerator,
 };
 use crate::trace::{self, TokenSource, TraceHeader, TraceKind, TraceReader};
 use crate::units::human_bytes;
@@ -50,6 +51,30 @@ pub const BUNDLED_EXPERIMENTS: &[(&str, &str)] = &[
     (
         "hobbit-4090-phi",
         include_str!("../../scenarios/experiments/hobbit-4090-phi.json"),
+    ),
+    (
+        "powerinfer2-oneplus12",
+        include_str!("../../scenarios/experiments/powerinfer2-oneplus12.json"),
+    ),
+    (
+        "powerinfer2-oneplus12-qwen2-7b",
+        include_str!("../../scenarios/experiments/powerinfer2-oneplus12-qwen2-7b.json"),
+    ),
+    (
+        "powerinfer2-oneplus12-relullama-13b",
+        include_str!("../../scenarios/experiments/powerinfer2-oneplus12-relullama-13b.json"),
+    ),
+    (
+        "powerinfer2-ablation",
+        include_str!("../../scenarios/experiments/powerinfer2-ablation.json"),
+    ),
+    (
+        "powerinfer2-prefill",
+        include_str!("../../scenarios/experiments/powerinfer2-prefill.json"),
+    ),
+    (
+        "powerinfer2-ace2",
+        include_str!("../../scenarios/experiments/powerinfer2-ace2.json"),
     ),
 ];
 
@@ -182,11 +207,7 @@ impl TraceInput {
         let tokens = u64::from(spec.sequences) * u64::from(spec.prefill + spec.decode);
         if !model.is_moe() {
             let bad = |m: String| {
-                trace::TraceError::new(
-                    trace::TraceErrorKind::Input,
-                    Path::new("generate"),
-                    m,
-                )
+                trace::TraceError::new(trace::TraceErrorKind::Input, Path::new("generate"), m)
             };
             let f = active_fraction.ok_or_else(|| {
                 bad(format!(
@@ -355,7 +376,7 @@ pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, 
                 profile.sparsity.as_ref().map(|s| s.active_fraction.clone()),
                 g,
             )
-                .map_err(|e| format!("workload `{}`: {e}", w.label))?,
+            .map_err(|e| format!("workload `{}`: {e}", w.label))?,
             (None, None) => {
                 return Err(format!("workload `{}` has no trace", w.label));
             }

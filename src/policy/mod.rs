@@ -11,7 +11,7 @@
 //! | folder | holds |
 //! | --- | --- |
 //! | [`moe`] | MoE expert offloading: HOBBIT and its baselines, one file per policy |
-//! | [`neuron`] | neuron offloading on dense models (next: PowerInfer-2, LLM in a Flash, PowerInfer) |
+//! | [`neuron`] | neuron offloading on dense models: `on-demand`, `lru`, PowerInfer-2, PowerInfer, LLM in a Flash, llama.cpp mmap |
 //! | `confidential/` (issue 13, not yet written) | TZ-LLM: wraps another family's policy through [`PolicyContext::load_ops`] |
 //! | [`machinery`] | what several policies call: pass planners, caches, eviction orders, the load seam, resident set, placement, prediction, future accesses |
 //!

@@ -69,12 +69,17 @@ pub fn build(ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
         None if p.threads.is_none() => Placement::new(&ctx.device).cpu(),
         _ => {
             let i = match &p.cluster {
-                Some(n) => ctx.device.cpu.iter().position(|c| &c.name == n).ok_or_else(|| {
-                    PolicyError::BadParameter(format!(
-                        "policy `{NAME}`: device `{}` has no CPU cluster `{n}`",
-                        ctx.device.name
-                    ))
-                })?,
+                Some(n) => ctx
+                    .device
+                    .cpu
+                    .iter()
+                    .position(|c| &c.name == n)
+                    .ok_or_else(|| {
+                        PolicyError::BadParameter(format!(
+                            "policy `{NAME}`: device `{}` has no CPU cluster `{n}`",
+                            ctx.device.name
+                        ))
+                    })?,
                 None => 0,
             };
             Unit::Cpu {
@@ -88,12 +93,19 @@ pub fn build(ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
     };
     let resident = ResidentSet::new(&ctx, false);
     let largest = (0..ctx.model.layers)
-        .map(|l| ctx.model.bytes(l, TensorKind::DenseFfn, ctx.offload_precision))
+        .map(|l| {
+            ctx.model
+                .bytes(l, TensorKind::DenseFfn, ctx.offload_precision)
+        })
         .max()
         .unwrap_or(0);
     // One layer's FFN must fit the page cache, or a layer would evict its own front while
     // still faulting in its back (the kernel would thrash; the model would not be honest).
-    resident.check_budget(&ctx, largest, "the resident set plus one layer's FFN in the page cache")?;
+    resident.check_budget(
+        &ctx,
+        largest,
+        "the resident set plus one layer's FFN in the page cache",
+    )?;
     let capacity = ctx.budget_bytes - resident.bytes();
     Ok(Box::new(DenseMmap {
         pages: PageCache::new(capacity, p.readahead_bytes),
@@ -127,7 +139,8 @@ impl Policy for DenseMmap {
         for layer in 0..model.layers {
             let deps: Vec<OpId> = prev.into_iter().collect();
             let mixer = b.push(
-                ops.mixer(layer, pass, self.unit).with_kernel(Kernel::Dequant),
+                ops.mixer(layer, pass, self.unit)
+                    .with_kernel(Kernel::Dequant),
                 &deps,
             );
             let key = TensorRef::new(layer, TensorKind::DenseFfn);

@@ -82,13 +82,23 @@ pub fn build(ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
         )));
     }
     let cluster = match &params.compute_cluster {
-        Some(n) => ctx.device.cpu.iter().position(|c| &c.name == n).ok_or_else(|| {
-            PolicyError::BadParameter(format!(
-                "policy `{NAME}`: device `{}` has no CPU cluster `{n}`",
-                ctx.device.name
-            ))
-        })?,
-        None => ctx.device.cpu.iter().position(|c| c.name == "mid").unwrap_or(0),
+        Some(n) => ctx
+            .device
+            .cpu
+            .iter()
+            .position(|c| &c.name == n)
+            .ok_or_else(|| {
+                PolicyError::BadParameter(format!(
+                    "policy `{NAME}`: device `{}` has no CPU cluster `{n}`",
+                    ctx.device.name
+                ))
+            })?,
+        None => ctx
+            .device
+            .cpu
+            .iter()
+            .position(|c| c.name == "mid")
+            .unwrap_or(0),
     };
     let cores = ctx.device.cpu[cluster].cores.value.max(1) as u16;
     let model = ctx.model.clone();
@@ -104,7 +114,11 @@ pub fn build(ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
         }));
     }
     let neuron = model.neuron_bytes(ctx.offload_precision);
-    resident.check_budget(&ctx, neuron, "the resident set, the predictors and one neuron")?;
+    resident.check_budget(
+        &ctx,
+        neuron,
+        "the resident set, the predictors and one neuron",
+    )?;
     let capacity = ctx.budget_bytes - resident.bytes();
     Ok(Box::new(LlmInAFlash {
         cache: ClusterLru::new(capacity, ctx.load_ops.clone()),

@@ -153,7 +153,12 @@ impl NeuronLayout {
     /// §4.4: INT4 bundles are 7.5 KB stored aligned to 8 KB and read as two 4 KB parts; FP16
     /// bundles are one 24 KB read. Without bundles each of the neuron's rows is a read of its
     /// own (the gate, then up and down).
-    pub fn new(model: &ModelGeometry, precision: Precision, bundles: bool, two_phase: bool) -> Self {
+    pub fn new(
+        model: &ModelGeometry,
+        precision: Precision,
+        bundles: bool,
+        two_phase: bool,
+    ) -> Self {
         let matrices = model.ffn_kind.matrices();
         let row = precision.bytes_for(model.hidden as u64);
         let dense = precision.bytes_for(matrices * model.hidden as u64);
@@ -254,12 +259,17 @@ pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyEr
     let costs = DeviceCosts::new(&ctx.device)
         .map_err(|e| PolicyError::BadParameter(format!("device `{}`: {e}", ctx.device.name)))?;
     let cluster = match &params.compute_cluster {
-        Some(n) => ctx.device.cpu.iter().position(|c| &c.name == n).ok_or_else(|| {
-            PolicyError::BadParameter(format!(
-                "policy `{name}`: device `{}` has no CPU cluster `{n}`",
-                ctx.device.name
-            ))
-        })?,
+        Some(n) => ctx
+            .device
+            .cpu
+            .iter()
+            .position(|c| &c.name == n)
+            .ok_or_else(|| {
+                PolicyError::BadParameter(format!(
+                    "policy `{name}`: device `{}` has no CPU cluster `{n}`",
+                    ctx.device.name
+                ))
+            })?,
         // The planner's default: the cluster with the most cores among the fast ones, i.e.
         // "mid" on a 1+5+2 phone (Fig. 6 uses 4 compute cores and 1 I/O core; the I/O
         // thread issues reads and holds no core in this model).
@@ -279,7 +289,9 @@ pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyEr
         cluster: cluster as u8,
         threads: cores,
     };
-    let has_npu = ctx.device.accelerator.is_some() && ctx.device.accel_rate(ctx.resident_precision).is_some() && ctx.device.accel_rate(ctx.offload_precision).is_some();
+    let has_npu = ctx.device.accelerator.is_some()
+        && ctx.device.accel_rate(ctx.resident_precision).is_some()
+        && ctx.device.accel_rate(ctx.offload_precision).is_some();
     if params.npu && !has_npu {
         return Err(PolicyError::Unsupported(format!(
             "policy `{name}` with `npu` needs an accelerator with {} and {} rates; device `{}` has none (set `\"npu\": false`)",
@@ -352,10 +364,23 @@ pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyEr
     } else {
         0
     };
-    let least = layout.cached_bytes().max(layout.dense_bytes) * params.cold_cluster_neurons as u64 + staging;
-    resident.check_budget(&ctx, least, "the fixed region (with the predictors), the prefill staging area and one cold cluster")?;
+    let least = layout.cached_bytes().max(layout.dense_bytes) * params.cold_cluster_neurons as u64
+        + staging;
+    resident.check_budget(
+        &ctx,
+        least,
+        "the fixed region (with the predictors), the prefill staging area and one cold cluster",
+    )?;
     let capacity = ctx.budget_bytes - resident.bytes();
-    let regions = Regions::new(&ctx, &model, &mut plan, &layout, params.cold_cache, capacity, staging);
+    let regions = Regions::new(
+        &ctx,
+        &model,
+        &mut plan,
+        &layout,
+        params.cold_cache,
+        capacity,
+        staging,
+    );
     Ok(Box::new(PowerInfer2 {
         name: static_name,
         attention_unit,
@@ -374,9 +399,14 @@ pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyEr
 }
 
 /// The preset's defaults with the experiment's parameters on top (unknown keys refused).
-fn merge_params(name: &str, defaults: Params, given: &serde_json::Value) -> Result<Params, PolicyError> {
+fn merge_params(
+    name: &str,
+    defaults: Params,
+    given: &serde_json::Value,
+) -> Result<Params, PolicyError> {
     let _: Params = parse_params(name, given)?;
-    let mut base = serde_json::to_value(ParamsView::from(&defaults)).map_err(|e| PolicyError::BadParameter(e.to_string()))?;
+    let mut base = serde_json::to_value(ParamsView::from(&defaults))
+        .map_err(|e| PolicyError::BadParameter(e.to_string()))?;
     if let (Some(b), Some(g)) = (base.as_object_mut(), given.as_object()) {
         for (k, v) in g {
             b.insert(k.clone(), v.clone());
@@ -430,7 +460,8 @@ impl Policy for PowerInfer2 {
 
     fn plan_warmup(&mut self, b: &mut PlanBuilder) -> Result<(), PolicyError> {
         let done = self.resident.plan_warmup(b);
-        self.regions.plan_warmup(&self.plan, &self.layout, done, b)?;
+        self.regions
+            .plan_warmup(&self.plan, &self.layout, done, b)?;
         Ok(())
     }
 
@@ -449,4 +480,3 @@ impl Policy for PowerInfer2 {
         &self.counters
     }
 }
-

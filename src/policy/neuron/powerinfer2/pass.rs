@@ -45,7 +45,11 @@ struct ColdCluster {
     hi: usize,
 }
 
-pub fn plan(p: &mut PowerInfer2, pass: &ForwardPass, b: &mut PlanBuilder) -> Result<(), PolicyError> {
+pub fn plan(
+    p: &mut PowerInfer2,
+    pass: &ForwardPass,
+    b: &mut PlanBuilder,
+) -> Result<(), PolicyError> {
     let model = p.ctx.model.clone();
     check_pass(&model, pass)?;
     let ops = ResidentOps {
@@ -242,7 +246,14 @@ fn decode_layer(
         };
         let use_op = if p.params.npu {
             b.push(
-                Op::matmul(key, Unit::Accel, precision, matrices * h, model.hidden, batch),
+                Op::matmul(
+                    key,
+                    Unit::Accel,
+                    precision,
+                    matrices * h,
+                    model.hidden,
+                    batch,
+                ),
                 &[mixer, ready],
             )
         } else {
@@ -441,7 +452,13 @@ fn decode_layer(
             .iter()
             .position(|c| c.lo <= i && i < c.hi)
             .unwrap_or(0);
-        release(p, cold_key(layer, predicted[i].0, true), src, last_use[ci], b);
+        release(
+            p,
+            cold_key(layer, predicted[i].0, true),
+            src,
+            last_use[ci],
+            b,
+        );
     }
     p.scratch.predicted = predicted;
     Ok(b.push(Op::Join, &outs))
@@ -506,16 +523,10 @@ fn supply(
             what: "one layer's predicted cold neurons in the staging area".into(),
         });
     }
-    let r = p.regions.cold_staging.load(
-        key,
-        precision,
-        bytes,
-        request,
-        &[],
-        &[read_after],
-        false,
-        b,
-    );
+    let r =
+        p.regions
+            .cold_staging
+            .load(key, precision, bytes, request, &[], &[read_after], false, b);
     Ok(((r, false), Source::Staged))
 }
 

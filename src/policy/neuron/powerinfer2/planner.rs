@@ -122,19 +122,19 @@ pub fn attention_time_ns(
 ) -> u64 {
     let params = model.params(layer, TensorKind::Attention);
     let flops = 2 * params + 4 * context * (model.heads * model.head_dim) as u64;
-    let bytes = precision.bytes_for(params) + context * 4 * (model.kv_heads * model.head_dim) as u64;
+    let bytes =
+        precision.bytes_for(params) + context * 4 * (model.kv_heads * model.head_dim) as u64;
     let t = match unit {
         crate::plan::Unit::Accel => costs
             .accel
             .as_ref()
             .and_then(|a| a.compute(precision, flops, bytes).ok()),
-        crate::plan::Unit::Cpu { cluster, threads } => costs
-            .cpu
-            .get(cluster as usize)
-            .and_then(|c| {
+        crate::plan::Unit::Cpu { cluster, threads } => {
+            costs.cpu.get(cluster as usize).and_then(|c| {
                 c.compute_kernel(Kernel::Lut, threads as u32, precision, flops, bytes, params)
                     .ok()
-            }),
+            })
+        }
     };
     t.map_or(0, |n| n.0)
 }

@@ -15,13 +15,13 @@ use super::planner::NeuronPlan;
 use super::NeuronLayout;
 use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef, DENSE_FFN};
 use crate::plan::{Op, OpId, PlanBuilder};
-use crate::policy::machinery::load_ops::{Load, LoadOps, ReadOptions};
-use std::sync::Arc;
 use crate::policy::context::{PolicyContext, PolicyError};
 use crate::policy::machinery::cache::cluster_lru::ClusterLru;
 use crate::policy::machinery::cache::tensor_cache::TensorCache;
+use crate::policy::machinery::load_ops::{Load, LoadOps, ReadOptions};
 use crate::policy::machinery::resident::BULK_REQUEST_BYTES;
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// Marks the up/down part of a cold neuron (the gate part, or the whole bundle, uses
 /// [`DENSE_FFN`]); both index the neuron by its rank in the neuron plan.
@@ -93,7 +93,11 @@ impl Regions {
         let one_cold = layout.cached_bytes();
         // The hot region holds every hot cluster when they fit beside one cold neuron;
         // otherwise the hot clusters are shortened to what half of it can hold per layer.
-        let hot_total: u64 = plan.hot.iter().map(|&h| h as u64 * layout.dense_bytes).sum();
+        let hot_total: u64 = plan
+            .hot
+            .iter()
+            .map(|&h| h as u64 * layout.dense_bytes)
+            .sum();
         let hot_capacity = if hot_total + one_cold <= left {
             hot_total
         } else {
@@ -102,10 +106,16 @@ impl Regions {
             for h in plan.hot.iter_mut() {
                 *h = (*h).min(per_layer);
             }
-            plan.hot.iter().map(|&h| h as u64 * layout.dense_bytes).sum()
+            plan.hot
+                .iter()
+                .map(|&h| h as u64 * layout.dense_bytes)
+                .sum()
         };
         left -= hot_capacity;
-        let widest = (0..model.layers).map(|l| model.ffn_width(l)).max().unwrap_or(0) as u64;
+        let widest = (0..model.layers)
+            .map(|l| model.ffn_width(l))
+            .max()
+            .unwrap_or(0) as u64;
         let (cold_capacity, staging_capacity) = match mode {
             ColdMode::Lru => (left, 0),
             ColdMode::None => (0, left),
@@ -141,7 +151,11 @@ impl Regions {
             mode,
             hot: ClusterLru::new(hot_capacity, ctx.load_ops.clone()),
             cold: ClusterLru::new(
-                if mode == ColdMode::Lru { cold_capacity } else { 0 },
+                if mode == ColdMode::Lru {
+                    cold_capacity
+                } else {
+                    0
+                },
                 ctx.load_ops.clone(),
             ),
             static_runs,

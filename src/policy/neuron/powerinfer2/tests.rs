@@ -89,21 +89,35 @@ fn two_phase_reads_the_up_down_part_only_when_the_gate_is_non_zero() {
     let t = predicted_token(0, &[&[1, 5, 9], &[]], &[&[1, 2, 5], &[]]);
     let pl = plan(p.as_mut(), &neuron_pass(vec![t.clone()]), start);
     let reads = reads_of(&pl);
-    let gates: Vec<(u32, u64, u32)> = reads.iter().filter(|r| !r.1).map(|r| (r.0, r.2, r.3)).collect();
+    let gates: Vec<(u32, u64, u32)> = reads
+        .iter()
+        .filter(|r| !r.1)
+        .map(|r| (r.0, r.2, r.3))
+        .collect();
     let ups: Vec<u32> = reads.iter().filter(|r| r.1).map(|r| r.0).collect();
-    assert_eq!(gates, vec![(1, 2048, 2048), (2, 2048, 2048), (5, 2048, 2048)]);
+    assert_eq!(
+        gates,
+        vec![(1, 2048, 2048), (2, 2048, 2048), (5, 2048, 2048)]
+    );
     assert_eq!(ups, vec![1, 5]);
     // Each up/down read waits for the gate compute of its cluster (ranks 0-3, 4-7), whose
     // rows are the cluster's predicted neurons.
     for r in reads.iter().filter(|r| r.1) {
-        let gc: Vec<u32> = r
-            .4
-            .iter()
-            .filter_map(|&d| match op_of(&pl, d) {
-                Op::Compute { tensor: TensorRef { kind: TensorKind::Neurons { first, .. }, .. }, rows, .. } => Some(first * 100 + rows),
-                _ => None,
-            })
-            .collect();
+        let gc: Vec<u32> =
+            r.4.iter()
+                .filter_map(|&d| match op_of(&pl, d) {
+                    Op::Compute {
+                        tensor:
+                            TensorRef {
+                                kind: TensorKind::Neurons { first, .. },
+                                ..
+                            },
+                        rows,
+                        ..
+                    } => Some(first * 100 + rows),
+                    _ => None,
+                })
+                .collect();
         let want = if r.0 < 4 { 2 } else { 4 * 100 + 1 };
         assert_eq!(gc, vec![want], "up/down read of {}", r.0);
     }
@@ -120,13 +134,19 @@ fn without_two_phase_or_bundles_a_neuron_is_one_read_or_one_request_per_row() {
     let mut p = build("powerinfer2", 64, cpu_only(json!({"two_phase": false})));
     let start = warm(p.as_mut());
     let pl = plan(p.as_mut(), &neuron_pass(vec![t.clone()]), start);
-    let r: Vec<(u32, bool, u64, u32)> = reads_of(&pl).into_iter().map(|r| (r.0, r.1, r.2, r.3)).collect();
+    let r: Vec<(u32, bool, u64, u32)> = reads_of(&pl)
+        .into_iter()
+        .map(|r| (r.0, r.1, r.2, r.3))
+        .collect();
     assert_eq!(r, vec![(1, false, 4096, 4096), (2, false, 4096, 4096)]);
     let mut p = build("powerinfer2", 64, cpu_only(json!({"bundles": false})));
     let start = warm(p.as_mut());
     let pl = plan(p.as_mut(), &neuron_pass(vec![t]), start);
     let row = Precision::Int4.bytes_for(64);
-    let r: Vec<(u32, bool, u64, u32)> = reads_of(&pl).into_iter().map(|r| (r.0, r.1, r.2, r.3)).collect();
+    let r: Vec<(u32, bool, u64, u32)> = reads_of(&pl)
+        .into_iter()
+        .map(|r| (r.0, r.1, r.2, r.3))
+        .collect();
     assert_eq!(
         r,
         vec![
@@ -147,13 +167,38 @@ fn the_pipeline_switch_moves_the_matrix_barrier() {
         let gate_reads: Vec<OpId> = pl
             .nodes()
             .iter()
-            .filter(|n| matches!(n.op, Op::Read { tensor: TensorRef { layer: 0, kind: TensorKind::Neurons { expert: DENSE_FFN, .. } }, .. }))
+            .filter(|n| {
+                matches!(
+                    n.op,
+                    Op::Read {
+                        tensor: TensorRef {
+                            layer: 0,
+                            kind: TensorKind::Neurons {
+                                expert: DENSE_FFN,
+                                ..
+                            }
+                        },
+                        ..
+                    }
+                )
+            })
             .map(|n| n.id)
             .collect();
         let first_gc = pl
             .nodes()
             .iter()
-            .find(|n| matches!(n.op, Op::Compute { tensor: TensorRef { layer: 0, kind: TensorKind::Neurons { .. } }, .. }))
+            .find(|n| {
+                matches!(
+                    n.op,
+                    Op::Compute {
+                        tensor: TensorRef {
+                            layer: 0,
+                            kind: TensorKind::Neurons { .. }
+                        },
+                        ..
+                    }
+                )
+            })
             .unwrap();
         let deps = pl.deps(first_gc);
         if pipeline {
@@ -185,7 +230,13 @@ fn tokens(seed: u64, count: u32, layers: u32, width: u32) -> Vec<TokenRecord> {
                 .iter()
                 .map(|a| {
                     (0..width)
-                        .filter(|n| if a.contains(n) { rng.gen_bool(0.9) } else { rng.gen_bool(0.1) })
+                        .filter(|n| {
+                            if a.contains(n) {
+                                rng.gen_bool(0.9)
+                            } else {
+                                rng.gen_bool(0.1)
+                            }
+                        })
                         .collect()
                 })
                 .collect();
@@ -212,7 +263,11 @@ fn check_invariants(name: &str, params: serde_json::Value, cache_neurons: u64) {
     let mut walk = |pl: &Plan, held: &mut i64| {
         for n in pl.nodes() {
             for &d in pl.deps(n) {
-                assert!(d < n.id, "{name} {params}: op {} depends on later op {d}", n.id);
+                assert!(
+                    d < n.id,
+                    "{name} {params}: op {} depends on later op {d}",
+                    n.id
+                );
             }
             match n.op {
                 Op::Alloc { tensor, bytes, .. } => {
@@ -225,11 +280,17 @@ fn check_invariants(name: &str, params: serde_json::Value, cache_neurons: u64) {
                     *allocated.entry(tensor).or_default() -= 1;
                 }
                 Op::Read { tensor, .. } => {
-                    assert!(allocated.get(&tensor).copied().unwrap_or(0) > 0, "{name}: read of {tensor} without its alloc");
+                    assert!(
+                        allocated.get(&tensor).copied().unwrap_or(0) > 0,
+                        "{name}: read of {tensor} without its alloc"
+                    );
                 }
                 _ => {}
             }
-            assert!(*held <= budget, "{name} {params}: holds {held} > budget {budget}");
+            assert!(
+                *held <= budget,
+                "{name} {params}: holds {held} > budget {budget}"
+            );
         }
     };
     walk(&w, &mut held);
@@ -241,7 +302,11 @@ fn check_invariants(name: &str, params: serde_json::Value, cache_neurons: u64) {
         next = pl.end_id();
         walk(&pl, &mut held);
     }
-    assert_eq!(held as u64, p.memory().total(), "{name} {params}: accounting");
+    assert_eq!(
+        held as u64,
+        p.memory().total(),
+        "{name} {params}: accounting"
+    );
     let c = p.counters();
     assert_eq!(c.hits + c.misses, c.lookups, "{name} {params}");
 }
@@ -259,7 +324,11 @@ fn every_new_policy_keeps_its_budget_and_its_dependencies() {
             check_invariants("powerinfer2", cpu_only(extra), cache * ALIGNED);
         }
         check_invariants("llm-in-a-flash", json!({"predictor_rank": 4}), cache);
-        check_invariants("llm-in-a-flash", json!({"window": 1, "bundling": false, "predictor_rank": 4}), cache);
+        check_invariants(
+            "llm-in-a-flash",
+            json!({"window": 1, "bundling": false, "predictor_rank": 4}),
+            cache,
+        );
         check_invariants("llama-cpp-mmap", json!({}), cache.max(50));
     }
     // With the NPU (hybrid decode, NPU prefill) and a calibrated hot/cold split, and v1.
@@ -267,7 +336,11 @@ fn every_new_policy_keeps_its_budget_and_its_dependencies() {
     for name in ["powerinfer2", "powerinfer"] {
         for cache in [60, 200] {
             let c = cache * ALIGNED;
-            check_invariants(name, json!({"calibration": cal, "cold_cluster_neurons": 4, "predictor_rank": 8}), c);
+            check_invariants(
+                name,
+                json!({"calibration": cal, "cold_cluster_neurons": 4, "predictor_rank": 8}),
+                c,
+            );
             let p = json!({"calibration": cal, "hot_neurons": 2, "cold_cluster_neurons": 4, "predictor_rank": 8});
             check_invariants(name, p, c);
         }
@@ -287,7 +360,14 @@ fn the_hot_cold_split_needs_a_calibration_trace_and_bad_parameters_are_refused()
     let err = crate::policy::build("powerinfer2", c).err().unwrap();
     assert!(err.to_string().contains("unknown"), "{err}");
     // A budget below the fixed region (with predictors) plus one cold cluster is refused.
-    let c = dense_context(tiny_dense(2, 16), 1, cpu_only(json!({"predictor_cost": true})));
+    let c = dense_context(
+        tiny_dense(2, 16),
+        1,
+        cpu_only(json!({"predictor_cost": true})),
+    );
     let err = crate::policy::build("powerinfer2", c).err().unwrap();
-    assert!(matches!(err, crate::policy::PolicyError::BudgetTooSmall { .. }), "{err}");
+    assert!(
+        matches!(err, crate::policy::PolicyError::BudgetTooSmall { .. }),
+        "{err}"
+    );
 }
