@@ -8,7 +8,10 @@ use crate::model::ModelGeometry;
 use crate::scenario::experiment::policy_context;
 use crate::scenario::GenerateSpec;
 use crate::scenario::{self, Experiment, Footprint};
-use crate::trace::gen::{ExpertGenConfig, ExpertTraceGenerator};
+use crate::trace::gen::{
+    ExpertGenConfig, ExpertTraceGenerator, NeuronGenConfig, NeuronPredictorSpec,
+    NeuronTraceGenerator,
+};
 use crate::trace::{self, TokenSource, TraceHeader, TraceKind, TraceReader};
 use crate::units::human_bytes;
 use std::io::{Cursor, Read};
@@ -77,6 +80,30 @@ pub const BUNDLED_EXPERIMENTS: &[(&str, &str)] = &[
     (
         "tzllm-cache",
         include_str!("../../scenarios/experiments/tzllm-cache.json"),
+    ),
+    (
+        "powerinfer2-oneplus12",
+        include_str!("../../scenarios/experiments/powerinfer2-oneplus12.json"),
+    ),
+    (
+        "powerinfer2-oneplus12-qwen2-7b",
+        include_str!("../../scenarios/experiments/powerinfer2-oneplus12-qwen2-7b.json"),
+    ),
+    (
+        "powerinfer2-oneplus12-relullama-13b",
+        include_str!("../../scenarios/experiments/powerinfer2-oneplus12-relullama-13b.json"),
+    ),
+    (
+        "powerinfer2-ablation",
+        include_str!("../../scenarios/experiments/powerinfer2-ablation.json"),
+    ),
+    (
+        "powerinfer2-prefill",
+        include_str!("../../scenarios/experiments/powerinfer2-prefill.json"),
+    ),
+    (
+        "powerinfer2-ace2",
+        include_str!("../../scenarios/experiments/powerinfer2-ace2.json"),
     ),
 ];
 
@@ -209,10 +236,55 @@ impl TraceInput {
     /// Generates the workload `spec` for `model` (the same records as `edgesim trace gen`
     /// with the matching flags) and keeps them in memory for every run to replay.
     pub fn generate(model: &ModelGeometry, spec: &GenerateSpec) -> Result<Self, trace::TraceError> {
-        if !model.is_moe() {
+        Self::generate_for(model, None, spec)
+    }
+
+    /// As [`TraceInput::generate`]; a dense model gets a neuron trace whose mean active
+    /// fraction is `active_fraction` (the model profile's sparsity).
+    pub fn generate_for(
+        model: &ModelGeometry,
+        active_fraction: Option<crate::sourced::Sourced<f64>>,
+        spec: &GenerateSpec,
+    ) -> Result<Self, trace::TraceError> {
+        let tokens = u64::from(spec.sequences) * u64::from(spec.prefill + spec.decode);
+        if !model.is_moe() && active_fraction.is_none() {
+            // A dense model without a stated sparsity: a token schedule with no neurons
+            // recorded (what the confidential family's dense policies replay).
             return Self::dense_schedule(model, spec);
         }
-        let tokens = u64::from(spec.sequences) * u64::from(spec.prefill + spec.decode);
+        if !model.is_moe() {
+            let bad = |m: String| {
+                trace::TraceError::new(trace::TraceErrorKind::Input, Path::new("generate"), m)
+            };
+            let f = active_fraction.ok_or_else(|| {
+                bad(format!(
+                    "dense model `{}` states no activation sparsity, so no neuron trace can be generated for it",
+                    model.name
+                ))
+            })?;
+            let mut cfg = NeuronGenConfig::new(spec.seed, tokens, f);
+            cfg.sequences = spec.sequences;
+            cfg.prefill_per_sequence = spec.prefill;
+            cfg.model_seed = spec.model_seed;
+            cfg.predictor = spec.neuron_predictor.map(|p| NeuronPredictorSpec {
+                recall: p.recall,
+                precision: p.precision,
+            });
+            let mut generator = NeuronTraceGenerator::new(model, &cfg)?;
+            let mut records = Vec::with_capacity(tokens as usize);
+            let mut rec = trace::TokenRecord::default();
+            while generator.next_into(&mut rec)? {
+                records.push(rec.clone());
+            }
+            return Ok(TraceInput::Generated {
+                name: format!(
+                    "generated:{} neurons seed {} {}x[{},{}]",
+                    model.name, spec.seed, spec.sequences, spec.prefill, spec.decode
+                ),
+                header: Box::new(generator.header().clone()),
+                records: Arc::new(records),
+            });
+        }
         let mut cfg = ExpertGenConfig::new(model, spec.seed, tokens);
         cfg.sequences = spec.sequences;
         cfg.prefill_per_sequence = spec.prefill;
@@ -431,8 +503,12 @@ fn prepare_named(experiment: Experiment, base: Option<&Path>) -> Result<Prepared
     for w in &experiment.workloads {
         let input = match (&w.trace, &w.generate) {
             (Some(t), _) => TraceInput::resolve(t, base)?,
-            (None, Some(g)) => TraceInput::generate(&model, g)
-                .map_err(|e| format!("workload `{}`: {e}", w.label))?,
+            (None, Some(g)) => TraceInput::generate_for(
+                &model,
+                profile.sparsity.as_ref().map(|s| s.active_fraction.clone()),
+                g,
+            )
+            .map_err(|e| format!("workload `{}`: {e}", w.label))?,
             (None, None) => {
                 return Err(format!("workload `{}` has no trace", w.label));
             }

@@ -146,7 +146,7 @@ fn plot_cache_fraction(
     rows: &[ResultRow],
     dir: &ReportDir,
 ) -> Result<(), String> {
-    use crate::report::plots::{line_chart_with_ceiling, Series};
+    use crate::report::plots::{line_panels, Bound, Panel, Series, Styles};
     let fraction = |r: &RunResult| r.spec.params.get("cache_fraction").and_then(|v| v.as_f64());
     let mut workloads: Vec<&str> = Vec::new();
     for row in rows {
@@ -198,13 +198,21 @@ fn plot_cache_fraction(
                 crate::report::file_name_part(w)
             )
         };
-        line_chart_with_ceiling(
+        let styles = Styles::new(series.iter().map(|s| s.name.as_str()));
+        line_panels(
             &dir.path(&file),
             &format!("TTFT vs cached share of parameters {w}"),
-            "cache fraction",
+            "share of parameters cached in secure memory",
             "TTFT (s)",
-            &series,
-            Some("lower bound (tzllm)"),
+            &[Panel {
+                title: String::new(),
+                series,
+            }],
+            &styles,
+            Some(Bound {
+                name: "lower bound (tzllm)",
+                note: "max(I/O, CPU, compute)",
+            }),
         )?;
     }
     Ok(())

@@ -11,7 +11,7 @@
 //! | folder | holds |
 //! | --- | --- |
 //! | [`moe`] | MoE expert offloading: HOBBIT and its baselines, one file per policy |
-//! | [`neuron`] | neuron offloading on dense models (next: PowerInfer-2, LLM in a Flash, PowerInfer) |
+//! | [`neuron`] | neuron offloading on dense models: `on-demand`, `lru`, PowerInfer-2, PowerInfer, LLM in a Flash, llama.cpp mmap |
 //! | [`confidential`] | TZ-LLM and its baselines on dense models; `tzllm-hobbit`/`tzllm-lru` wrap an MoE policy's loads through [`PolicyContext::load_ops`] |
 //! | [`machinery`] | what several policies call: pass planners, caches, eviction orders, the load seam, resident set, placement, prediction, future accesses |
 //!
@@ -97,7 +97,7 @@ pub const POLICIES: &[(&str, &str)] = &[
     ),
     (
         "llama-cpp-mmap",
-        "llama.cpp reading experts through mmap: page-granular LRU page cache, faults in readahead windows, no prefetch",
+        "llama.cpp reading experts (MoE) or every FFN row (dense model, no sparsity) through mmap: page-granular LRU page cache, faults in readahead windows, no prefetch",
     ),
     (
         "fiddler",
@@ -106,6 +106,18 @@ pub const POLICIES: &[(&str, &str)] = &[
     (
         "llama-cpp-offload",
         "llama.cpp with whole layers' experts on the GPU and the rest computed on the CPU from host memory",
+    ),
+    (
+        "llm-in-a-flash",
+        "LLM in a Flash (dense model, neuron trace): predicted neurons of the last k tokens kept in DRAM (windowing), row-column bundles, parallel reads not overlapped with compute",
+    ),
+    (
+        "powerinfer2",
+        "PowerInfer-2 (dense model, neuron trace): hot/cold split from calibration, segmented neuron cache, Gate-Up-Down bundles with two-phase reads, neuron-cluster pipeline, NPU prefill and hybrid decode; every technique a switch",
+    ),
+    (
+        "powerinfer",
+        "PowerInfer v1 on flash (dense model, neuron trace): hot neurons dense on the NPU, a static placement of the most frequent cold neurons, the rest read synchronously and dropped",
     ),
     (
         "belady",
@@ -142,6 +154,9 @@ pub const POLICIES: &[(&str, &str)] = &[
 pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
     match name {
         "on-demand" | "lru" if !ctx.model.is_moe() => neuron::build(name, ctx),
+        "powerinfer2" | "powerinfer" => neuron::powerinfer2::build(name, ctx),
+        "llm-in-a-flash" => neuron::llm_in_a_flash::build(ctx),
+        "llama-cpp-mmap" if !ctx.model.is_moe() => neuron::llama_cpp_mmap::build(ctx),
         "on-demand" => Ok(Box::new(moe::on_demand::build(ctx)?)),
         "lru" => Ok(Box::new(moe::demand_paging::build(
             "lru",

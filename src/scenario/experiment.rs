@@ -88,6 +88,23 @@ pub struct GenerateSpec {
     /// Top-1 accuracy of recorded predictions 1, 2, ... layers ahead (empty: none recorded).
     #[serde(default)]
     pub predict_accuracy: Vec<f64>,
+    /// Dense models get a neuron trace (`edgesim trace gen --kind neuron`); this records a
+    /// neuron predictor's output with this recall and precision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neuron_predictor: Option<NeuronPredictorRates>,
+    /// Dense models: the seed of the model's neurons (which neuron is hot), kept apart from
+    /// `seed` (the tokens) so that a policy's calibration trace describes the same neurons
+    /// (see `NeuronGenConfig::model_seed`). Absent: both come from `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_seed: Option<u64>,
+}
+
+/// A neuron predictor's recall and precision, as recorded in a generated neuron trace.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NeuronPredictorRates {
+    pub recall: f64,
+    pub precision: f64,
 }
 
 /// What the analysis tables compare. Labels are policy labels; `headline_budget` a budget

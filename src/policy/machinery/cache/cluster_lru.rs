@@ -255,6 +255,22 @@ impl ClusterLru {
         )
     }
 
+    /// Evicts `key` if it is cached and neither pinned nor loaded and not yet used (LLM in a
+    /// Flash drops neurons that left its window); returns whether it was evicted.
+    pub fn remove(&mut self, key: TensorRef, b: &mut PlanBuilder) -> bool {
+        let Some(&n) = self.node_of.get(&key) else {
+            return false;
+        };
+        if self.recency.nodes[n as usize].place != Place::Listed {
+            return false;
+        }
+        self.recency.unlink(n);
+        self.node_of.remove(&key);
+        self.recency.free.push(n);
+        self.cache.evict(key, b);
+        true
+    }
+
     /// `op` computed with `key`: it becomes the most recently used entry, evictable again.
     pub fn used(&mut self, key: TensorRef, op: OpId) {
         self.cache.record_use(&key, op);
