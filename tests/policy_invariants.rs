@@ -216,8 +216,16 @@ fn check_policy(
     // Two experts beyond the resident set: what the most demanding policy (hobbit: one high-
     // and one low-precision expert) needs to make progress. Neuron policies need one cluster;
     // the caller's `fraction` then starts from a cache smaller than one layer's demand.
+    // mixtral-offloading keeps a fixed number of experts in every MoE layer: one per layer.
+    let experts = match name {
+        "mixtral-offloading" => (0..model.layers)
+            .filter(|&l| model.is_moe_layer(l))
+            .count()
+            .max(2) as u64,
+        _ => 2,
+    };
     let minimum = if model.is_moe() {
-        2 * model.bytes(1, TensorKind::Expert(0), Precision::Int4)
+        experts * model.bytes(1, TensorKind::Expert(0), Precision::Int4)
     } else {
         2 * min_cluster_neurons(&params) as u64 * model.neuron_bytes(Precision::Int4)
     };
@@ -404,8 +412,20 @@ fn variants() -> Vec<(&'static str, serde_json::Value)> {
     // have their own property below.
     let mut v: Vec<(&str, serde_json::Value)> = POLICIES
         .iter()
-        .filter(|&&(n, _)| !policy::confidential::is_dense_member(n))
-        .map(|&(n, _)| (n, serde_json::Value::Null))
+        .filter(|&&(n, _)| {
+            !policy::confidential::is_dense_member(n) && !policy::neuron::DENSE_ONLY.contains(&n)
+        })
+        .map(|&(n, _)| match n {
+            // MoE-Infinity, Fiddler and mixtral-offloading default to their systems' own
+            // precisions (16-bit, bf16, HQQ 2-bit) and MoE-Infinity keeps a quarter of memory
+            // back; the budgets here are sized at the experiment's precision.
+            "moe-infinity" => (
+                n,
+                serde_json::json!({"precision": "experiment", "device_memory_ratio": 1.0}),
+            ),
+            "mixtral-offloading" | "fiddler" => (n, serde_json::json!({"precision": "experiment"})),
+            _ => (n, serde_json::Value::Null),
+        })
         .collect();
     for params in [
         serde_json::json!({"dynamic_loading": false}),
@@ -421,7 +441,7 @@ fn variants() -> Vec<(&'static str, serde_json::Value)> {
     v.push(("lfu", serde_json::json!({"reset_per_sequence": true})));
     v.push((
         "mixtral-offloading",
-        serde_json::json!({"per_layer": false}),
+        serde_json::json!({"per_layer": false, "precision": "experiment"}),
     ));
     v.push((
         "llama-cpp-mmap",
@@ -514,10 +534,18 @@ fn on_a_dense_model_only_the_neuron_policies_build() {
         let budget = fp.resident_bytes + fp.offloadable_bytes;
         let built = policy::build(name, context_for(model.clone(), test_device(), budget));
         match name {
-            "on-demand" | "lru" => assert!(built.is_ok(), "{name}: {:?}", built.err()),
+            "on-demand" | "lru" | "llama-cpp-mmap" => {
+                assert!(built.is_ok(), "{name}: {:?}", built.err())
+            }
             n if policy::confidential::is_dense_member(n) => {
                 assert!(built.is_ok(), "{name}: {:?}", built.err())
             }
+            // They plan dense models (powerinfer2 asks for its calibration parameters first).
+            n if policy::neuron::DENSE_ONLY.contains(&n) => assert!(
+                !matches!(built, Err(PolicyError::Unsupported(_))),
+                "{name}: {:?}",
+                built.err()
+            ),
             _ => assert!(
                 matches!(built, Err(PolicyError::Unsupported(_))),
                 "{name} builds on a dense model"
@@ -530,10 +558,9 @@ fn on_a_dense_model_only_the_neuron_policies_build() {
 fn a_budget_below_the_resident_set_names_what_is_needed() {
     let model = small_moe();
     let fp = Footprint::of(&model, Precision::Int8, Precision::Int4, 64);
-    for &(name, _) in POLICIES
-        .iter()
-        .filter(|(n, _)| !policy::confidential::is_dense_member(n))
-    {
+    for &(name, _) in POLICIES.iter().filter(|(n, _)| {
+        !policy::confidential::is_dense_member(n) && !policy::neuron::DENSE_ONLY.contains(n)
+    }) {
         let err = [test_device(), test_device_host_memory()]
             .into_iter()
             .map(|d| policy::build(name, context(d, fp.resident_bytes / 2)))

@@ -55,6 +55,10 @@ impl Default for NeuronParams {
     }
 }
 
+/// The neuron-family policies that only plan dense models (they refuse MoE models); `on-demand`,
+/// `lru` and `llama-cpp-mmap` plan both, at neuron level on a dense model.
+pub const DENSE_ONLY: &[&str] = &["powerinfer2", "powerinfer", "llm-in-a-flash"];
+
 /// Builds the neuron-level `on-demand` or `lru` for a dense model.
 pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
     let params: NeuronParams = parse_params(name, &ctx.params)?;
