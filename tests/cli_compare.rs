@@ -410,5 +410,7 @@ fn policy_narrows_an_analysed_experiment() {
         "{stderr}"
     );
     assert!(out.join("results.csv").exists());
-    assert!(!out.join("summary.md").exists());
+    // Every report has a summary.md now (the headline); the analysis' own files are absent.
+    assert!(!out.join("speedups.csv").exists());
+    assert!(!out.join("ablation.csv").exists());
 }
