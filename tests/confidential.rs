@@ -227,6 +227,7 @@ fn ttft(model: &ModelGeometry, name: &str, tokens: u32) -> (u64, edgesim::replay
     let mut sim = Simulator::new(&device, budget).unwrap();
     let options = ReplayOptions {
         breakdown: true,
+        keep_passes: true,
         ..ReplayOptions::default()
     };
     let out = replay(
