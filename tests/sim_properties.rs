@@ -52,7 +52,6 @@ fn random_device(rng: &mut ChaCha8Rng) -> DeviceProfile {
     let mut d = test_device();
     d.name = "random".into();
     d.storage.channels = fixture(rng.gen_range(1..=8));
-    d.storage.request_latency_ns = fixture(rng.gen_range(0..100_000));
     let points = rng.gen_range(1..=4);
     let mut size = 4 * KIB;
     d.storage.read_curve = fixture(
@@ -67,6 +66,11 @@ fn random_device(rng: &mut ChaCha8Rng) -> DeviceProfile {
             })
             .collect(),
     );
+    // The queue-depth-1 latency holds a lone 4 KiB read's command and transfer (each 4 KiB at
+    // the curve's first point, hw::cost::flash) plus a random media delay.
+    let at_4k = d.storage.read_curve.value[0].bytes_per_s;
+    let floor = 2 * (4096.0 * 1e9 / at_4k).ceil() as u64;
+    d.storage.request_latency_ns = fixture(floor + rng.gen_range(0..100_000));
     d.memory.bandwidth_bytes_per_s = fixture(rng.gen_range(5e9..100e9));
     d.cpu = (0..rng.gen_range(1..=3))
         .map(|i| CpuCluster {
