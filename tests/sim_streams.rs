@@ -92,7 +92,9 @@ fn a_profile_whose_latency_cannot_hold_a_4k_read_is_refused() {
     // (here 0 ns) is an error naming the field, not a negative media delay.
     let mut device = test_device();
     device.storage.request_latency_ns.value = 0;
-    let err = Simulator::new(&device, GIB).err().expect("refused");
+    let Err(err) = Simulator::new(&device, GIB) else {
+        panic!("a 0 ns queue-depth-1 latency was accepted");
+    };
     assert!(err.to_string().contains("request_latency_ns"), "{err}");
 }
 
