@@ -10,7 +10,7 @@ use crate::trace::TokenRecord;
 use serde_json::json;
 use std::collections::BTreeMap;
 
-use super::regions::UP_DOWN_PART;
+use super::regions::{DOWN_PART, UP_DOWN_PART};
 
 /// A decode token whose active set per layer is `active[l]` and predictor output `predicted[l]`.
 fn predicted_token(position: u32, active: &[&[u32]], predicted: &[&[u32]]) -> TokenRecord {
@@ -54,6 +54,15 @@ fn op_of(plan: &Plan, id: OpId) -> &Op {
 
 /// Reads of layer 0 as (neuron rank, up/down part, bytes, request, deps).
 fn reads_of(plan: &Plan) -> Vec<(u32, bool, u64, u32, Vec<OpId>)> {
+    reads_by_part(plan)
+        .into_iter()
+        .map(|(r, part, b, q, d)| (r, part > 0, b, q, d))
+        .collect()
+}
+
+/// Reads of layer 0 as (neuron rank, part: 0 gate, 1 up/down or up, 2 down, bytes, request,
+/// deps).
+fn reads_by_part(plan: &Plan) -> Vec<(u32, u32, u64, u32, Vec<OpId>)> {
     plan.nodes()
         .iter()
         .filter_map(|n| match n.op {
@@ -68,7 +77,11 @@ fn reads_of(plan: &Plan) -> Vec<(u32, bool, u64, u32, Vec<OpId>)> {
                 ..
             } => Some((
                 first,
-                expert == UP_DOWN_PART,
+                match expert {
+                    UP_DOWN_PART => 1,
+                    DOWN_PART => 2,
+                    _ => 0,
+                },
                 bytes,
                 request_bytes,
                 plan.deps(n).to_vec(),
