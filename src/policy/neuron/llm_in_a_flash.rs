@@ -75,6 +75,12 @@ pub struct LlmInAFlash {
 
 pub fn build(ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
     const NAME: &str = "llm-in-a-flash";
+    if ctx.model.is_moe() {
+        return Err(PolicyError::Unsupported(format!(
+            "policy `{NAME}` plans dense models with a neuron trace; `{}` is an MoE",
+            ctx.model.name
+        )));
+    }
     let params: Params = parse_params(NAME, &ctx.params)?;
     if params.window == 0 || params.predictor_rank == 0 {
         return Err(PolicyError::BadParameter(format!(
