@@ -155,17 +155,21 @@ fn without_two_phase_or_bundles_a_neuron_is_one_read_or_one_request_per_row() {
     let mut p = build("powerinfer2", 64, cpu_only(json!({"bundles": false})));
     let start = warm(p.as_mut());
     let pl = plan(p.as_mut(), &neuron_pass(vec![t]), start);
+    // Without bundles every row is a read of its own: the gates, then the up and down rows of
+    // the neuron whose gate is non-zero.
     let row = Precision::Int4.bytes_for(64);
-    let r: Vec<(u32, bool, u64, u32)> = reads_of(&pl)
+    let q = row as u32;
+    let r: Vec<(u32, u32, u64, u32)> = reads_by_part(&pl)
         .into_iter()
         .map(|r| (r.0, r.1, r.2, r.3))
         .collect();
     assert_eq!(
         r,
         vec![
-            (1, false, row, row as u32),
-            (2, false, row, row as u32),
-            (1, true, 2 * row, row as u32)
+            (1, 0, row, q),
+            (2, 0, row, q),
+            (1, 1, row, q),
+            (1, 2, row, q)
         ]
     );
 }
