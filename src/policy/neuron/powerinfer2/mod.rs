@@ -139,12 +139,17 @@ impl Params {
 /// Bytes and read requests of one cold neuron's parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NeuronLayout {
-    /// Gate part (two-phase) or the whole bundle (one read).
+    /// Gate part (the gate row, or the bundle's first half), or the whole bundle.
     pub first_bytes: u64,
     pub first_request: u32,
-    /// Up/down part (two-phase only; 0 otherwise).
+    /// The rest (up and down): `second_parts` reads of `second_bytes / second_parts` each
+    /// (one with bundles, a row each without); 0 bytes when the bundle is read whole.
     pub second_bytes: u64,
     pub second_request: u32,
+    pub second_parts: u32,
+    /// Two-phase: the rest is read only after the gate compute, and only when the gate is
+    /// non-zero; otherwise it is read with the gate part, for every predicted neuron.
+    pub second_after_gate: bool,
     /// Bytes a neuron occupies in the hot region (dense, unpadded).
     pub dense_bytes: u64,
 }
@@ -152,7 +157,7 @@ pub struct NeuronLayout {
 impl NeuronLayout {
     /// §4.4: INT4 bundles are 7.5 KB stored aligned to 8 KB and read as two 4 KB parts; FP16
     /// bundles are one 24 KB read. Without bundles each of the neuron's rows is a read of its
-    /// own (the gate, then up and down).
+    /// own (the gate, then up and down: three requests, each at least the device's smallest).
     pub fn new(
         model: &ModelGeometry,
         precision: Precision,
@@ -165,12 +170,15 @@ impl NeuronLayout {
         let two_phase = two_phase && precision.is_quantized() && matrices == 3;
         if bundles {
             let aligned = dense.div_ceil(4096) * 4096;
+            let half = aligned / 2;
             if two_phase {
                 NeuronLayout {
-                    first_bytes: aligned / 2,
-                    first_request: (aligned / 2) as u32,
-                    second_bytes: aligned / 2,
-                    second_request: (aligned / 2) as u32,
+                    first_bytes: half,
+                    first_request: half as u32,
+                    second_bytes: half,
+                    second_request: half as u32,
+                    second_parts: 1,
+                    second_after_gate: true,
                     dense_bytes: dense,
                 }
             } else {
@@ -179,30 +187,30 @@ impl NeuronLayout {
                     first_request: aligned.min(BULK_REQUEST_BYTES as u64) as u32,
                     second_bytes: 0,
                     second_request: 0,
+                    second_parts: 0,
+                    second_after_gate: false,
                     dense_bytes: dense,
                 }
             }
-        } else if two_phase {
+        } else {
             NeuronLayout {
                 first_bytes: row,
                 first_request: row as u32,
                 second_bytes: row * (matrices - 1),
                 second_request: row as u32,
-                dense_bytes: dense,
-            }
-        } else {
-            NeuronLayout {
-                first_bytes: row * matrices,
-                first_request: row as u32,
-                second_bytes: 0,
-                second_request: 0,
+                second_parts: (matrices - 1) as u32,
+                second_after_gate: two_phase,
                 dense_bytes: dense,
             }
         }
     }
 
     pub fn two_phase(&self) -> bool {
-        self.second_bytes > 0
+        self.second_after_gate
+    }
+
+    pub fn has_second(&self) -> bool {
+        self.second_parts > 0
     }
 
     pub fn cached_bytes(&self) -> u64 {

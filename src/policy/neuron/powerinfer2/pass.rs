@@ -108,22 +108,14 @@ fn prefill_layer(
             cached += 1;
             continue;
         }
-        let key = cold_key(layer, rank, false);
-        if let Some(r) = p.regions.cold.ready(&key) {
-            let whole = if p.layout.two_phase() {
-                p.regions.cold.ready(&cold_key(layer, rank, true))
-            } else {
-                Some(r)
-            };
-            if let Some(w) = whole {
-                deps.push(r);
-                deps.push(w);
-                cached += 1;
-                used_keys.push(key);
-                if p.layout.two_phase() {
-                    used_keys.push(cold_key(layer, rank, true));
-                }
-            }
+        let parts = 1 + p.layout.second_parts;
+        let readies: Vec<Option<OpId>> = (0..parts)
+            .map(|k| p.regions.cold.ready(&cold_key(layer, rank, k)))
+            .collect();
+        if readies.iter().all(Option::is_some) {
+            deps.extend(readies.into_iter().flatten());
+            cached += 1;
+            used_keys.extend((0..parts).map(|k| cold_key(layer, rank, k)));
         }
     }
     p.counters.lookups += width as u64;
@@ -312,6 +304,9 @@ fn decode_layer(
         }
     }
     let two_phase = p.layout.two_phase();
+    let second_parts = p.layout.second_parts;
+    // Whose up/down parts are read: the truly active (two-phase), or every predicted neuron.
+    let needs_second = |active: bool| second_parts > 0 && (active || !two_phase);
     p.counters.lookups += predicted.len() as u64;
 
     // Pin what this layer will use from the cold region.
@@ -319,15 +314,19 @@ fn decode_layer(
     if p.regions.mode == ColdMode::Lru {
         let mut keys = Vec::new();
         for &(rank, active) in &predicted {
-            let g = cold_key(layer, rank, false);
+            let g = cold_key(layer, rank, 0);
             if p.regions.cold.contains(&g) {
                 held += p.layout.first_bytes;
                 keys.push(g);
             }
-            let u = cold_key(layer, rank, true);
-            if two_phase && active && p.regions.cold.contains(&u) {
-                held += p.layout.second_bytes;
-                keys.push(u);
+            if needs_second(active) {
+                for k in 1..=second_parts {
+                    let u = cold_key(layer, rank, k);
+                    if p.regions.cold.contains(&u) {
+                        held += p.layout.second_bytes / second_parts as u64;
+                        keys.push(u);
+                    }
+                }
             }
         }
         p.regions.cold.pin(keys);
@@ -339,7 +338,7 @@ fn decode_layer(
     for c in &clusters {
         let mut readies = Vec::new();
         for &(rank, _) in &predicted[c.lo..c.hi] {
-            let (ready, src) = supply(p, layer, rank, false, gate_after, &mut held, b)?;
+            let (ready, src) = supply(p, layer, rank, 0, gate_after, &mut held, b)?;
             if ready.1 {
                 p.counters.hits += 1;
             } else {
@@ -382,23 +381,28 @@ fn decode_layer(
     }
     let barrier_gc = (!p.params.pipeline && !gc.is_empty()).then(|| b.push(Op::Join, &gc));
 
-    // Stage UDIO (two-phase): the up/down part of the neurons whose gate is non-zero.
+    // Stage UDIO: the up/down part(s); two-phase, only of the neurons whose gate is non-zero
+    // and after the cluster's gate compute, otherwise of every predicted neuron, with the gate.
     let mut ud_ready: Vec<Vec<OpId>> = vec![Vec::new(); clusters.len()];
-    let mut ud_src: Vec<(usize, Source)> = Vec::new();
-    if two_phase {
-        for (ci, c) in clusters.iter().enumerate() {
-            let after = barrier_gc.unwrap_or(gc[ci]);
-            for (i, &(rank, active)) in predicted[c.lo..c.hi].iter().enumerate() {
-                if !active {
-                    continue;
-                }
-                let (ready, src) = supply(p, layer, rank, true, after, &mut held, b)?;
+    let mut ud_src: Vec<(usize, usize, u32, Source)> = Vec::new();
+    for (ci, c) in clusters.iter().enumerate() {
+        let after = if two_phase {
+            barrier_gc.unwrap_or(gc[ci])
+        } else {
+            gate_after
+        };
+        for (i, &(rank, active)) in predicted[c.lo..c.hi].iter().enumerate() {
+            if !needs_second(active) {
+                continue;
+            }
+            for k in 1..=second_parts {
+                let (ready, src) = supply(p, layer, rank, k, after, &mut held, b)?;
                 ud_ready[ci].push(ready.0);
-                ud_src.push((c.lo + i, src));
+                ud_src.push((ci, c.lo + i, k, src));
             }
         }
     }
-    let barrier_udio = (!p.params.pipeline && two_phase).then(|| {
+    let barrier_udio = (!p.params.pipeline && second_parts > 0).then(|| {
         let all: Vec<OpId> = barrier_gc
             .into_iter()
             .chain(ud_ready.iter().flatten().copied())
@@ -444,21 +448,11 @@ fn decode_layer(
             // The gate part's last use is the gate compute when two-phase, else the cluster's
             // last compute (the bundle holds up and down too).
             let op = if two_phase { gc[ci] } else { last_use[ci] };
-            release(p, cold_key(layer, rank, false), gate_src[i], op, b);
+            release(p, cold_key(layer, rank, 0), gate_src[i], op, b);
         }
     }
-    for &(i, src) in &ud_src {
-        let ci = clusters
-            .iter()
-            .position(|c| c.lo <= i && i < c.hi)
-            .unwrap_or(0);
-        release(
-            p,
-            cold_key(layer, predicted[i].0, true),
-            src,
-            last_use[ci],
-            b,
-        );
+    for &(ci, i, k, src) in &ud_src {
+        release(p, cold_key(layer, predicted[i].0, k), src, last_use[ci], b);
     }
     p.scratch.predicted = predicted;
     Ok(b.push(Op::Join, &outs))
@@ -481,21 +475,24 @@ fn supply(
     p: &mut PowerInfer2,
     layer: u32,
     rank: u32,
-    up_down: bool,
+    part: u32,
     read_after: OpId,
     held: &mut u64,
     b: &mut PlanBuilder,
 ) -> Result<((OpId, bool), Source), PolicyError> {
     let precision = p.ctx.offload_precision;
-    let (bytes, request) = if up_down {
-        (p.layout.second_bytes, p.layout.second_request)
+    let (bytes, request) = if part > 0 {
+        (
+            p.layout.second_bytes / p.layout.second_parts.max(1) as u64,
+            p.layout.second_request,
+        )
     } else {
         (p.layout.first_bytes, p.layout.first_request)
     };
     if let Some(r) = p.regions.static_hit(&p.plan, layer, rank) {
         return Ok(((r, true), Source::Static));
     }
-    let key = cold_key(layer, rank, up_down);
+    let key = cold_key(layer, rank, part);
     if p.regions.mode == ColdMode::Lru {
         if let Some(r) = p.regions.cold.ready(&key) {
             return Ok(((r, true), Source::Cold));

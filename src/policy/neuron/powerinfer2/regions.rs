@@ -30,6 +30,9 @@ pub const UP_DOWN_PART: u16 = DENSE_FFN - 1;
 pub const STATIC_RUN: u16 = DENSE_FFN - 2;
 /// Marks the prefill's staging of a layer's missing neurons.
 pub const PREFILL_STAGE: u16 = DENSE_FFN - 3;
+/// Marks the down row of a cold neuron stored without bundles (its up row is
+/// [`UP_DOWN_PART`]).
+pub const DOWN_PART: u16 = DENSE_FFN - 4;
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -40,12 +43,17 @@ pub enum ColdMode {
     None,
 }
 
-/// The key of a cold neuron's part: `up_down` false for the gate part (or whole bundle).
-pub fn cold_key(layer: u32, rank: u32, up_down: bool) -> TensorRef {
+/// The key of a cold neuron's part: 0 the gate part (or whole bundle), 1 the up/down part (or
+/// the up row), 2 the down row.
+pub fn cold_key(layer: u32, rank: u32, part: u32) -> TensorRef {
     TensorRef::new(
         layer,
         TensorKind::Neurons {
-            expert: if up_down { UP_DOWN_PART } else { DENSE_FFN },
+            expert: match part {
+                0 => DENSE_FFN,
+                1 => UP_DOWN_PART,
+                _ => DOWN_PART,
+            },
             first: rank,
             count: 1,
         },

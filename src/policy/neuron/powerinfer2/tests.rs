@@ -10,7 +10,7 @@ use crate::trace::TokenRecord;
 use serde_json::json;
 use std::collections::BTreeMap;
 
-use super::regions::UP_DOWN_PART;
+use super::regions::{DOWN_PART, UP_DOWN_PART};
 
 /// A decode token whose active set per layer is `active[l]` and predictor output `predicted[l]`.
 fn predicted_token(position: u32, active: &[&[u32]], predicted: &[&[u32]]) -> TokenRecord {
@@ -54,6 +54,15 @@ fn op_of(plan: &Plan, id: OpId) -> &Op {
 
 /// Reads of layer 0 as (neuron rank, up/down part, bytes, request, deps).
 fn reads_of(plan: &Plan) -> Vec<(u32, bool, u64, u32, Vec<OpId>)> {
+    reads_by_part(plan)
+        .into_iter()
+        .map(|(r, part, b, q, d)| (r, part > 0, b, q, d))
+        .collect()
+}
+
+/// Reads of layer 0 as (neuron rank, part: 0 gate, 1 up/down or up, 2 down, bytes, request,
+/// deps).
+fn reads_by_part(plan: &Plan) -> Vec<(u32, u32, u64, u32, Vec<OpId>)> {
     plan.nodes()
         .iter()
         .filter_map(|n| match n.op {
@@ -68,7 +77,11 @@ fn reads_of(plan: &Plan) -> Vec<(u32, bool, u64, u32, Vec<OpId>)> {
                 ..
             } => Some((
                 first,
-                expert == UP_DOWN_PART,
+                match expert {
+                    UP_DOWN_PART => 1,
+                    DOWN_PART => 2,
+                    _ => 0,
+                },
                 bytes,
                 request_bytes,
                 plan.deps(n).to_vec(),
@@ -142,17 +155,21 @@ fn without_two_phase_or_bundles_a_neuron_is_one_read_or_one_request_per_row() {
     let mut p = build("powerinfer2", 64, cpu_only(json!({"bundles": false})));
     let start = warm(p.as_mut());
     let pl = plan(p.as_mut(), &neuron_pass(vec![t]), start);
+    // Without bundles every row is a read of its own: the gates, then the up and down rows of
+    // the neuron whose gate is non-zero.
     let row = Precision::Int4.bytes_for(64);
-    let r: Vec<(u32, bool, u64, u32)> = reads_of(&pl)
+    let q = row as u32;
+    let r: Vec<(u32, u32, u64, u32)> = reads_by_part(&pl)
         .into_iter()
         .map(|r| (r.0, r.1, r.2, r.3))
         .collect();
     assert_eq!(
         r,
         vec![
-            (1, false, row, row as u32),
-            (2, false, row, row as u32),
-            (1, true, 2 * row, row as u32)
+            (1, 0, row, q),
+            (2, 0, row, q),
+            (1, 1, row, q),
+            (1, 2, row, q)
         ]
     );
 }
