@@ -6,13 +6,18 @@
 //! `cargo bench --bench kernels_table` (all shapes), or with `-- SHAPE...` to pick shapes
 //! (`4096x4096 576x1536 ...`), `-- --quick` for fewer repetitions. Times include building the
 //! activation table, as a real GEMV must.
+//!
+//! `KERNEL_BITS=2,4` and `KERNEL_GROUP=64` pick widths and the group size, `KERNEL_THREADS=1`
+//! one thread count, `KERNEL_SKIP_F32=1` drops the f32 reference, and `KERNEL_CSV=1` prints
+//! lines `csv,KERNEL,BITS_PER_WEIGHT,THREADS,MODE,MICROSECONDS` for the side-by-side script
+//! (`benches/vs-llama-cpp/run.sh`; the memory read is the kernel `memory read 1 GiB`).
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use edgesim::kernels::{
-    gemv, reference, ActivationTable, GroupSize, KernelOptions, PackedMatrix, QuantizedMatrix,
-    WeightBits,
+    dot_gemv, gemv, reference, ActivationTable, ByteMatrix, GroupSize, KernelOptions, KernelPath,
+    PackedMatrix, Q8Activations, QuantizedMatrix, WeightBits,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -70,48 +75,98 @@ fn pool(threads: usize) -> rayon::ThreadPool {
         .expect("thread pool")
 }
 
-fn row(
-    kernel: &str,
-    shape: &str,
-    threads: usize,
-    mode: &str,
-    seconds: f64,
-    bytes: usize,
-    flops: f64,
-) {
-    println!(
-        "| {kernel} | {shape} | {threads} | {mode} | {:.1} | {:.1} | {:.1} |",
-        seconds * 1e6,
-        bytes as f64 / seconds / 1e9,
-        flops / seconds / 1e9
-    );
+/// Where the figures go: the markdown table, or CSV lines for `benches/vs-llama-cpp`.
+struct Output {
+    csv: bool,
 }
 
-fn memory_read(settings: &Settings) {
-    let words = (1usize << 30) / 8;
-    let buffer: Vec<u64> = (0..words as u64).collect();
-    for threads in [1, 2] {
-        let p = pool(threads);
-        let seconds = time_cold(settings, 1, |_| {
-            p.install(|| {
-                let chunk = words / threads;
-                let mut sums = vec![0u64; threads];
-                rayon::scope(|s| {
-                    for (part, slot) in buffer.chunks(chunk).zip(sums.iter_mut()) {
-                        s.spawn(move |_| {
-                            *slot = part.iter().fold(0u64, |a, &b| a.wrapping_add(b));
-                        });
-                    }
-                });
-                black_box(&sums);
-            })
-        });
+impl Output {
+    #[allow(clippy::too_many_arguments)]
+    fn row(
+        &self,
+        kernel: &str,
+        shape: &str,
+        threads: usize,
+        mode: &str,
+        seconds: f64,
+        bytes: usize,
+        weights: usize,
+    ) {
+        if self.csv {
+            let bits = bytes as f64 * 8.0 / weights.max(1) as f64;
+            println!(
+                "csv,{kernel},{bits:.3},{threads},{mode},{:.2}",
+                seconds * 1e6
+            );
+            return;
+        }
         println!(
-            "| memory read 1 GiB | - | {threads} | cold | {:.0} | {:.1} | - |",
+            "| {kernel} | {shape} | {threads} | {mode} | {:.1} | {:.1} | {:.1} |",
             seconds * 1e6,
-            (1u64 << 30) as f64 / seconds / 1e9
+            bytes as f64 / seconds / 1e9,
+            2.0 * weights as f64 / seconds / 1e9
         );
     }
+}
+
+/// The read bandwidth of calibrate's streaming loop (`exec::calibrate::memory`: 256-bit loads
+/// and a software prefetch, what the kernels issue), over 1 GiB: the DRAM floor's denominator.
+fn memory_read(output: &Output, threads: &[usize]) {
+    let bytes = 1usize << 30;
+    for &t in threads {
+        let rate = edgesim::exec::calibrate::memory::stream_bandwidth(bytes, t);
+        let seconds = bytes as f64 / rate;
+        if output.csv {
+            println!("csv,memory read 1 GiB,0,{t},cold,{:.2}", seconds * 1e6);
+        } else {
+            println!(
+                "| memory read 1 GiB | - | {t} | cold | {:.0} | {:.1} | - |",
+                seconds * 1e6,
+                rate / 1e9
+            );
+        }
+    }
+}
+
+/// The 8-bit dot-product kernel on the same codes (`int8 dot`: byte layout, activations
+/// quantized to int8 per 32 inside the timed call, as the table is for the LUT rows).
+#[allow(clippy::too_many_arguments)]
+fn dot_rows(
+    output: &Output,
+    settings: &Settings,
+    pools: &[(usize, rayon::ThreadPool)],
+    shape: &str,
+    q: &QuantizedMatrix,
+    x: &[f32],
+    path: KernelPath,
+    suffix: &str,
+) {
+    let matrix = ByteMatrix::pack(q);
+    let bytes = matrix.payload().len();
+    let copies: Vec<ByteMatrix> = (0..COLD_BYTES.div_ceil(bytes))
+        .map(|_| matrix.clone())
+        .collect();
+    let label = format!("int8 dot g{}{suffix}", q.group().get());
+    let mut xq = Q8Activations::default();
+    let mut y = vec![0.0f32; q.rows()];
+    for (t, p) in pools {
+        let (t, options) = (*t, KernelOptions::threads(*t).with_path(path));
+        let hot = p.install(|| {
+            time_hot(settings, || {
+                xq.rebuild_with(black_box(x), path).unwrap();
+                dot_gemv(&matrix.view(), &xq, &mut y, options).unwrap();
+            })
+        });
+        output.row(&label, shape, t, "hot", hot, bytes, q.rows() * q.cols());
+        let cold = p.install(|| {
+            time_cold(settings, copies.len(), |i| {
+                xq.rebuild_with(black_box(x), path).unwrap();
+                dot_gemv(&copies[i].view(), &xq, &mut y, options).unwrap();
+            })
+        });
+        output.row(&label, shape, t, "cold", cold, bytes, q.rows() * q.cols());
+    }
+    black_box(&y);
 }
 
 fn main() {
@@ -155,6 +210,25 @@ fn main() {
         Err(_) => WeightBits::ALL.to_vec(),
     };
     let skip_f32 = std::env::var("KERNEL_SKIP_F32").is_ok();
+    // KERNEL_PATH=scalar|avx2|avx512|avx512vnni forces one path (the label says which).
+    let (path, suffix) = match std::env::var("KERNEL_PATH").as_deref() {
+        Ok("scalar") => (KernelPath::Scalar, " scalar"),
+        Ok("avx2") => (KernelPath::Avx2, " avx2"),
+        Ok("avx512") => (KernelPath::Avx512, " avx512"),
+        Ok("avx512vnni") => (KernelPath::Avx512Vnni, " avx512vnni"),
+        Ok(other) => panic!("KERNEL_PATH={other}: scalar, avx2, avx512 or avx512vnni"),
+        Err(_) => (KernelPath::Auto, ""),
+    };
+    let output = Output {
+        csv: std::env::var("KERNEL_CSV").is_ok(),
+    };
+    let thread_counts: Vec<usize> = match std::env::var("KERNEL_THREADS") {
+        Ok(list) => list
+            .split(',')
+            .map(|t| t.parse().expect("KERNEL_THREADS: thread counts"))
+            .collect(),
+        Err(_) => vec![1, 2],
+    };
     if args.iter().any(|a| a == "--profile") {
         // For instruction counting under valgrind: 10 hot single-thread GEMVs per case.
         for (m, k) in shapes {
@@ -180,10 +254,13 @@ fn main() {
         }
         return;
     }
-    println!("| kernel | M×K | threads | mode | µs/GEMV | GB/s (weights) | GFLOP/s |");
-    println!("|---|---|---|---|---|---|---|");
-    memory_read(&settings);
-    let pools = [pool(1), pool(2)];
+    if !output.csv {
+        println!("| kernel | M×K | threads | mode | µs/GEMV | GB/s (weights) | GFLOP/s |");
+        println!("|---|---|---|---|---|---|---|");
+    }
+    memory_read(&output, &thread_counts);
+    let pools: Vec<(usize, rayon::ThreadPool)> =
+        thread_counts.iter().map(|&t| (t, pool(t))).collect();
     for (m, k) in shapes {
         let shape = format!("{m}×{k}");
         // Group 128 for the large shapes (T-MAC's default for 2-bit), 64 for SmolLM2's.
@@ -195,7 +272,6 @@ fn main() {
         let mut rng = ChaCha8Rng::seed_from_u64(42);
         let weights: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let flops = 2.0 * m as f64 * k as f64;
         let mut y = vec![0.0f32; m];
         for &bits in &bits_list {
             let q = QuantizedMatrix::quantize_min_max(&weights, m, k, bits, group).unwrap();
@@ -204,26 +280,29 @@ fn main() {
             let copies: Vec<PackedMatrix> = (0..COLD_BYTES.div_ceil(bytes))
                 .map(|_| packed.clone())
                 .collect();
-            let label = format!("LUT {}-bit g{}", bits.bits(), group.get());
+            let label = format!("LUT {}-bit g{}{suffix}", bits.bits(), group.get());
             let mut table = ActivationTable::empty(group);
-            for (t, p) in pools.iter().enumerate() {
-                let options = KernelOptions::threads(t + 1);
+            for (t, p) in &pools {
+                let (t, options) = (*t, KernelOptions::threads(*t).with_path(path));
                 let hot = p.install(|| {
                     time_hot(&settings, || {
-                        table.rebuild(black_box(&x)).unwrap();
+                        table.rebuild_with(black_box(&x), path).unwrap();
                         gemv(&packed.view(), &table, &mut y, options).unwrap();
                     })
                 });
-                row(&label, &shape, t + 1, "hot", hot, bytes, flops);
+                output.row(&label, &shape, t, "hot", hot, bytes, m * k);
                 let cold = p.install(|| {
                     time_cold(&settings, copies.len(), |i| {
-                        table.rebuild(black_box(&x)).unwrap();
+                        table.rebuild_with(black_box(&x), path).unwrap();
                         gemv(&copies[i].view(), &table, &mut y, options).unwrap();
                     })
                 });
-                row(&label, &shape, t + 1, "cold", cold, bytes, flops);
+                output.row(&label, &shape, t, "cold", cold, bytes, m * k);
             }
             black_box(&y);
+            if bits == WeightBits::B8 {
+                dot_rows(&output, &settings, &pools, &shape, &q, &x, path, suffix);
+            }
         }
         if skip_f32 {
             continue;
@@ -235,19 +314,20 @@ fn main() {
         let copies: Vec<Vec<f32>> = (0..COLD_BYTES.div_ceil(bytes))
             .map(|_| dense.clone())
             .collect();
-        for (t, p) in pools.iter().enumerate() {
+        for (t, p) in &pools {
+            let t = *t;
             let hot = p.install(|| {
                 time_hot(&settings, || {
-                    reference::gemv_f32(&dense, m, k, black_box(&x), &mut y, t + 1).unwrap()
+                    reference::gemv_f32(&dense, m, k, black_box(&x), &mut y, t).unwrap()
                 })
             });
-            row("f32 reference", &shape, t + 1, "hot", hot, bytes, flops);
+            output.row("f32 reference", &shape, t, "hot", hot, bytes, m * k);
             let cold = p.install(|| {
                 time_cold(&settings, copies.len(), |i| {
-                    reference::gemv_f32(&copies[i], m, k, black_box(&x), &mut y, t + 1).unwrap()
+                    reference::gemv_f32(&copies[i], m, k, black_box(&x), &mut y, t).unwrap()
                 })
             });
-            row("f32 reference", &shape, t + 1, "cold", cold, bytes, flops);
+            output.row("f32 reference", &shape, t, "cold", cold, bytes, m * k);
         }
     }
 }

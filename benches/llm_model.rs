@@ -19,6 +19,11 @@
 //! Each figure is the median of `REPEATS` runs after one warm-up run. The 1-minute load
 //! average (`/proc/loadavg`) is printed before and after each row: other processes on the
 //! machine slow these figures down, so compare rows of the same run and prefer quiet runs.
+//!
+//! For the side-by-side script (`benches/vs-llama-cpp/run.sh`): `LLM_MODEL_THREADS=1,2`,
+//! `LLM_MODEL_DECODE_TOKENS=64` (llama-bench's `-n 64`), `LLM_MODEL_REPEATS=3` and
+//! `LLM_MODEL_CSV=1` (lines `csv,FORMAT,THREADS,PREFILL_TOKENS_PER_S,DECODE_TOKENS_PER_S`,
+//! commas in the format name written as `;`, and no "matrices only" column).
 
 use edgesim::llm::format::WeightFormat;
 use edgesim::llm::model::{LlamaModel, LogitsWanted};
@@ -31,6 +36,16 @@ const TEXT: &str = include_str!("../data-public/kjv-genesis-1-12.txt");
 const TOKENS: usize = 128;
 const REPEATS: usize = 5;
 const THREADS: [usize; 2] = [1, 2];
+
+/// An environment setting, or `default` when unset.
+fn setting(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value}: expected a count")),
+        Err(_) => default,
+    }
+}
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -118,17 +133,33 @@ fn main() {
         Ok(path) => path,
         Err(e) => return eprintln!("SKIPPED llm_model: {e}"),
     };
-    println!(
-        "SmolLM2-135M-Instruct, {TOKENS}-token prefill and {TOKENS} decode steps, median of \
-         {REPEATS}; load average before → after each row"
-    );
-    println!();
-    println!(
-        "| format | weight MB read per token | threads | prefill tokens/s | decode tokens/s | \
-         matrices only: tokens/s (GB/s) | load |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    let teams: Vec<ThreadTeam> = THREADS.iter().map(|&t| ThreadTeam::new(t)).collect();
+    let decode_tokens = setting("LLM_MODEL_DECODE_TOKENS", TOKENS);
+    let repeats = setting("LLM_MODEL_REPEATS", REPEATS).max(1);
+    let csv = std::env::var("LLM_MODEL_CSV").is_ok();
+    let threads: Vec<usize> = match std::env::var("LLM_MODEL_THREADS") {
+        Ok(list) => list
+            .split([',', ' '])
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                t.parse()
+                    .expect("LLM_MODEL_THREADS: a list of thread counts")
+            })
+            .collect(),
+        Err(_) => THREADS.to_vec(),
+    };
+    if !csv {
+        println!(
+            "SmolLM2-135M-Instruct, {TOKENS}-token prefill and {decode_tokens} decode steps, \
+             median of {repeats}; load average before → after each row"
+        );
+        println!();
+        println!(
+            "| format | weight MB read per token | threads | prefill tokens/s | decode tokens/s | \
+             matrices only: tokens/s (GB/s) | load |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+    }
+    let teams: Vec<ThreadTeam> = threads.iter().map(|&t| ThreadTeam::new(t)).collect();
     for spec in &formats {
         let format: WeightFormat = match spec.parse() {
             Ok(format) => format,
@@ -136,27 +167,43 @@ fn main() {
         };
         let loaded = LoadedModel::load(&path, format).expect("the cached model loads");
         let mut tokens = loaded.tokenizer.encode(TEXT).expect("encodes");
-        tokens.truncate(TOKENS);
+        tokens.truncate(TOKENS.max(decode_tokens));
+        let prompt = &tokens[..TOKENS];
+        let steps = &tokens[..decode_tokens];
         let model = &loaded.model;
         let megabytes = model.weights().matrix_bytes() as f64 / 1e6;
         for team in &teams {
             let before = load_average();
             let (prefill, decode, matrices) = team.install(|| {
-                prefill_seconds(model, &tokens);
-                decode_seconds(model, &tokens);
-                let repeat = |f: &dyn Fn() -> f64| median((0..REPEATS).map(|_| f()).collect());
+                prefill_seconds(model, prompt);
+                decode_seconds(model, steps);
+                let repeat = |f: &dyn Fn() -> f64| median((0..repeats).map(|_| f()).collect());
                 (
-                    repeat(&|| prefill_seconds(model, &tokens)),
-                    repeat(&|| decode_seconds(model, &tokens)),
-                    repeat(&|| matrices_seconds(model, TOKENS)),
+                    repeat(&|| prefill_seconds(model, prompt)),
+                    repeat(&|| decode_seconds(model, steps)),
+                    if csv {
+                        f64::NAN
+                    } else {
+                        repeat(&|| matrices_seconds(model, TOKENS))
+                    },
                 )
             });
+            if csv {
+                println!(
+                    "csv,{},{},{:.2},{:.2}",
+                    model.format().replace(',', ";"),
+                    team.threads(),
+                    TOKENS as f64 / prefill,
+                    decode_tokens as f64 / decode
+                );
+                continue;
+            }
             println!(
                 "| {} | {megabytes:.1} | {} | {:.1} | {:.1} | {:.1} ({:.1}) | {before} → {} |",
                 model.format(),
                 team.threads(),
                 TOKENS as f64 / prefill,
-                TOKENS as f64 / decode,
+                decode_tokens as f64 / decode,
                 TOKENS as f64 / matrices,
                 megabytes * TOKENS as f64 / matrices / 1e3,
                 load_average()

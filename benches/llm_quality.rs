@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench llm_quality` (the default formats), or with format specs:
 //! `cargo bench --bench llm_quality -- 4 4/g64 2/minmax`. A spec is `f32` or
-//! `BITS[/gGROUP][/oOUTPUT_BITS][/minmax|/refined]`. Skips with a message when the model is not
+//! `BITS[/gGROUP][/oOUTPUT_BITS][/minmax|/refined|/gptq][/lut8]` (`lut8`: 8-bit matrices on the
+//! LUT kernels instead of the dot-product ones). Skips with a message when the model is not
 //! in the cache (`edgesim model fetch smollm2`).
 //!
 //! Columns:
@@ -11,15 +12,17 @@
 //!   f32 model's greedy reply (up to `REPLY_TOKENS` tokens) is the reference; the candidate
 //!   runs prompt + reply in one pass and must predict each next token of the reply the same
 //!   way. Reported as matching predictions / all predictions.
-//! - perplexity: Genesis 1–12 (KJV, `data-public/kjv-genesis-1-12.txt`, 9,488 tokens) in
-//!   consecutive windows of 512 tokens, each from an empty cache (`eval::perplexity`).
+//! - perplexity: Genesis 1–12 (KJV, `data-public/kjv-genesis-1-12.txt`, 9,488 tokens) by
+//!   llama.cpp's method (`eval::PerplexityMethod::LlamaCpp`): 18 windows of 512 tokens, each
+//!   from an empty cache, the last 255 tokens of each scored, so the figures can be set beside
+//!   `llama-perplexity -c 512` on the same file.
 //!
 //! The figures are deterministic (no timing involved): rerunning gives the same table.
 
-use edgesim::llm::eval::{next_token_predictions, perplexity};
+use edgesim::llm::eval::{next_token_predictions, perplexity, PerplexityMethod};
 use edgesim::llm::format::WeightFormat;
 use edgesim::llm::generate::{generate, GenerationRequest};
-use edgesim::llm::matvec::Requantizer;
+use edgesim::llm::matvec::{EightBitKernel, Requantizer};
 use edgesim::llm::parallel::ThreadTeam;
 use edgesim::llm::sampling::Sampler;
 use edgesim::llm::LoadedModel;
@@ -40,7 +43,8 @@ fn parse_spec(spec: &str) -> Result<WeightFormat, String> {
         .parse()
         .map_err(|e| format!("{spec}: {e}"))?;
     for part in parts {
-        format = if let Some(group) = part.strip_prefix('g') {
+        let digits = |rest: &str| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
+        format = if let Some(group) = part.strip_prefix('g').filter(|g| digits(g)) {
             let group = group.parse().map_err(|_| format!("{spec}: bad group"))?;
             format.with_group(group).map_err(|e| e.to_string())?
         } else if let Some(bits) = part.strip_prefix('o') {
@@ -52,6 +56,10 @@ fn parse_spec(spec: &str) -> Result<WeightFormat, String> {
             format.with_requantizer(Requantizer::MinMax)
         } else if part == "refined" {
             format.with_requantizer(Requantizer::Refined)
+        } else if part == "gptq" {
+            format.with_requantizer(Requantizer::Gptq)
+        } else if part == "lut8" {
+            format.with_eight_bit_kernel(EightBitKernel::Lut)
         } else {
             return Err(format!("{spec}: unknown part '{part}'"));
         };
@@ -127,10 +135,11 @@ fn main() {
     println!(
         "SmolLM2-135M-Instruct quality per weight format: top-1 agreement with f32 over {} \
          greedy-reply predictions ({} chat prompts, replies up to {REPLY_TOKENS} tokens); \
-         perplexity of KJV Genesis 1–12 ({} tokens) in windows of {CONTEXT}",
+         perplexity of KJV Genesis 1–12 ({} tokens), {}",
         predictions,
         prompts.len(),
-        text_tokens.len()
+        text_tokens.len(),
+        PerplexityMethod::default().describe(CONTEXT)
     );
     println!();
     println!("| format | bits/weight (all matrices) | matrix MB | top-1 agreement | perplexity |");

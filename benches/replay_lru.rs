@@ -41,6 +41,7 @@ fn setup() -> Setup {
         records.push(rec.clone());
     }
     let experiment = Experiment {
+        file: "benches/replay_lru.rs".into(),
         name: "bench".into(),
         description: String::new(),
         device: "jetson-agx-orin".into(),

@@ -3,8 +3,22 @@
 //! This is the one place where a policy meets a backend. It owns the op-id counter (ids run on
 //! across plans so a plan can depend on an earlier plan's prefetch) and checks, after every
 //! pass, that the policy's own accounting stays within its budget.
+//!
+//! A replay's memory does not grow with the trace: per-pass outcomes are summed into
+//! [`PassStats`] as they happen and kept one by one only when [`ReplayOptions::keep_passes`]
+//! asks for them (validation compares passes one by one; a comparison needs only the
+//! summary). The plan buffers and the backend's step buffer are reused from pass to pass, so
+//! once they have grown to the largest pass the loop allocates nothing of its own.
 
-use crate::backend::{Backend, BackendError, OpTiming};
+mod breakdown;
+mod exact_percentiles;
+mod pass_stats;
+
+pub use breakdown::Breakdown;
+pub use exact_percentiles::ExactPercentiles;
+pub use pass_stats::PassStats;
+
+use crate::backend::{Backend, BackendError, OpTiming, StepResult};
 use crate::plan::{Op, Plan, PlanBuilder, PlanError};
 use crate::policy::{Counters, Policy, PolicyError};
 use crate::trace::{ForwardPass, PassGrouper, Phase, TokenSource};
@@ -50,7 +64,12 @@ pub struct ReplayOutcome {
     pub policy: String,
     /// Time to load the resident set before the first pass.
     pub warmup: Nanos,
+    /// Every pass's record, in order, when [`ReplayOptions::keep_passes`] was set; else empty.
     pub passes: Vec<PassRecord>,
+    /// Totals over every pass (kept whether or not the records are). A caller that rewrites
+    /// `passes` recomputes them with [`PassStats::of`].
+    #[serde(skip)]
+    pub stats: PassStats,
     pub counters: Counters,
     /// Largest memory the policy held after any pass.
     pub peak_policy_memory: u64,
@@ -59,12 +78,20 @@ pub struct ReplayOutcome {
     pub end: Nanos,
     /// Op timings, when requested, up to the requested count.
     pub timeline: Vec<TimelineEntry>,
+    /// Where the prefill passes' time went, when requested.
+    #[serde(skip)]
+    pub prefill_breakdown: Option<Breakdown>,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct ReplayOptions {
     /// Keep at most this many op timings for a timeline (0: none).
     pub timeline_ops: usize,
+    /// Keep every pass's [`PassRecord`] in [`ReplayOutcome::passes`] (memory grows with the
+    /// trace); without it only [`ReplayOutcome::stats`] is kept.
+    pub keep_passes: bool,
+    /// Sum the prefill passes' time by kind of work ([`Breakdown`]).
+    pub breakdown: bool,
 }
 
 #[derive(Debug)]
@@ -157,25 +184,27 @@ where
         policy: policy.name().to_string(),
         ..ReplayOutcome::default()
     };
-    let mut next_id = 0;
-    let mut b = PlanBuilder::new(next_id);
+    let mut b = PlanBuilder::new(0);
     policy.plan_warmup(&mut b)?;
     let warmup = b.finish()?;
-    next_id = warmup.end_id();
-    let step = backend.run(&warmup)?;
+    let mut next_id = warmup.end_id();
+    let mut step = StepResult::default();
+    backend.run_into(&warmup, &mut step)?;
     out.warmup = step.output_ready;
     out.ops_total += warmup.len() as u64;
     keep_timeline(&mut out.timeline, &warmup, &step.ops, options);
 
+    // The last pass's plan, whose buffers the next one is built in.
+    let mut spare = warmup;
     let mut pass = ForwardPass::default();
     let mut i = 0usize;
     while source.next_pass(&mut pass).map_err(ReplayError::Source)? {
         i += 1;
-        let mut b = PlanBuilder::new(next_id);
+        let mut b = PlanBuilder::reusing(std::mem::take(&mut spare), next_id);
         policy.plan_pass(&pass, &mut b)?;
         let plan = b.finish()?;
         next_id = plan.end_id();
-        let step = backend.run(&plan)?;
+        backend.run_into(&plan, &mut step)?;
         let held = policy.memory().total();
         if held > budget_bytes {
             return Err(ReplayError::OverBudget {
@@ -186,7 +215,7 @@ where
         }
         out.peak_policy_memory = out.peak_policy_memory.max(held);
         out.ops_total += plan.len() as u64;
-        out.passes.push(PassRecord {
+        let record = PassRecord {
             sequence: pass.sequence,
             phase: pass.phase,
             tokens: pass.batch(),
@@ -196,9 +225,19 @@ where
             compute: compute_time(&plan, &step.ops),
             bytes_read: bytes_read(&plan),
             ops: plan.len() as u32,
-        });
+        };
+        out.stats.add(&record);
+        if options.keep_passes {
+            out.passes.push(record);
+        }
         out.end = step.output_ready;
+        if options.breakdown && pass.phase == Phase::Prefill {
+            out.prefill_breakdown
+                .get_or_insert_with(Breakdown::default)
+                .add(&plan, &step.ops, step.latency().0);
+        }
         keep_timeline(&mut out.timeline, &plan, &step.ops, options);
+        spare = plan;
     }
     out.counters = policy.counters().clone();
     Ok(out)
@@ -229,6 +268,9 @@ fn keep_timeline(
     timings: &[OpTiming],
     options: &ReplayOptions,
 ) {
+    if into.len() >= options.timeline_ops {
+        return;
+    }
     for t in timings {
         if into.len() >= options.timeline_ops {
             return;

@@ -123,6 +123,56 @@ fn quick_calibration_writes_a_valid_profile_whose_numbers_say_how_they_were_meas
     );
 }
 
+/// `calibrate --cpu-only` rewrites the `cpu` section alone: every other field of the profile
+/// it updates stays as it was, and the new sources name the command, the CPU and the kernels'
+/// instruction-set path. A profile that is not there is an error naming it (exit 2).
+#[test]
+fn cpu_only_calibration_rewrites_only_the_cpu_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("host.json");
+    let bundled = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/devices/host.json"),
+    )
+    .unwrap();
+    std::fs::write(&out, &bundled).unwrap();
+    edgesim()
+        .args(["calibrate", "--quick", "--cpu-only", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let before: serde_json::Value = serde_json::from_str(&bundled).unwrap();
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let (before, after) = (before.as_object().unwrap(), after.as_object().unwrap());
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (key, value) in before {
+        if key != "cpu" {
+            assert_eq!(value, &after[key], "{key} changed");
+        }
+    }
+    assert_ne!(before["cpu"], after["cpu"]);
+    let mut sources = Vec::new();
+    collect_sources(&after["cpu"], &mut sources);
+    let isa = edgesim::kernels::Isa::detected().describe();
+    for s in sources {
+        assert!(
+            s.contains("measured by `edgesim calibrate` (--cpu-only, QUICK mode")
+                && s.contains(&format!("the kernels' {isa} path")),
+            "{s}"
+        );
+    }
+    let absent = edgesim()
+        .args(["calibrate", "--quick", "--cpu-only", "--out"])
+        .arg(dir.path().join("absent.json"))
+        .assert()
+        .code(2);
+    let message = String::from_utf8_lossy(&absent.get_output().stderr).to_string();
+    assert!(message.contains("absent.json"), "{message}");
+}
+
 fn collect_sources(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
         serde_json::Value::Object(m) => {

@@ -113,8 +113,11 @@ fn encrypted_stores_need_the_right_key_and_authenticate_every_chunk() {
         "{err}"
     );
     // The wrong key.
-    let err = WeightStore::open(&store_dir, Some(StoreKey::test_key())).unwrap_err();
-    assert!(err.contains("not the key"), "{err}");
+    let err = WeightStore::open(&store_dir, Some(StoreKey::generate("another key"))).unwrap_err();
+    assert!(
+        err.contains("not the key") && err.contains("another key"),
+        "{err}"
+    );
     // Tampered ciphertext whose CRC was "fixed" in the index: authentication catches it.
     let mut i = index(&store_dir);
     let victim = i.entries[3].clone();
@@ -124,6 +127,14 @@ fn encrypted_stores_need_the_right_key_and_authenticate_every_chunk() {
     i.entries[3].crc32 = crc32fast::hash(
         &data[victim.offset as usize..(victim.offset + victim.stored_bytes) as usize],
     );
+    // Even with the index's binding recomputed under the key, the chunk tags catch it.
+    i.binding = None;
+    let model_json = std::fs::read(store_dir.join("model.json")).unwrap();
+    i.binding = Some(edgesim::exec::store::binding::bind(
+        &i,
+        &model_json,
+        Some(&key),
+    ));
     write_index(&store_dir, &i);
     let err = WeightStore::open(&store_dir, Some(key)).unwrap_err();
     assert!(

@@ -1,5 +1,5 @@
 //! Property tests of the LUT kernels: accuracy against the exact product of the quantized
-//! weights, bit-identity of the scalar and AVX2 paths and of thread counts, and equality of
+//! weights, bit-identity of the scalar, AVX2 and AVX-512 paths and of thread counts, and equality of
 //! the sparse, GEMM and serialized variants with the dense GEMV.
 //!
 //! # The accuracy bound
@@ -20,9 +20,8 @@
 
 use edgesim::kernels::f16::f16_to_f32;
 use edgesim::kernels::{
-    avx2_available, gemm, gemv, gemv_cols, gemv_rows, reference, ActivationTable, GroupSize,
-    KernelError, KernelOptions, KernelPath, PackedMatrix, PackedView, QuantScheme, QuantizedMatrix,
-    WeightBits,
+    gemm, gemv, gemv_cols, gemv_rows, reference, ActivationTable, GroupSize, KernelError,
+    KernelOptions, KernelPath, PackedMatrix, PackedView, QuantScheme, QuantizedMatrix, WeightBits,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -106,7 +105,7 @@ fn case_strategy() -> impl Strategy<Value = (usize, usize, usize, bool, usize, u
     (
         1usize..80,    // rows
         1usize..5,     // groups per row
-        0usize..3,     // group size 32/64/128
+        0usize..4,     // group size 32/64/96/128
         any::<bool>(), // table group = weight group, or 32
         0usize..6,     // bits 1/2/3/4/8, ternary
         any::<u64>(),  // seed
@@ -114,7 +113,12 @@ fn case_strategy() -> impl Strategy<Value = (usize, usize, usize, bool, usize, u
 }
 
 fn group_of(index: usize) -> GroupSize {
-    [GroupSize::G32, GroupSize::G64, GroupSize::G128][index]
+    [
+        GroupSize::G32,
+        GroupSize::G64,
+        GroupSize::G96,
+        GroupSize::G128,
+    ][index]
 }
 
 fn build(params: (usize, usize, usize, bool, usize, u64)) -> Case {
@@ -142,25 +146,35 @@ proptest! {
     }
 
     #[test]
-    fn scalar_and_avx2_paths_are_bit_identical(params in case_strategy()) {
-        prop_assume!(avx2_available());
+    fn every_path_is_bit_identical_to_the_scalar_path(params in case_strategy()) {
         let case = build(params);
         // End to end on each path: table built and lookups run by the scalar code, then by
-        // the AVX2 code.
+        // every SIMD path this CPU has (AVX2, AVX-512, AVX-512 with VBMI), one tile at a time
+        // and in two-tile passes (the GEMV runs pairs of tiles, the GEMM single ones).
         let mut slow_table = ActivationTable::empty(case.table.group());
         slow_table.rebuild_with(&case.x, KernelPath::Scalar).expect("table");
         let mut scalar = vec![0.0f32; case.matrix.rows()];
         let scalar_options = KernelOptions::default().with_path(KernelPath::Scalar);
         gemv(&case.packed.view(), &slow_table, &mut scalar, scalar_options).expect("gemv");
-        let mut fast_table = ActivationTable::empty(case.table.group());
-        fast_table.rebuild_with(&case.x, KernelPath::Avx2).expect("table");
-        let mut fast = vec![0.0f32; case.matrix.rows()];
-        let fast_options = KernelOptions::default().with_path(KernelPath::Avx2);
-        gemv(&case.packed.view(), &fast_table, &mut fast, fast_options).expect("gemv");
-        prop_assert_eq!(
-            scalar.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for path in KernelPath::available() {
+            let mut fast_table = ActivationTable::empty(case.table.group());
+            fast_table.rebuild_with(&case.x, path).expect("table");
+            prop_assert_eq!(fast_table.entries(), slow_table.entries(), "{:?} table", path);
+            let mut fast = vec![0.0f32; case.matrix.rows()];
+            let fast_options = KernelOptions::default().with_path(path);
+            gemv(&case.packed.view(), &fast_table, &mut fast, fast_options).expect("gemv");
+            prop_assert_eq!(bits(&scalar), bits(&fast), "{:?} gemv", path);
+            let mut single = vec![0.0f32; case.matrix.rows()];
+            gemm(
+                &case.packed.view(),
+                std::slice::from_ref(&fast_table),
+                &mut single,
+                fast_options,
+            )
+            .expect("gemm");
+            prop_assert_eq!(bits(&scalar), bits(&single), "{:?} one-tile gemm", path);
+        }
     }
 
     #[test]
@@ -299,11 +313,11 @@ fn saturating_inputs_do_not_overflow_the_accumulators() {
                 "{bits:?}: {value} vs {want}"
             );
         }
-        if avx2_available() {
-            let mut scalar = vec![0.0f32; rows];
-            let options = KernelOptions::default().with_path(KernelPath::Scalar);
-            gemv(&packed.view(), &table, &mut scalar, options).unwrap();
-            assert_eq!(scalar, y, "{bits:?}");
+        for path in KernelPath::available() {
+            let mut other = vec![0.0f32; rows];
+            let options = KernelOptions::default().with_path(path);
+            gemv(&packed.view(), &table, &mut other, options).unwrap();
+            assert_eq!(other, y, "{bits:?} on {path:?}");
         }
     }
 }

@@ -400,8 +400,11 @@ fn decode_passes(passes: &[ForwardPass]) -> Vec<ForwardPass> {
 /// Variants that switch each technique of the policies that have switches, so the
 /// invariants cover them too.
 fn variants() -> Vec<(&'static str, serde_json::Value)> {
+    // The dense confidential members (TZ-LLM and its baselines) restore dense models: they
+    // have their own property below.
     let mut v: Vec<(&str, serde_json::Value)> = POLICIES
         .iter()
+        .filter(|&&(n, _)| !policy::confidential::is_dense_member(n))
         .map(|&(n, _)| (n, serde_json::Value::Null))
         .collect();
     for params in [
@@ -472,8 +475,37 @@ proptest! {
     }
 }
 
-/// On a dense model, only `on-demand` and `lru` plan (at neuron level); every other policy
-/// says it is expert-level.
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// TZ-LLM and its baselines on a dense model, every switch of `tzllm` off in turn and a
+    /// random cached share: the budget holds (every parameter and the KV cache), every op
+    /// starts after its dependencies and every op runs.
+    #[test]
+    fn confidential_policies_keep_their_budget_and_order(seed in any::<u64>(), cached in 0.0f64..1.0) {
+        let model = small_dense();
+        let passes = neuron_passes(seed, 2, 10);
+        let mut cases: Vec<(&str, serde_json::Value)> = POLICIES
+            .iter()
+            .filter(|&&(n, _)| policy::confidential::is_dense_member(n))
+            .map(|&(n, _)| (n, serde_json::json!({"cache_fraction": cached})))
+            .collect();
+        for off in ["pipeline", "priority", "preemption"] {
+            cases.push(("tzllm", serde_json::json!({off: false, "cache_fraction": cached})));
+        }
+        for npu in ["exclusive", "cpu-only"] {
+            cases.push(("tzllm", serde_json::json!({"npu": npu, "cache_order": "load-order", "cache_fraction": cached})));
+        }
+        for (name, params) in cases {
+            if let Err(e) = check_policy(&model, name, params.clone(), false, 1.0, &passes, false) {
+                prop_assert!(false, "{} {}: {}", name, params, e);
+            }
+        }
+    }
+}
+
+/// On a dense model, only `on-demand` and `lru` plan (at neuron level) besides the dense
+/// confidential members; every other policy says it is expert-level.
 #[test]
 fn on_a_dense_model_only_the_neuron_policies_build() {
     let model = small_dense();
@@ -483,6 +515,9 @@ fn on_a_dense_model_only_the_neuron_policies_build() {
         let built = policy::build(name, context_for(model.clone(), test_device(), budget));
         match name {
             "on-demand" | "lru" => assert!(built.is_ok(), "{name}: {:?}", built.err()),
+            n if policy::confidential::is_dense_member(n) => {
+                assert!(built.is_ok(), "{name}: {:?}", built.err())
+            }
             _ => assert!(
                 matches!(built, Err(PolicyError::Unsupported(_))),
                 "{name} builds on a dense model"
@@ -495,7 +530,10 @@ fn on_a_dense_model_only_the_neuron_policies_build() {
 fn a_budget_below_the_resident_set_names_what_is_needed() {
     let model = small_moe();
     let fp = Footprint::of(&model, Precision::Int8, Precision::Int4, 64);
-    for &(name, _) in POLICIES {
+    for &(name, _) in POLICIES
+        .iter()
+        .filter(|(n, _)| !policy::confidential::is_dense_member(n))
+    {
         let err = [test_device(), test_device_host_memory()]
             .into_iter()
             .map(|d| policy::build(name, context(d, fp.resident_bytes / 2)))

@@ -95,4 +95,12 @@ pub trait Backend {
     /// Runs `plan`, released no earlier than the previous plan's output. Ops of earlier plans
     /// may still be running (prefetches); the plan may depend on them.
     fn run(&mut self, plan: &Plan) -> Result<StepResult, BackendError>;
+
+    /// [`Backend::run`] into `step`, whose buffers the backend may reuse (the simulator swaps
+    /// its op-timing buffer with `step.ops`, so a replay allocates none per pass). On an error
+    /// `step` is unspecified.
+    fn run_into(&mut self, plan: &Plan, step: &mut StepResult) -> Result<(), BackendError> {
+        *step = self.run(plan)?;
+        Ok(())
+    }
 }

@@ -7,14 +7,14 @@
 //!
 //! | op | resource | servers |
 //! | --- | --- | --- |
-//! | Read, offload tier flash | `flash` | channels the read spreads over ([`FlashModel::channels_for`](crate::hw::cost::FlashModel::channels_for)) |
+//! | Read, offload tier flash | `flash` | all of them in the simulator: the device's transfer link is one ([`FlashModel::channels_for`](crate::hw::cost::FlashModel::channels_for)); the executor spreads a read's requests over up to `storage.channels` I/O threads |
 //! | Read, offload tier host memory | `link` | 1 |
 //! | Compute on `Cpu { cluster, threads }` | `cpu.<name>` | threads |
 //! | Compute on `Accel` | `accel` | 1 |
 //! | Decrypt | `cpu.<name>` of its cluster | threads |
 //! | Alloc, secure | `cpu.<name>` of cluster 0 | 1 |
 //! | Alloc, normal; Evict; Join | none | 0 |
-//! | WorldSwitch | `tee` | 1 |
+//! | WorldSwitch, NpuHandover | `tee` | 1 |
 //!
 //! An op the device cannot run (a cluster it lacks, more threads than cores, a precision with
 //! no rate, a TEE op without a TEE) is refused here with the cost model's error, so both
@@ -163,7 +163,7 @@ impl ResourceMap {
                 })
             }
             Op::Alloc { secure: false, .. } | Op::Evict { .. } | Op::Join => Ok(Placement::NOWHERE),
-            Op::WorldSwitch { .. } => {
+            Op::WorldSwitch { .. } | Op::NpuHandover { .. } => {
                 costs.tee()?;
                 Ok(Placement {
                     resource: self.tee_resource,

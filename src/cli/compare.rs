@@ -155,7 +155,20 @@ fn prepare(
     compare::prepare(exp, base.as_deref()).map_err(CliError::new)
 }
 
+/// `--jobs` and `--timeline` against their bounds, before anything is read.
+fn check_run_flags(jobs: usize, timeline: Option<usize>) -> Result<(), CliError> {
+    use crate::limits::{check_count, MAX_THREADS, MAX_TIMELINE_OPS};
+    check_count("--jobs", jobs as u64, MAX_THREADS as u64).map_err(CliError::new)?;
+    check_count(
+        "--timeline",
+        timeline.unwrap_or(0) as u64,
+        MAX_TIMELINE_OPS as u64,
+    )
+    .map_err(CliError::new)
+}
+
 pub fn run_compare(args: CompareArgs) -> Result<(), CliError> {
+    check_run_flags(args.jobs, args.timeline)?;
     let p = prepare(&args.experiment, &args.overrides, &args.policies)?;
     let out = args
         .out
@@ -200,6 +213,7 @@ pub fn run_compare(args: CompareArgs) -> Result<(), CliError> {
 }
 
 pub fn run_replay(args: ReplayArgs) -> Result<(), CliError> {
+    check_run_flags(0, args.timeline)?;
     let p = prepare(
         &args.scenario,
         &args.overrides,

@@ -43,8 +43,8 @@ pub struct PrepareArgs {
     /// Encrypt every tensor (ChaCha20-Poly1305).
     #[arg(long)]
     pub encrypt: bool,
-    /// Key for --encrypt: 32 raw bytes or 64 hex digits [default: the fixed public test key,
-    /// a stand-in for a TEE-held key].
+    /// Key for --encrypt: a file of 32 raw bytes or 64 hex digits [default: the environment
+    /// variable EDGESIM_STORE_KEY; there is no built-in key]. A stand-in for a TEE-held key.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
     /// Seed of the weight generator.
@@ -94,7 +94,7 @@ pub struct RunArgs {
     /// Replay at most this many passes.
     #[arg(long, value_name = "N")]
     pub max_passes: Option<usize>,
-    /// Key of an encrypted store (not needed for the fixed test key).
+    /// Key file of an encrypted store [default: the environment variable EDGESIM_STORE_KEY].
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 }
@@ -106,14 +106,22 @@ pub fn run(args: ExecArgs) -> Result<(), CliError> {
     }
 }
 
+/// The store key: from `--key-file`, else from the environment variable
+/// [`crate::exec::store::crypt::KEY_ENV`]; never a built-in one, never a flag's value.
 pub fn key(path: &Option<PathBuf>) -> Result<Option<StoreKey>, CliError> {
-    path.as_deref()
-        .map(StoreKey::from_file)
-        .transpose()
-        .map_err(CliError::new)
+    match path {
+        Some(p) => StoreKey::from_file(p).map(Some).map_err(CliError::new),
+        None => StoreKey::from_env().map_err(CliError::new),
+    }
 }
 
 fn prepare(a: PrepareArgs) -> Result<(), CliError> {
+    crate::limits::check_count(
+        "--scale",
+        u64::from(a.scale),
+        u64::from(crate::limits::MAX_SCALE),
+    )
+    .map_err(CliError::new)?;
     let profile = crate::scenario::load_model(&a.model)?;
     let scaled = scale_model(&profile, a.scale)
         .map_err(|e| CliError::new(format!("model `{}`: {e}", a.model)))?;
@@ -121,7 +129,12 @@ fn prepare(a: PrepareArgs) -> Result<(), CliError> {
         .out
         .unwrap_or_else(|| PathBuf::from("target/edgesim-store").join(&scaled.name));
     let key = if a.encrypt {
-        Some(key(&a.key_file)?.unwrap_or_else(StoreKey::test_key))
+        Some(key(&a.key_file)?.ok_or_else(|| {
+            CliError::new(format!(
+                "--encrypt needs a key: --key-file FILE (32 raw bytes or 64 hex digits, e.g. from `head -c 32 /dev/urandom`) or the environment variable {}; edgesim has no built-in key",
+                crate::exec::store::crypt::KEY_ENV
+            ))
+        })?)
     } else {
         if a.key_file.is_some() {
             return Err(CliError::new("--key-file is only used with --encrypt"));

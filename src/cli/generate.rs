@@ -72,6 +72,18 @@ pub fn run(args: GenerateArgs) -> Result<(), CliError> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    crate::limits::check_count(
+        "--threads",
+        threads as u64,
+        crate::limits::MAX_THREADS as u64,
+    )
+    .map_err(CliError::new)?;
+    crate::limits::check_count(
+        "--max-tokens",
+        args.max_tokens as u64,
+        crate::limits::MAX_NEW_TOKENS as u64,
+    )
+    .map_err(CliError::new)?;
     if threads == 0 {
         return Err(CliError::new("--threads must be at least 1"));
     }

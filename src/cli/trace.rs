@@ -154,6 +154,8 @@ fn mixtral_geometry() -> Result<ModelGeometry, CliError> {
 }
 
 fn generate(g: GenArgs) -> Result<(), CliError> {
+    crate::limits::check_count("--tokens", g.tokens, crate::limits::MAX_TRACE_TOKENS)
+        .map_err(CliError::new)?;
     let profile = load_profile(&g)?;
     let model = ModelGeometry::from_profile(&profile)
         .map_err(|e| CliError::new(format!("model {}: {e}", profile.name)))?;

@@ -45,12 +45,18 @@ pub struct ValidateArgs {
     /// shared or throttled disks whose rate drifts during a validation.
     #[arg(long)]
     pub probe_disk: bool,
-    /// Key of an encrypted store (not needed for the fixed test key).
+    /// Key file of an encrypted store [default: the environment variable EDGESIM_STORE_KEY].
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 }
 
 pub fn run(a: ValidateArgs) -> Result<(), CliError> {
+    crate::limits::check_count(
+        "--repeat",
+        a.repeat as u64,
+        crate::limits::MAX_REPEAT as u64,
+    )
+    .map_err(CliError::new)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let options = ValidateOptions {
         experiment: a.experiment,

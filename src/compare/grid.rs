@@ -48,6 +48,12 @@ fn run_all(
         .collect();
     let replay_options = ReplayOptions {
         timeline_ops: options.timeline_ops,
+        // The restoration breakdown is written for experiments with confidential policies.
+        breakdown: p
+            .runs
+            .iter()
+            .any(|r| crate::policy::confidential::is_dense_member(&r.policy)),
+        ..ReplayOptions::default()
     };
     let done = std::sync::atomic::AtomicUsize::new(0);
     let total = runs.len();

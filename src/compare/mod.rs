@@ -25,13 +25,14 @@ pub mod headline;
 pub mod narrow;
 pub mod prepare;
 pub mod report_folder;
+mod restoration;
 pub mod run;
 
 pub use grid::{compare, CompareOptions};
 pub use headline::headline_of;
 pub use narrow::narrow_policies;
 pub use prepare::{
-    load_experiment, prepare, Prepared, PreparedWorkload, RunSpec, TokenStream, TraceInput,
-    BUNDLED_EXPERIMENTS, BUNDLED_TRACES, DEFAULT_MAX_PREFILL_CHUNK,
+    load_experiment, parse_experiment, prepare, Prepared, PreparedWorkload, RunSpec, TokenStream,
+    TraceInput, BUNDLED_EXPERIMENTS, BUNDLED_TRACES, DEFAULT_MAX_PREFILL_CHUNK,
 };
 pub use run::{future_of, run_one, RunResult};

@@ -5,9 +5,13 @@
 
 use crate::hw::DeviceProfile;
 use crate::model::ModelGeometry;
+use crate::scenario::experiment::policy_context;
 use crate::scenario::GenerateSpec;
 use crate::scenario::{self, Experiment, Footprint};
-use crate::trace::gen::{ExpertGenConfig, ExpertTraceGenerator};
+use crate::trace::gen::{
+    ExpertGenConfig, ExpertTraceGenerator, NeuronGenConfig, NeuronPredictorSpec,
+    NeuronTraceGenerator,
+};
 use crate::trace::{self, TokenSource, TraceHeader, TraceKind, TraceReader};
 use crate::units::human_bytes;
 use std::io::{Cursor, Read};
@@ -48,6 +52,58 @@ pub const BUNDLED_EXPERIMENTS: &[(&str, &str)] = &[
     (
         "hobbit-4090-phi",
         include_str!("../../scenarios/experiments/hobbit-4090-phi.json"),
+    ),
+    (
+        "tzllm-rk3588",
+        include_str!("../../scenarios/experiments/tzllm-rk3588.json"),
+    ),
+    (
+        "tzllm-rk3588-qwen",
+        include_str!("../../scenarios/experiments/tzllm-rk3588-qwen.json"),
+    ),
+    (
+        "tzllm-rk3588-phi",
+        include_str!("../../scenarios/experiments/tzllm-rk3588-phi.json"),
+    ),
+    (
+        "tzllm-rk3588-tinyllama",
+        include_str!("../../scenarios/experiments/tzllm-rk3588-tinyllama.json"),
+    ),
+    (
+        "tzllm-decode-llama",
+        include_str!("../../scenarios/experiments/tzllm-decode-llama.json"),
+    ),
+    (
+        "tzllm-decode-qwen",
+        include_str!("../../scenarios/experiments/tzllm-decode-qwen.json"),
+    ),
+    (
+        "tzllm-cache",
+        include_str!("../../scenarios/experiments/tzllm-cache.json"),
+    ),
+    (
+        "powerinfer2-oneplus12",
+        include_str!("../../scenarios/experiments/powerinfer2-oneplus12.json"),
+    ),
+    (
+        "powerinfer2-oneplus12-qwen2-7b",
+        include_str!("../../scenarios/experiments/powerinfer2-oneplus12-qwen2-7b.json"),
+    ),
+    (
+        "powerinfer2-oneplus12-relullama-13b",
+        include_str!("../../scenarios/experiments/powerinfer2-oneplus12-relullama-13b.json"),
+    ),
+    (
+        "powerinfer2-ablation",
+        include_str!("../../scenarios/experiments/powerinfer2-ablation.json"),
+    ),
+    (
+        "powerinfer2-prefill",
+        include_str!("../../scenarios/experiments/powerinfer2-prefill.json"),
+    ),
+    (
+        "powerinfer2-ace2",
+        include_str!("../../scenarios/experiments/powerinfer2-ace2.json"),
     ),
 ];
 
@@ -164,10 +220,71 @@ impl TraceInput {
 }
 
 impl TraceInput {
+    /// Tokens (records) of the trace, from a file's trailer: known before any record is read,
+    /// and an early error for a file whose writing was interrupted.
+    pub fn token_count(&self) -> Result<u64, trace::TraceError> {
+        match self {
+            TraceInput::Bundled(n, bytes) => trace::trailer::record_count_of(
+                &mut Cursor::new(*bytes),
+                Path::new(&format!("traces/{n}.est (bundled)")),
+            ),
+            TraceInput::File(p) => trace::trailer::record_count(p),
+            TraceInput::Generated { records, .. } => Ok(records.len() as u64),
+        }
+    }
+
     /// Generates the workload `spec` for `model` (the same records as `edgesim trace gen`
     /// with the matching flags) and keeps them in memory for every run to replay.
     pub fn generate(model: &ModelGeometry, spec: &GenerateSpec) -> Result<Self, trace::TraceError> {
+        Self::generate_for(model, None, spec)
+    }
+
+    /// As [`TraceInput::generate`]; a dense model gets a neuron trace whose mean active
+    /// fraction is `active_fraction` (the model profile's sparsity).
+    pub fn generate_for(
+        model: &ModelGeometry,
+        active_fraction: Option<crate::sourced::Sourced<f64>>,
+        spec: &GenerateSpec,
+    ) -> Result<Self, trace::TraceError> {
         let tokens = u64::from(spec.sequences) * u64::from(spec.prefill + spec.decode);
+        if !model.is_moe() && active_fraction.is_none() {
+            // A dense model without a stated sparsity: a token schedule with no neurons
+            // recorded (what the confidential family's dense policies replay).
+            return Self::dense_schedule(model, spec);
+        }
+        if !model.is_moe() {
+            let bad = |m: String| {
+                trace::TraceError::new(trace::TraceErrorKind::Input, Path::new("generate"), m)
+            };
+            let f = active_fraction.ok_or_else(|| {
+                bad(format!(
+                    "dense model `{}` states no activation sparsity, so no neuron trace can be generated for it",
+                    model.name
+                ))
+            })?;
+            let mut cfg = NeuronGenConfig::new(spec.seed, tokens, f);
+            cfg.sequences = spec.sequences;
+            cfg.prefill_per_sequence = spec.prefill;
+            cfg.model_seed = spec.model_seed;
+            cfg.predictor = spec.neuron_predictor.map(|p| NeuronPredictorSpec {
+                recall: p.recall,
+                precision: p.precision,
+            });
+            let mut generator = NeuronTraceGenerator::new(model, &cfg)?;
+            let mut records = Vec::with_capacity(tokens as usize);
+            let mut rec = trace::TokenRecord::default();
+            while generator.next_into(&mut rec)? {
+                records.push(rec.clone());
+            }
+            return Ok(TraceInput::Generated {
+                name: format!(
+                    "generated:{} neurons seed {} {}x[{},{}]",
+                    model.name, spec.seed, spec.sequences, spec.prefill, spec.decode
+                ),
+                header: Box::new(generator.header().clone()),
+                records: Arc::new(records),
+            });
+        }
         let mut cfg = ExpertGenConfig::new(model, spec.seed, tokens);
         cfg.sequences = spec.sequences;
         cfg.prefill_per_sequence = spec.prefill;
@@ -184,6 +301,73 @@ impl TraceInput {
                 model.name, spec.seed, spec.sequences, spec.prefill, spec.decode
             ),
             header: Box::new(generator.header().clone()),
+            records: Arc::new(records),
+        })
+    }
+}
+
+impl TraceInput {
+    /// A dense model's workload for policies that compute every weight (TZ-LLM and its
+    /// baselines): the token schedule only — `sequences` requests of `prefill` prompt tokens
+    /// and `decode` generated ones — as a neuron trace in which no neuron is recorded active.
+    /// Neuron-offloading policies would load nothing from it; their workloads need a
+    /// recorded or generated neuron trace (`edgesim trace gen --neurons`).
+    fn dense_schedule(
+        model: &ModelGeometry,
+        spec: &GenerateSpec,
+    ) -> Result<Self, trace::TraceError> {
+        use crate::trace::{Phase, SourceKind, TraceSource};
+        if !spec.predict_accuracy.is_empty() {
+            return Err(trace::TraceError::new(
+                trace::TraceErrorKind::Input,
+                Path::new("generate"),
+                format!(
+                    "model {} is dense: a generated dense workload records no routing, so `predict_accuracy` does not apply",
+                    model.name
+                ),
+            ));
+        }
+        let header = TraceHeader::neuron(
+            model,
+            false,
+            TraceSource {
+                kind: SourceKind::Synthetic,
+                description: format!(
+                    "token schedule only for dense {}: {} sequences of {} prompt and {} generated tokens;                      no neuron activity recorded (for policies that compute every weight)",
+                    model.name, spec.sequences, spec.prefill, spec.decode
+                ),
+                parameters: serde_json::json!({
+                    "generator": "edgesim dense schedule v1",
+                    "sequences": spec.sequences,
+                    "prefill": spec.prefill,
+                    "decode": spec.decode,
+                }),
+                targets: Vec::new(),
+            },
+        );
+        let mut records =
+            Vec::with_capacity((spec.sequences * (spec.prefill + spec.decode)) as usize);
+        for sequence in 0..spec.sequences {
+            for position in 0..spec.prefill + spec.decode {
+                records.push(trace::TokenRecord {
+                    sequence,
+                    position,
+                    phase: if position < spec.prefill {
+                        Phase::Prefill
+                    } else {
+                        Phase::Decode
+                    },
+                    neuron_offsets: vec![0; model.layers as usize + 1],
+                    ..trace::TokenRecord::default()
+                });
+            }
+        }
+        Ok(TraceInput::Generated {
+            name: format!(
+                "generated:{} schedule {}x[{},{}]",
+                model.name, spec.sequences, spec.prefill, spec.decode
+            ),
+            header: Box::new(header),
             records: Arc::new(records),
         })
     }
@@ -214,9 +398,15 @@ pub fn load_experiment(name_or_path: &str) -> Result<(Experiment, Option<PathBuf
             None,
         )
     };
-    let exp: Experiment = parse_json(&text, &file)?;
+    Ok((parse_experiment(&text, &file)?, base))
+}
+
+/// Parses and checks an experiment's text; `file` names it in error messages.
+pub fn parse_experiment(text: &str, file: &str) -> Result<Experiment, String> {
+    let mut exp: Experiment = parse_json(text, file)?;
+    exp.file = file.to_string();
     exp.check().map_err(|e| format!("{file}: {e}"))?;
-    Ok((exp, base))
+    Ok(exp)
 }
 
 /// Parses JSON, naming the file, the field path and the line/column on failure.
@@ -288,7 +478,19 @@ impl Prepared {
 
 /// Loads profiles, checks the trace against the model, resolves budgets and lists the runs.
 /// Every input error surfaces here, before anything runs or is written.
+/// Errors name the experiment's file first.
 pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, String> {
+    let file = experiment.file.clone();
+    prepare_named(experiment, base).map_err(|e| {
+        if file.is_empty() || e.starts_with(&file) {
+            e
+        } else {
+            format!("{file}: {e}")
+        }
+    })
+}
+
+fn prepare_named(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, String> {
     let device = scenario::load_device(&experiment.device).map_err(|e| e.to_string())?;
     let profile = scenario::load_model(&experiment.model).map_err(|e| e.to_string())?;
     let model = ModelGeometry::from_profile(&profile)
@@ -301,24 +503,36 @@ pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, 
     for w in &experiment.workloads {
         let input = match (&w.trace, &w.generate) {
             (Some(t), _) => TraceInput::resolve(t, base)?,
-            (None, Some(g)) => TraceInput::generate(&model, g)
-                .map_err(|e| format!("workload `{}`: {e}", w.label))?,
+            (None, Some(g)) => TraceInput::generate_for(
+                &model,
+                profile.sparsity.as_ref().map(|s| s.active_fraction.clone()),
+                g,
+            )
+            .map_err(|e| format!("workload `{}`: {e}", w.label))?,
             (None, None) => {
                 return Err(format!("workload `{}` has no trace", w.label));
             }
         };
         inputs.push((w.label.clone(), input));
     }
+    let runs_per_workload = experiment.budgets.len() * experiment.policies.len();
+    let mut sizes = Vec::new();
+    for (label, trace) in &inputs {
+        let tokens = trace.token_count().map_err(|e| workload_error(label, e))?;
+        sizes.push((trace.name(), tokens, runs_per_workload));
+    }
+    if let Some(problem) = crate::limits::sweep_problem(&sizes) {
+        return Err(problem);
+    }
     let mut workloads = Vec::new();
     let mut longest = 1;
     for (label, trace) in inputs {
-        let reader = trace
-            .open()
-            .map_err(|e| format!("workload `{label}`: {e}"))?;
+        let reader = trace.open().map_err(|e| workload_error(&label, e))?;
         let header = reader.header().clone();
         check_trace_fits_model(&header, &model, &trace.name())?;
         if experiment.max_context.is_none() {
-            longest = longest.max(longest_sequence(reader).map_err(|e| e.to_string())?);
+            longest = longest
+                .max(longest_sequence(reader).map_err(|e| format!("{}: {e}", trace.name()))?);
         }
         workloads.push(PreparedWorkload {
             label,
@@ -346,6 +560,26 @@ pub fn prepare(experiment: Experiment, base: Option<&Path>) -> Result<Prepared, 
             ));
         }
         budgets.push((bytes, label));
+    }
+    // Policy parameters are checked once here, so a bad one is named with its file and field
+    // path before any run starts (a run's other errors surface when it runs).
+    for (i, spec) in experiment.policies.iter().enumerate() {
+        let Some(&(bytes, _)) = budgets.first() else {
+            break;
+        };
+        let ctx = policy_context(
+            model.clone(),
+            Arc::new(device.clone()),
+            &experiment,
+            bytes,
+            max_context,
+            spec.params.clone(),
+        );
+        if let Err(crate::policy::PolicyError::BadParameter(m)) =
+            crate::policy::build(&spec.name, ctx)
+        {
+            return Err(format!("policies[{i}]: {m}"));
+        }
     }
     let mut runs = Vec::new();
     for wi in 0..workloads.len() {
@@ -418,11 +652,29 @@ fn check_trace_fits_model(h: &TraceHeader, m: &ModelGeometry, name: &str) -> Res
     Ok(())
 }
 
-/// Longest sequence in the trace (positions + 1): what the KV cache must hold.
-fn longest_sequence<S: TokenSource>(mut source: S) -> Result<u32, trace::TraceError> {
+/// A trace error of a workload: an experiment's single `trace` has no label to name.
+fn workload_error(label: &str, e: trace::TraceError) -> String {
+    if label.is_empty() {
+        e.to_string()
+    } else {
+        format!("workload `{label}`: {e}")
+    }
+}
+
+/// Longest sequence in the trace (positions + 1): what the KV cache must hold. Stops at the
+/// first position past [`crate::limits::MAX_CONTEXT`].
+fn longest_sequence<S: TokenSource>(mut source: S) -> Result<u32, String> {
     let mut rec = trace::TokenRecord::default();
     let mut longest = 1;
-    while source.next_into(&mut rec)? {
+    while source.next_into(&mut rec).map_err(|e| e.to_string())? {
+        if rec.position >= crate::limits::MAX_CONTEXT {
+            return Err(format!(
+                "sequence {} reaches position {}, above the bound of {} positions per sequence (`max_context`, docs/limits.md)",
+                rec.sequence,
+                rec.position,
+                crate::limits::MAX_CONTEXT
+            ));
+        }
         longest = longest.max(rec.position + 1);
     }
     Ok(longest)

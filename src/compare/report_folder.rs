@@ -44,7 +44,7 @@ pub fn write(
     results: &[RunResult],
     rows: &[ResultRow],
 ) -> Result<PathBuf, String> {
-    let dir = ReportDir::create(out)
+    let dir = ReportDir::create(out, crate::report::write::REPORT_MARKER)
         .map_err(|e| format!("{}: cannot create the report folder: {e}", out.display()))?;
     let io = |e: std::io::Error| format!("{}: cannot write the report: {e}", out.display());
     write_tables(p, options, rows, &dir, &io)?;
@@ -71,6 +71,7 @@ pub fn write(
         );
         dir.write("summary.md", md.as_bytes()).map_err(io)?;
     }
+    super::restoration::write(results, rows, &dir, &io)?;
     if options.timeline_ops > 0 {
         write_timelines(p, results, &dir, &io)?;
     }

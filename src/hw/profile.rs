@@ -79,16 +79,17 @@ pub struct HostMemorySpec {
 pub struct StorageSpec {
     /// e.g. "NVMe PCIe 4.0", "UFS 4.0".
     pub kind: String,
-    /// Requests the device serves in parallel (the queue depth its curve was measured at, NVMe
-    /// queues, flash channels). A read op spreads its requests over up to this many.
+    /// Requests kept in flight: the executor's I/O threads (the queue depth its calibration
+    /// found enough). The simulator's flash cost does not use it (`hw::cost::flash`).
     pub channels: Sourced<u32>,
-    /// Time from issuing a request to its first byte, with the device otherwise idle.
+    /// A lone 4 KiB read's whole time, issue to completion, with the device otherwise idle
+    /// (the data sheet's 1 / IOPS at queue depth 1: command, media and transfer included).
     pub request_latency_ns: Sourced<u64>,
     /// Aggregate read bandwidth as a function of request size, with all channels busy.
     /// Interpolated linearly in log2(request size); clamped at the ends. Small points are
     /// random reads, large points sequential ones, as the devices' measurements were taken.
-    /// These are measured aggregates with the latency already inside them: a cost model must
-    /// deliver `read_curve(size)` when `channels` requests of that size are kept in flight.
+    /// These are measured aggregates with the queue full: the smallest point is the deep-queue
+    /// IOPS (the command rate), the largest the sequential rate (the link).
     pub read_curve: Sourced<Vec<CurvePoint>>,
 }
 
@@ -171,19 +172,15 @@ pub struct TeeSpec {
     /// Secure-memory allocation rate of one thread (CMA migration under memory pressure).
     pub secure_alloc_bytes_per_s: Sourced<f64>,
     /// The most all allocating threads reach together (TZ-LLM: 1.9 GB/s for one thread, only
-    /// 3.8 GB/s for four). Absent: threads add up without limit.
-    ///
-    /// Parsed and checked but not priced yet: today's plans allocate on one thread. Issue 13
-    /// (TZ-LLM's pipelined restoration with several allocating threads) prices it.
+    /// 3.8 GB/s for four). Absent: threads add up without limit. Priced as the number of
+    /// allocations that may run at once (`TeeModel::secure_alloc_lanes`), which TZ-LLM's
+    /// restoration chains its allocation micro-ops into.
     #[serde(default)]
     pub secure_alloc_total_bytes_per_s: Option<Sourced<f64>>,
     /// Decryption rate of one core.
     pub decrypt_bytes_per_s_per_core: Sourced<f64>,
-    /// Full NPU detach and re-attach, paid on each switch when there is no co-driver.
-    ///
-    /// Parsed and checked but not priced yet: no policy plans an NPU handover without the
-    /// co-driver. Issue 13 (TZ-LLM's strawman baseline, which re-initialises the NPU per
-    /// switch) prices it.
+    /// Full NPU detach and re-attach, paid on each switch when there is no co-driver: the
+    /// price of `Op::NpuHandover` (`tzllm` with `"npu": "exclusive"`).
     pub npu_reinit_ns: Sourced<u64>,
 }
 

@@ -21,17 +21,10 @@ use super::table::ActivationTable;
 /// is busy with lookups; the hardware prefetcher alone leaves the 4-bit kernel ~40 % short.
 const PREFETCH_BYTES: usize = 8192;
 
-/// Whether this CPU can run the AVX2 kernel.
-pub(crate) fn available() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
-}
-
 /// Accumulates groups `groups` of one tile into `out` (32 values in flush order).
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C ([`available`]); `tile` must hold
+/// The CPU must support AVX2, FMA and F16C ([`Isa::Avx2`](super::isa::Isa)); `tile` must hold
 /// `shape.tile_bytes()` bytes and `table` must match the shape (checked by the callers).
 pub(crate) unsafe fn tile_kernel(
     tile: &[u8],

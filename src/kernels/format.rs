@@ -106,13 +106,16 @@ pub struct GroupSize(usize);
 impl GroupSize {
     pub const G32: GroupSize = GroupSize(32);
     pub const G64: GroupSize = GroupSize(64);
+    /// Divides SmolLM2's 576 and 1536 (as 32 and 64 do, 128 does not): 3 + 32/96 = 3.33 bits
+    /// per weight at 3 bits, within llama.cpp's Q3_K (3.44).
+    pub const G96: GroupSize = GroupSize(96);
     pub const G128: GroupSize = GroupSize(128);
 
-    /// 32, 64 or 128. Larger groups would let the int16 accumulators overflow at 3 bits
+    /// 32, 64, 96 or 128 (multiples of the 32 activations of a table or int8 block). Larger groups would let the int16 accumulators overflow at 3 bits
     /// (32 lookups × 7 × 127 = 28448 is the largest sum that still fits).
     pub fn new(size: usize) -> Result<GroupSize, KernelError> {
         match size {
-            32 | 64 | 128 => Ok(GroupSize(size)),
+            32 | 64 | 96 | 128 => Ok(GroupSize(size)),
             other => Err(KernelError::UnsupportedGroupSize(other)),
         }
     }

@@ -1,29 +1,66 @@
 //! The public lookup kernels: GEMV, GEMM, row-sparse and column-sparse variants, with run-time
-//! selection of the AVX2 or portable path and multi-threading over tiles of 32 rows.
+//! selection of the AVX-512, AVX2 or portable path and multi-threading over tiles of 32 rows.
 //!
 //! Determinism: every output row is computed by exactly one thread, with a sequence of
 //! operations that depends only on the matrix, the table and the path (never on the thread
 //! count or the tile split), so results are bit-identical for any number of threads. The
-//! scalar and AVX2 paths perform the same integer sums and the same f32 operations in the same
-//! order, so they are bit-identical too.
+//! scalar, AVX2 and AVX-512 paths perform the same integer sums and the same f32 operations in
+//! the same order, so they are bit-identical too.
 
 use std::ops::Range;
 
 use super::error::KernelError;
 use super::format::{flush_order, TILE_ROWS};
+use super::isa::Isa;
 use super::packed::{PackedShape, PackedView};
 use super::table::ActivationTable;
 
 /// Which implementation runs the lookups.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KernelPath {
-    /// AVX2 when the CPU has it, the portable path otherwise.
+    /// The best path this CPU has ([`Isa::detected`]).
     #[default]
     Auto,
     /// The portable path (any CPU).
     Scalar,
     /// The AVX2 path; an error on CPUs without AVX2, FMA and F16C.
     Avx2,
+    /// The AVX-512 path (F, BW, VL, DQ; lookups with `vpshufb` on 512-bit registers).
+    Avx512,
+    /// The AVX-512 path with VBMI and VNNI (lookups with `vpermb`; the 8-bit dot-product
+    /// kernels use `vpdpbusd`).
+    Avx512Vnni,
+}
+
+impl KernelPath {
+    /// The level that runs, or an error naming the instruction set the CPU lacks.
+    pub fn resolve(self) -> Result<Isa, KernelError> {
+        match self {
+            KernelPath::Auto => Ok(Isa::detected()),
+            KernelPath::Scalar => Ok(Isa::Scalar),
+            KernelPath::Avx2 => Isa::Avx2.require(),
+            KernelPath::Avx512 => Isa::Avx512.require(),
+            KernelPath::Avx512Vnni => Isa::Avx512Vnni.require(),
+        }
+    }
+
+    /// The explicit path of a level.
+    pub fn of(isa: Isa) -> KernelPath {
+        match isa {
+            Isa::Scalar => KernelPath::Scalar,
+            Isa::Avx2 => KernelPath::Avx2,
+            Isa::Avx512 => KernelPath::Avx512,
+            Isa::Avx512Vnni => KernelPath::Avx512Vnni,
+        }
+    }
+
+    /// Every explicit path this CPU runs, scalar first: what the tests compare.
+    pub fn available() -> Vec<KernelPath> {
+        Isa::available_levels()
+            .into_iter()
+            .map(KernelPath::of)
+            .collect()
+    }
 }
 
 /// How a kernel call runs.
@@ -59,38 +96,15 @@ impl KernelOptions {
 
 /// Whether the AVX2 path can run on this CPU.
 pub fn avx2_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        super::avx2::available()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::Avx2.available()
 }
 
-/// A resolved path: the one that will actually run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Resolved {
-    Scalar,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-}
-
-fn resolve(path: KernelPath) -> Result<Resolved, KernelError> {
-    match path {
-        KernelPath::Scalar => Ok(Resolved::Scalar),
-        #[cfg(target_arch = "x86_64")]
-        KernelPath::Auto if super::avx2::available() => Ok(Resolved::Avx2),
-        KernelPath::Auto => Ok(Resolved::Scalar),
-        #[cfg(target_arch = "x86_64")]
-        KernelPath::Avx2 if super::avx2::available() => Ok(Resolved::Avx2),
-        KernelPath::Avx2 => Err(KernelError::PathUnavailable("avx2 (with fma and f16c)")),
-    }
+fn resolve(path: KernelPath) -> Result<Isa, KernelError> {
+    path.resolve()
 }
 
 fn run_tile(
-    path: Resolved,
+    path: Isa,
     view: &PackedView<'_>,
     tile: usize,
     table: &ActivationTable,
@@ -100,11 +114,22 @@ fn run_tile(
     let shape = view.shape();
     let bytes = view.tile(tile);
     match path {
-        Resolved::Scalar => super::scalar::tile_kernel(bytes, &shape, table, groups, out),
+        Isa::Scalar => super::scalar::tile_kernel(bytes, &shape, table, groups, out),
+        // SAFETY (all three): an `Isa` other than `Scalar` reaches here only from
+        // `KernelPath::resolve`, which checked that the CPU has it; the tile slice has
+        // `tile_bytes` bytes and the table was checked against the shape.
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Resolved::Avx2` is only produced after `avx2::available()`; the tile slice
-        // has `tile_bytes` bytes and the table was checked against the shape.
-        Resolved::Avx2 => unsafe { super::avx2::tile_kernel(bytes, &shape, table, groups, out) },
+        Isa::Avx2 => unsafe { super::avx2::tile_kernel(bytes, &shape, table, groups, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe {
+            super::avx512::tile_kernel::<false>(bytes, &shape, table, groups, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe {
+            super::avx512::tile_kernel::<true>(bytes, &shape, table, groups, out)
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("only the scalar level is detected off x86-64"),
     }
 }
 
@@ -156,7 +181,7 @@ fn for_each_part<T: Send>(parts: Vec<T>, work: impl Fn(T) + Sync) {
 
 /// Computes the tiles `tiles` into `y` (rows `tiles.start·32 ..`, clipped to the matrix).
 fn gemv_tiles(
-    path: Resolved,
+    path: Isa,
     view: &PackedView<'_>,
     table: &ActivationTable,
     tiles: Range<usize>,
@@ -169,18 +194,36 @@ fn gemv_tiles(
     while tile < tiles.end {
         // Two tiles per pass where the AVX2 kernel can share its tables between them.
         #[cfg(target_arch = "x86_64")]
-        if path == Resolved::Avx2 && tile + 1 < tiles.end {
+        if path != Isa::Scalar && tile + 1 < tiles.end {
             let mut outs = [[0.0f32; TILE_ROWS]; 2];
-            // SAFETY: `Resolved::Avx2` implies the CPU check passed; both tile slices have
+            let pair = [view.tile(tile), view.tile(tile + 1)];
+            let shape = view.shape();
+            // SAFETY: a non-scalar `Isa` implies the CPU check passed; both tile slices have
             // `tile_bytes` bytes and the table was checked against the shape.
             unsafe {
-                super::avx2::tile_pair_kernel(
-                    [view.tile(tile), view.tile(tile + 1)],
-                    &view.shape(),
-                    table,
-                    groups.clone(),
-                    &mut outs,
-                );
+                match path {
+                    Isa::Avx512Vnni => super::avx512::tile_pair_kernel::<true>(
+                        pair,
+                        &shape,
+                        table,
+                        groups.clone(),
+                        &mut outs,
+                    ),
+                    Isa::Avx512 => super::avx512::tile_pair_kernel::<false>(
+                        pair,
+                        &shape,
+                        table,
+                        groups.clone(),
+                        &mut outs,
+                    ),
+                    _ => super::avx2::tile_pair_kernel(
+                        pair,
+                        &shape,
+                        table,
+                        groups.clone(),
+                        &mut outs,
+                    ),
+                }
             }
             for (offset, out) in outs.iter().enumerate() {
                 scatter(&order, out, (tile + offset) * TILE_ROWS - first_row, y);
@@ -456,11 +499,11 @@ mod tests {
                     "{bits:?} row {row}: {got} vs {want} (bound {bound})"
                 );
             }
-            if avx2_available() {
+            for path in KernelPath::available() {
                 let mut fast = vec![0.0; 70];
-                let fast_options = KernelOptions::default().with_path(KernelPath::Avx2);
+                let fast_options = KernelOptions::default().with_path(path);
                 gemv(&packed.view(), &table, &mut fast, fast_options).unwrap();
-                assert_eq!(scalar, fast, "{bits:?}: scalar and AVX2 differ");
+                assert_eq!(scalar, fast, "{bits:?}: scalar and {path:?} differ");
             }
         }
     }

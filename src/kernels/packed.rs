@@ -398,8 +398,9 @@ fn pack_block(
     }
 }
 
-/// Inverse of the code part of `pack_block`: codes of the tile's 32 rows for one group.
-fn unpack_block_codes(
+/// Inverse of the code part of `pack_block`: codes of the tile's 32 rows for one group
+/// (`codes[row in tile][column in group]`).
+pub(crate) fn unpack_block_codes(
     block: &[u8],
     bits: WeightBits,
     group: GroupSize,

@@ -15,7 +15,8 @@
 
 use super::error::KernelError;
 use super::format::GroupSize;
-use super::gemv::{avx2_available, KernelPath};
+use super::gemv::KernelPath;
+use super::isa::Isa;
 
 /// Lookup tables for one activation vector.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,14 +92,7 @@ impl ActivationTable {
                 value: x[index],
             });
         }
-        let use_avx2 = match path {
-            KernelPath::Scalar => false,
-            KernelPath::Auto => avx2_available(),
-            KernelPath::Avx2 if avx2_available() => true,
-            KernelPath::Avx2 => {
-                return Err(KernelError::PathUnavailable("avx2 (with fma and f16c)"))
-            }
-        };
+        let isa = path.resolve()?;
         self.cols = x.len();
         self.entries.resize(x.len() * 4, 0);
         self.half_scales.resize(groups, 0.0);
@@ -107,18 +101,23 @@ impl ActivationTable {
         for (g, activations) in x.chunks_exact(group).enumerate() {
             let first = g * group * 4;
             let out = &mut self.entries[first..first + group * 4];
-            let (largest, sum) = if use_avx2 {
+            let (largest, sum) = if isa != Isa::Scalar {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2 was detected; `activations` has `group` (a multiple of 8) values
-                // and `out` has four bytes per activation.
+                // SAFETY: `resolve` checked that the CPU has `isa` (AVX2 at least);
+                // `activations` has `group` (a multiple of 8) values and `out` has four bytes
+                // per activation.
                 unsafe {
                     let summary = super::table_avx2::summarize(activations);
                     let inverse = inverse_of(summary.0);
-                    super::table_avx2::fill(activations, inverse, out);
+                    if isa >= Isa::Avx512 {
+                        super::table_avx2::fill_avx512(activations, inverse, out);
+                    } else {
+                        super::table_avx2::fill(activations, inverse, out);
+                    }
                     summary
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                unreachable!("avx2_available() is false off x86-64")
+                unreachable!("only the scalar level is detected off x86-64")
             } else {
                 let summary = summarize(activations);
                 let inverse = inverse_of(summary.0);
@@ -251,18 +250,23 @@ mod tests {
     }
 
     #[test]
-    fn avx2_and_scalar_tables_are_bit_identical() {
-        if !avx2_available() {
-            return;
-        }
-        let x: Vec<f32> = (0..512)
+    fn every_path_builds_the_scalar_tables_bit_for_bit() {
+        let x: Vec<f32> = (0..768)
             .map(|i| {
                 ((i * 7919 % 1013) as f32 - 506.0) * 0.013 * if i % 61 == 0 { 40.0 } else { 1.0 }
             })
             .collect();
-        for group in [GroupSize::G32, GroupSize::G64, GroupSize::G128] {
+        for (group, path) in [
+            GroupSize::G32,
+            GroupSize::G64,
+            GroupSize::G96,
+            GroupSize::G128,
+        ]
+        .into_iter()
+        .flat_map(|g| KernelPath::available().into_iter().map(move |p| (g, p)))
+        {
             let mut fast = ActivationTable::empty(group);
-            fast.rebuild_with(&x, KernelPath::Avx2).unwrap();
+            fast.rebuild_with(&x, path).unwrap();
             let mut slow = ActivationTable::empty(group);
             slow.rebuild_with(&x, KernelPath::Scalar).unwrap();
             assert_eq!(fast.entries(), slow.entries());

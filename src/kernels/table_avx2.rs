@@ -1,5 +1,7 @@
-//! AVX2 table construction, bit-identical to the scalar code in [`super::table`]: the same
-//! float operations in the same association, the same round-to-nearest-even.
+//! AVX2 and AVX-512 table construction, bit-identical to the scalar code in [`super::table`]:
+//! the same float operations in the same association, the same round-to-nearest-even. (The
+//! activation sum keeps the AVX2 eight-lane order on every path, so AVX-512 CPUs use
+//! [`summarize`] too; only the entries have a 512-bit version.)
 
 use std::arch::x86_64::*;
 
@@ -61,6 +63,58 @@ pub(crate) unsafe fn fill(activations: &[f32], inverse: f32, entries: &mut [i8])
         _mm_storeu_si128(
             out.add(16 * k) as *mut __m128i,
             _mm256_castsi256_si128(ordered),
+        );
+    }
+}
+
+/// [`fill`] with 512-bit registers, two groups of four activations per iteration: the same
+/// per-lane float operations (sign flips by XOR, the same association, `vcvtps2dq` with the
+/// default round-to-nearest-even), hence the same bytes.
+///
+/// # Safety
+/// Needs [`Isa::Avx512`](super::isa::Isa); `entries.len() == 4 * activations.len()`,
+/// `activations.len() % 8 == 0`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+pub(crate) unsafe fn fill_avx512(activations: &[f32], inverse: f32, entries: &mut [i8]) {
+    debug_assert_eq!(activations.len() % 8, 0);
+    // Lanes 0..8 compute entries 8 + i of the first four, lanes 8..16 of the second; a lane
+    // flips a_j's sign (XOR with −0.0) when bit j of i is clear, as in `fill`.
+    let negative = _mm512_set1_epi32(0x8000_0000u32 as i32);
+    let sign0 = _mm512_castsi512_ps(_mm512_maskz_mov_epi32(0x5555, negative));
+    let sign1 = _mm512_castsi512_ps(_mm512_maskz_mov_epi32(0x3333, negative));
+    let sign2 = _mm512_castsi512_ps(_mm512_maskz_mov_epi32(0x0f0f, negative));
+    // Lane picks broadcasting a_j of each four to its eight lanes.
+    let pick0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
+    let pick1 = _mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 5, 5, 5, 5, 5, 5, 5, 5);
+    let pick2 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 6, 6, 6, 6, 6, 6, 6, 6);
+    let pick3 = _mm512_setr_epi32(3, 3, 3, 3, 3, 3, 3, 3, 7, 7, 7, 7, 7, 7, 7, 7);
+    let reverse = _mm512_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8);
+    // [lower entries, upper entries] of the first four, then of the second.
+    let first = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    let second = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    let inverse = _mm512_set1_ps(inverse);
+    let zero = _mm512_setzero_si512();
+    let out = entries.as_mut_ptr();
+    for k in 0..activations.len() / 8 {
+        let a = _mm512_castps256_ps512(_mm256_loadu_ps(activations.as_ptr().add(8 * k)));
+        let a0 = _mm512_permutexvar_ps(pick0, a);
+        let a1 = _mm512_permutexvar_ps(pick1, a);
+        let a2 = _mm512_permutexvar_ps(pick2, a);
+        let a3 = _mm512_permutexvar_ps(pick3, a);
+        let low_pair = _mm512_add_ps(_mm512_xor_ps(a0, sign0), _mm512_xor_ps(a1, sign1));
+        let high_pair = _mm512_add_ps(_mm512_xor_ps(a2, sign2), a3);
+        let upper = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_add_ps(low_pair, high_pair), inverse));
+        // Mirror consolidation: entry 7 − i is −(entry 8 + i).
+        let lower = _mm512_sub_epi32(zero, _mm512_permutexvar_epi32(reverse, upper));
+        let four0 = _mm512_permutex2var_epi32(lower, first, upper);
+        let four1 = _mm512_permutex2var_epi32(lower, second, upper);
+        _mm_storeu_si128(
+            out.add(32 * k) as *mut __m128i,
+            _mm512_cvtsepi32_epi8(four0),
+        );
+        _mm_storeu_si128(
+            out.add(32 * k + 16) as *mut __m128i,
+            _mm512_cvtsepi32_epi8(four1),
         );
     }
 }

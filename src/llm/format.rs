@@ -3,10 +3,13 @@
 //! This is the one place that maps a format to a [`MatVecBuilder`].
 
 use crate::kernels::{GroupSize, KernelError, WeightBits};
-use crate::llm::matvec::{F32Builder, LutBuilder, MatVecBuilder, Requantizer};
+use crate::llm::matvec::{
+    EightBitKernel, F32Builder, InputStatistics, LutBuilder, MatVecBuilder, Requantizer,
+};
 use crate::llm::LlmError;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightFormat {
@@ -14,12 +17,13 @@ pub enum WeightFormat {
     F32,
     /// T-MAC-style lookup-table kernels: the blocks' matrices at `bits` per weight (8, 4, 3
     /// or 2) with one fp16 scale and centre per `group` weights (32 or 64), the output head at
-    /// `output_bits`, requantized by `requantizer`.
+    /// `output_bits`, requantized by `requantizer`; matrices at 8 bits run on `eight_bit`.
     Lut {
         bits: u8,
         group: u16,
         output_bits: u8,
         requantizer: Requantizer,
+        eight_bit: EightBitKernel,
     },
 }
 
@@ -27,7 +31,7 @@ pub enum WeightFormat {
 pub const LUT_BITS: [u8; 4] = [8, 4, 3, 2];
 
 /// Group sizes that divide both of SmolLM2's matrix widths (576 and 1536).
-pub const LUT_GROUPS: [u16; 2] = [32, 64];
+pub const LUT_GROUPS: [u16; 3] = [32, 64, 96];
 
 /// The group size unless `--group` says otherwise: the file's own Q4_1 blocks are groups of 32,
 /// so 4-bit requantization at group 32 keeps them exactly (at 64 the perplexity doubles).
@@ -55,88 +59,98 @@ impl WeightFormat {
             group: DEFAULT_GROUP,
             output_bits: DEFAULT_OUTPUT_BITS,
             requantizer: Requantizer::default_for(weight_bits),
+            eight_bit: EightBitKernel::default(),
         })
     }
 
     /// The same LUT format with another group size (32 or 64); f32 is returned unchanged.
-    pub fn with_group(self, group: u16) -> Result<WeightFormat, LlmError> {
-        if !LUT_GROUPS.contains(&group) {
+    pub fn with_group(mut self, group_size: u16) -> Result<WeightFormat, LlmError> {
+        if !LUT_GROUPS.contains(&group_size) {
             return Err(LlmError::Input(format!(
-                "group size {group}: expected one of {LUT_GROUPS:?} (they divide 576 and 1536)"
+                "group size {group_size}: expected one of {LUT_GROUPS:?} (they divide 576 and 1536)"
             )));
         }
-        Ok(match self {
-            WeightFormat::Lut {
-                bits,
-                output_bits,
-                requantizer,
-                ..
-            } => WeightFormat::Lut {
-                bits,
-                group,
-                output_bits,
-                requantizer,
-            },
-            f32 => f32,
-        })
+        if let WeightFormat::Lut { group, .. } = &mut self {
+            *group = group_size;
+        }
+        Ok(self)
     }
 
     /// The same LUT format with the output head at `output_bits`; f32 is returned unchanged.
-    pub fn with_output_bits(self, output_bits: u8) -> Result<WeightFormat, LlmError> {
-        lut_bits(output_bits, "output head")?;
-        Ok(match self {
-            WeightFormat::Lut {
-                bits,
-                group,
-                requantizer,
-                ..
-            } => WeightFormat::Lut {
-                bits,
-                group,
-                output_bits,
-                requantizer,
-            },
-            f32 => f32,
-        })
+    pub fn with_output_bits(mut self, bits: u8) -> Result<WeightFormat, LlmError> {
+        lut_bits(bits, "output head")?;
+        if let WeightFormat::Lut { output_bits, .. } = &mut self {
+            *output_bits = bits;
+        }
+        Ok(self)
     }
 
     /// The same LUT format with another requantizer; f32 is returned unchanged.
-    pub fn with_requantizer(self, requantizer: Requantizer) -> WeightFormat {
-        match self {
+    pub fn with_requantizer(mut self, chosen: Requantizer) -> WeightFormat {
+        if let WeightFormat::Lut { requantizer, .. } = &mut self {
+            *requantizer = chosen;
+        }
+        self
+    }
+
+    /// The same LUT format with another kernel for its 8-bit matrices; f32 is returned
+    /// unchanged.
+    pub fn with_eight_bit_kernel(mut self, kernel: EightBitKernel) -> WeightFormat {
+        if let WeightFormat::Lut { eight_bit, .. } = &mut self {
+            *eight_bit = kernel;
+        }
+        self
+    }
+
+    /// Whether the builder needs calibration statistics ([`Requantizer::Gptq`]).
+    pub fn needs_calibration(self) -> bool {
+        matches!(
+            self,
             WeightFormat::Lut {
-                bits,
-                group,
-                output_bits,
+                requantizer: Requantizer::Gptq,
                 ..
-            } => WeightFormat::Lut {
-                bits,
-                group,
-                output_bits,
-                requantizer,
-            },
-            f32 => f32,
+            }
+        )
+    }
+
+    /// The builder, with the calibration statistics a [`Requantizer::Gptq`] format needs.
+    pub fn calibrated_builder(
+        self,
+        statistics: Arc<InputStatistics>,
+    ) -> Result<Box<dyn MatVecBuilder>, LlmError> {
+        match self {
+            WeightFormat::Lut { .. } => {
+                Ok(Box::new(self.lut_builder()?.with_statistics(statistics)))
+            }
+            WeightFormat::F32 => self.builder(),
         }
     }
 
-    /// The builder that converts dequantized weights into this format.
+    fn lut_builder(self) -> Result<LutBuilder, LlmError> {
+        let WeightFormat::Lut {
+            bits,
+            group,
+            output_bits,
+            requantizer,
+            eight_bit,
+        } = self
+        else {
+            return Err(LlmError::Input("f32 is not a LUT format".into()));
+        };
+        let group = GroupSize::new(group as usize)
+            .map_err(|e: KernelError| LlmError::Input(format!("weight format {self:?}: {e}")))?;
+        Ok(LutBuilder::new(lut_bits(bits, "weight format")?, group)
+            .with_output_bits(lut_bits(output_bits, "output head")?)
+            .with_requantizer(requantizer)
+            .with_eight_bit_kernel(eight_bit))
+    }
+
+    /// The builder that converts dequantized weights into this format (a GPTQ format's fails
+    /// on its first matrix without statistics: use [`WeightFormat::calibrated_builder`]).
     pub fn builder(self) -> Result<Box<dyn MatVecBuilder>, LlmError> {
         match self {
             WeightFormat::F32 => Ok(Box::new(F32Builder)),
-            WeightFormat::Lut {
-                bits,
-                group,
-                output_bits,
-                requantizer,
-            } => {
-                let group = GroupSize::new(group as usize).map_err(|e: KernelError| {
-                    LlmError::Input(format!("weight format {self}: {e}"))
-                })?;
-                Ok(Box::new(
-                    LutBuilder::new(lut_bits(bits, "weight format")?, group)
-                        .with_output_bits(lut_bits(output_bits, "output head")?)
-                        .with_requantizer(requantizer),
-                ))
-            }
+            WeightFormat::Lut { .. } => Ok(Box::new(self.lut_builder()?)),
         }
     }
 }
@@ -194,7 +208,14 @@ mod tests {
             WeightFormat::lut(4).unwrap().to_string(),
             "lut-int4-g32, output int8"
         );
-        assert_eq!(WeightFormat::lut(8).unwrap().to_string(), "lut-int8-g32");
+        assert_eq!(WeightFormat::lut(8).unwrap().to_string(), "int8-g32");
+        assert_eq!(
+            WeightFormat::lut(8)
+                .unwrap()
+                .with_eight_bit_kernel(EightBitKernel::Lut)
+                .to_string(),
+            "lut-int8-g32"
+        );
         assert!("5".parse::<WeightFormat>().is_err());
         assert!("fp16".parse::<WeightFormat>().is_err());
     }

@@ -26,12 +26,19 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// Loads `path` with its matrices in `format`.
+    /// A format with the GPTQ requantizer first runs the f32 model over the calibration text
+    /// ([`crate::llm::calibration`]); that is part of the load time.
     pub fn load(path: &Path, format: WeightFormat) -> Result<LoadedModel, LlmError> {
-        let builder = format.builder()?;
         let started = Instant::now();
         let file = GgufFile::open(path)?;
-        let model = LlamaModel::load(&file, builder.as_ref())?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
+        let builder = if format.needs_calibration() {
+            let statistics = crate::llm::calibration::collect(&file, &tokenizer)?;
+            format.calibrated_builder(std::sync::Arc::new(statistics))?
+        } else {
+            format.builder()?
+        };
+        let model = LlamaModel::load(&file, builder.as_ref())?;
         let chat = match file.get(crate::llm::chat::TEMPLATE_KEY) {
             Some(_) => Some(ChatTemplate::from_gguf(&file)?),
             None => None,

@@ -14,10 +14,12 @@
 //! - [`generate`]: the prompt → text loop with streaming and timing.
 //! - [`fetch`]: getting the model file into the local cache.
 //! - [`format`](mod@format): the `--bits` choice and the builder for each weight format.
+//! - [`calibration`]: input statistics from a calibration text, for the GPTQ requantizer.
 //! - [`eval`]: perplexity and top-1 agreement, for comparing weight formats.
 //! - [`record`]: neuron-activation traces recorded from the FFN activations.
 //! - [`LoadedModel`]: weights, tokenizer and chat template of one file, ready to prompt.
 
+pub mod calibration;
 pub mod chat;
 mod error;
 pub mod eval;

@@ -111,6 +111,17 @@ impl PlanBuilder {
         }
     }
 
+    /// A builder whose first op gets id `first_id`, building in `plan`'s buffers (its ops are
+    /// dropped, its capacity kept): a loop that plans pass after pass allocates nothing once
+    /// the buffers have grown to the largest plan.
+    pub fn reusing(mut plan: Plan, first_id: OpId) -> Self {
+        plan.nodes.clear();
+        plan.deps.clear();
+        plan.output = None;
+        plan.first_id = first_id;
+        PlanBuilder { plan, error: None }
+    }
+
     /// The id the next pushed op will get.
     pub fn next_id(&self) -> OpId {
         self.plan.end_id()

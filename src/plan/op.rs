@@ -71,6 +71,10 @@ pub enum Op {
     },
     /// Switch the CPU (and the NPU it drives) to `to`.
     WorldSwitch { to: World },
+    /// Hand the whole NPU over to `to`'s driver: detach it from one world and re-initialise
+    /// its control plane in the other (TZ-LLM §2.3's strawman, which its co-driver replaces
+    /// by one [`Op::WorldSwitch`] pair per NPU job).
+    NpuHandover { to: World },
     /// Waits for its dependencies and does nothing else: the join point of a layer whose
     /// experts run in parallel, or the end of a warm-up. Takes no time on any backend.
     Join,
@@ -121,6 +125,7 @@ impl Op {
             Op::Alloc { .. } => "alloc",
             Op::Compute { .. } => "compute",
             Op::WorldSwitch { .. } => "world_switch",
+            Op::NpuHandover { .. } => "npu_handover",
             Op::Evict { .. } => "evict",
             Op::Join => "join",
         }
@@ -133,7 +138,7 @@ impl Op {
             | Op::Alloc { tensor, .. }
             | Op::Compute { tensor, .. }
             | Op::Evict { tensor, .. } => Some(tensor),
-            Op::WorldSwitch { .. } | Op::Join => None,
+            Op::WorldSwitch { .. } | Op::NpuHandover { .. } | Op::Join => None,
         }
     }
 }

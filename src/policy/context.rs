@@ -150,6 +150,11 @@ pub fn parse_params<T: serde::de::DeserializeOwned + Default>(
     if params.is_null() {
         return Ok(T::default());
     }
-    serde_json::from_value(params.clone())
-        .map_err(|e| PolicyError::BadParameter(format!("policy `{policy}`: {e}")))
+    serde_path_to_error::deserialize(params.clone()).map_err(|e| {
+        let field = match e.path().to_string() {
+            p if p == "." => "params".to_string(),
+            p => format!("params.{p}"),
+        };
+        PolicyError::BadParameter(format!("policy `{policy}`: field `{field}`: {}", e.inner()))
+    })
 }

@@ -11,12 +11,13 @@
 //! | folder | holds |
 //! | --- | --- |
 //! | [`moe`] | MoE expert offloading: HOBBIT and its baselines, one file per policy |
-//! | [`neuron`] | neuron offloading on dense models (next: PowerInfer-2, LLM in a Flash, PowerInfer) |
-//! | `confidential/` (issue 13, not yet written) | TZ-LLM: wraps another family's policy through [`PolicyContext::load_ops`] |
+//! | [`neuron`] | neuron offloading on dense models: `on-demand`, `lru`, PowerInfer-2, PowerInfer, LLM in a Flash, llama.cpp mmap |
+//! | [`confidential`] | TZ-LLM and its baselines on dense models; `tzllm-hobbit`/`tzllm-lru` wrap an MoE policy's loads through [`PolicyContext::load_ops`] |
 //! | [`machinery`] | what several policies call: pass planners, caches, eviction orders, the load seam, resident set, placement, prediction, future accesses |
 //!
 //! `docs/adding-a-policy.md` walks through a new policy (and is compiled as a doctest).
 
+pub mod confidential;
 mod context;
 pub mod machinery;
 pub mod moe;
@@ -96,7 +97,7 @@ pub const POLICIES: &[(&str, &str)] = &[
     ),
     (
         "llama-cpp-mmap",
-        "llama.cpp reading experts through mmap: page-granular LRU page cache, faults in readahead windows, no prefetch",
+        "llama.cpp reading experts (MoE) or every FFN row (dense model, no sparsity) through mmap: page-granular LRU page cache, faults in readahead windows, no prefetch",
     ),
     (
         "fiddler",
@@ -107,8 +108,44 @@ pub const POLICIES: &[(&str, &str)] = &[
         "llama.cpp with whole layers' experts on the GPU and the rest computed on the CPU from host memory",
     ),
     (
+        "llm-in-a-flash",
+        "LLM in a Flash (dense model, neuron trace): predicted neurons of the last k tokens kept in DRAM (windowing), row-column bundles, parallel reads not overlapped with compute",
+    ),
+    (
+        "powerinfer2",
+        "PowerInfer-2 (dense model, neuron trace): hot/cold split from calibration, segmented neuron cache, Gate-Up-Down bundles with two-phase reads, neuron-cluster pipeline, NPU prefill and hybrid decode; every technique a switch",
+    ),
+    (
+        "powerinfer",
+        "PowerInfer v1 on flash (dense model, neuron trace): hot neurons dense on the NPU, a static placement of the most frequent cold neurons, the rest read synchronously and dropped",
+    ),
+    (
         "belady",
         "expert cache with Belady's optimal eviction from the trace's future: the bound for any demand-loaded cache at the same budget",
+    ),
+    (
+        "tzllm",
+        "TZ-LLM (dense, TEE): pipelined alloc/read/decrypt restoration in micro-ops under the greedy priority, partial caching, NPU co-driver",
+    ),
+    (
+        "ree-memory",
+        "TZ-LLM baseline REE-LLM-Memory: no protection, every parameter resident, NPU through the REE driver",
+    ),
+    (
+        "ree-flash",
+        "TZ-LLM baseline REE-LLM-Flash: no protection, parameters loaded per request by the pipelined restoration, malloc, no decryption",
+    ),
+    (
+        "tee-strawman",
+        "TZ-LLM baseline Strawman: TEE cold start per request (allocate all, read all, decrypt all), then CPU-only compute",
+    ),
+    (
+        "tzllm-hobbit",
+        "confidential HOBBIT: HOBBIT's plans with every expert load read encrypted and decrypted in a secure expert cache (TZ-LLM's protection)",
+    ),
+    (
+        "tzllm-lru",
+        "confidential LRU expert cache: every load read encrypted and decrypted in secure memory",
     ),
 ];
 
@@ -117,6 +154,9 @@ pub const POLICIES: &[(&str, &str)] = &[
 pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
     match name {
         "on-demand" | "lru" if !ctx.model.is_moe() => neuron::build(name, ctx),
+        "powerinfer2" | "powerinfer" => neuron::powerinfer2::build(name, ctx),
+        "llm-in-a-flash" => neuron::llm_in_a_flash::build(ctx),
+        "llama-cpp-mmap" if !ctx.model.is_moe() => neuron::llama_cpp_mmap::build(ctx),
         "on-demand" => Ok(Box::new(moe::on_demand::build(ctx)?)),
         "lru" => Ok(Box::new(moe::demand_paging::build(
             "lru",
@@ -150,6 +190,9 @@ pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyEr
             moe::host_compute::Mode::LlamaCpp,
             ctx,
         )?)),
+        "tzllm" | "ree-memory" | "ree-flash" | "tee-strawman" | "tzllm-hobbit" | "tzllm-lru" => {
+            confidential::build(name, ctx)
+        }
         _ => Err(PolicyError::BadParameter(format!(
             "unknown policy `{name}`; known policies: {}",
             POLICIES.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")

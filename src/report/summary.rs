@@ -1,10 +1,8 @@
 //! The figures a user compares policies by, derived from one replay.
 
 use crate::replay::ReplayOutcome;
-use crate::trace::Phase;
 use crate::units::Nanos;
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 /// One replay's headline numbers. Field names end in their unit.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -30,58 +28,36 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// The summary of a replay, from its running totals ([`ReplayOutcome::stats`]), so it
+    /// needs no per-pass records.
     pub fn from_outcome(o: &ReplayOutcome) -> Self {
+        let t = &o.stats;
         let mut s = RunSummary {
-            passes: o.passes.len() as u64,
+            passes: t.passes,
+            prefill_tokens: t.prefill_tokens,
+            decode_tokens: t.decode_tokens,
             warmup_ms: o.warmup.as_millis_f64(),
             hit_rate: o.counters.hit_rate(),
             ops_total: o.ops_total,
             peak_policy_memory_bytes: o.peak_policy_memory,
             ..RunSummary::default()
         };
-        let mut decode_latencies: Vec<u64> = Vec::new();
-        let (mut decode_ns, mut decode_stall_ns, mut decode_bytes) = (0u64, 0u64, 0u64);
-        // Per sequence: accumulated prefill latency, and whether the first token is out yet.
-        let mut ttft: BTreeMap<u32, (u64, bool)> = BTreeMap::new();
-        for p in &o.passes {
-            let entry = ttft.entry(p.sequence).or_insert((0, false));
-            match p.phase {
-                Phase::Prefill => {
-                    s.prefill_tokens += p.tokens as u64;
-                    if !entry.1 {
-                        entry.0 += p.latency.0;
-                    }
-                }
-                Phase::Decode => {
-                    s.decode_tokens += p.tokens as u64;
-                    decode_ns += p.latency.0;
-                    decode_stall_ns += p.stall().0;
-                    decode_bytes += p.bytes_read;
-                    decode_latencies.push(p.latency.0);
-                    // A sequence without prefill gets its first token from its first decode.
-                    if entry.0 == 0 && !entry.1 {
-                        entry.0 = p.latency.0;
-                    }
-                    entry.1 = true;
-                }
-            }
+        s.sequences = t.ttft.len() as u64;
+        if !t.ttft.is_empty() {
+            let total: u64 = t.ttft.values().map(|v| v.0).sum();
+            s.ttft_mean_ms = total as f64 / t.ttft.len() as f64 / 1e6;
         }
-        s.sequences = ttft.len() as u64;
-        if !ttft.is_empty() {
-            let total: u64 = ttft.values().map(|v| v.0).sum();
-            s.ttft_mean_ms = total as f64 / ttft.len() as f64 / 1e6;
-        }
-        if decode_ns > 0 {
-            s.decode_tokens_per_s = s.decode_tokens as f64 / Nanos(decode_ns).as_secs_f64();
-            s.decode_stall_share = decode_stall_ns as f64 / decode_ns as f64;
+        if t.decode_ns > 0 {
+            s.decode_tokens_per_s = s.decode_tokens as f64 / Nanos(t.decode_ns).as_secs_f64();
+            s.decode_stall_share = t.decode_stall_ns as f64 / t.decode_ns as f64;
         }
         if s.decode_tokens > 0 {
-            s.bytes_read_per_decode_token = decode_bytes as f64 / s.decode_tokens as f64;
+            s.bytes_read_per_decode_token = t.decode_bytes as f64 / s.decode_tokens as f64;
         }
-        decode_latencies.sort_unstable();
-        s.decode_latency_p50_ms = percentile(&decode_latencies, 50.0) / 1e6;
-        s.decode_latency_p90_ms = percentile(&decode_latencies, 90.0) / 1e6;
-        s.decode_latency_p99_ms = percentile(&decode_latencies, 99.0) / 1e6;
+        let p = t.decode_latencies.percentiles(&[50.0, 90.0, 99.0]);
+        s.decode_latency_p50_ms = p[0] / 1e6;
+        s.decode_latency_p90_ms = p[1] / 1e6;
+        s.decode_latency_p99_ms = p[2] / 1e6;
         s
     }
 }
@@ -98,7 +74,8 @@ pub fn percentile(sorted: &[u64], pct: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::PassRecord;
+    use crate::replay::{PassRecord, PassStats};
+    use crate::trace::Phase;
 
     fn pass(seq: u32, phase: Phase, tokens: u32, latency_ms: u64, compute_ms: u64) -> PassRecord {
         PassRecord {
@@ -116,13 +93,14 @@ mod tests {
 
     #[test]
     fn decode_rate_ttft_and_stall() {
+        let passes = vec![
+            pass(0, Phase::Prefill, 16, 300, 100),
+            pass(0, Phase::Decode, 1, 100, 50),
+            pass(0, Phase::Decode, 1, 300, 150),
+            pass(1, Phase::Decode, 1, 200, 200),
+        ];
         let o = ReplayOutcome {
-            passes: vec![
-                pass(0, Phase::Prefill, 16, 300, 100),
-                pass(0, Phase::Decode, 1, 100, 50),
-                pass(0, Phase::Decode, 1, 300, 150),
-                pass(1, Phase::Decode, 1, 200, 200),
-            ],
+            stats: PassStats::of(&passes),
             ..ReplayOutcome::default()
         };
         let s = RunSummary::from_outcome(&o);

@@ -15,6 +15,10 @@ pub(crate) const DEVICES: &[(&str, &str)] = &[
         include_str!("../../scenarios/devices/oneplus-12.json"),
     ),
     (
+        "oneplus-ace-2",
+        include_str!("../../scenarios/devices/oneplus-ace-2.json"),
+    ),
+    (
         "rk3588",
         include_str!("../../scenarios/devices/rk3588.json"),
     ),
@@ -26,6 +30,10 @@ pub(crate) const DEVICES: &[(&str, &str)] = &[
 
 /// (name, JSON text) of every bundled model profile, sorted by name.
 pub(crate) const MODELS: &[(&str, &str)] = &[
+    (
+        "bamboo-7b",
+        include_str!("../../scenarios/models/bamboo-7b.json"),
+    ),
     (
         "bitnet-b1.58-3b",
         include_str!("../../scenarios/models/bitnet-b1.58-3b.json"),
@@ -51,12 +59,24 @@ pub(crate) const MODELS: &[(&str, &str)] = &[
         include_str!("../../scenarios/models/olmoe-1b-7b.json"),
     ),
     (
+        "phi-3-mini",
+        include_str!("../../scenarios/models/phi-3-mini.json"),
+    ),
+    (
         "phi-3.5-moe",
         include_str!("../../scenarios/models/phi-3.5-moe.json"),
     ),
     (
+        "qwen2-7b",
+        include_str!("../../scenarios/models/qwen2-7b.json"),
+    ),
+    (
         "qwen2.5-3b",
         include_str!("../../scenarios/models/qwen2.5-3b.json"),
+    ),
+    (
+        "relullama-13b",
+        include_str!("../../scenarios/models/relullama-13b.json"),
     ),
     (
         "relullama-7b",
@@ -65,6 +85,10 @@ pub(crate) const MODELS: &[(&str, &str)] = &[
     (
         "smollm2-135m",
         include_str!("../../scenarios/models/smollm2-135m.json"),
+    ),
+    (
+        "tinyllama-1.1b",
+        include_str!("../../scenarios/models/tinyllama-1.1b.json"),
     ),
     (
         "turbosparse-mistral-7b",

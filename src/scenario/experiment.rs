@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
+    /// The file the experiment was read from, for messages (not part of the file).
+    #[serde(skip)]
+    pub file: String,
     pub name: String,
     #[serde(default)]
     pub description: String,
@@ -85,6 +88,23 @@ pub struct GenerateSpec {
     /// Top-1 accuracy of recorded predictions 1, 2, ... layers ahead (empty: none recorded).
     #[serde(default)]
     pub predict_accuracy: Vec<f64>,
+    /// Dense models get a neuron trace (`edgesim trace gen --kind neuron`); this records a
+    /// neuron predictor's output with this recall and precision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neuron_predictor: Option<NeuronPredictorRates>,
+    /// Dense models: the seed of the model's neurons (which neuron is hot), kept apart from
+    /// `seed` (the tokens) so that a policy's calibration trace describes the same neurons
+    /// (see `NeuronGenConfig::model_seed`). Absent: both come from `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_seed: Option<u64>,
+}
+
+/// A neuron predictor's recall and precision, as recorded in a generated neuron trace.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NeuronPredictorRates {
+    pub recall: f64,
+    pub precision: f64,
 }
 
 /// What the analysis tables compare. Labels are policy labels; `headline_budget` a budget
@@ -198,14 +218,25 @@ impl BudgetSpec {
             (b, crate::units::human_bytes(b))
         } else if let Some(g) = self.gib {
             if !(g.is_finite() && g > 0.0) {
-                return Err(format!("`{field}.gib` must be positive, got {g}"));
+                return Err(format!(
+                    "`{field}.gib` must be positive, got {}",
+                    crate::limits::as_written(g)
+                ));
+            }
+            if g > crate::limits::MAX_BUDGET_GIB {
+                return Err(crate::limits::above(
+                    &format!("{field}.gib"),
+                    crate::limits::as_written(g),
+                    crate::limits::MAX_BUDGET_GIB,
+                ));
             }
             ((g * GIB as f64) as u64, format!("{g} GiB"))
         } else {
             let f = self.cache_fraction.unwrap_or_default();
             if !(0.0..=1.0).contains(&f) {
                 return Err(format!(
-                    "`{field}.cache_fraction` must be between 0 and 1, got {f}"
+                    "`{field}.cache_fraction` must be between 0 and 1, got {}",
+                    crate::limits::as_written(f)
                 ));
             }
             (
@@ -282,6 +313,9 @@ impl Experiment {
                 "two policies share the label `{}`; give each variant its own `label`",
                 w[0]
             ));
+        }
+        if let Some(problem) = crate::limits::experiment_problem(self) {
+            return Err(problem);
         }
         Ok(())
     }

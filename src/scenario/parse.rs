@@ -62,6 +62,13 @@ fn parse_cited<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, Scenari
             message: p.message,
         });
     }
+    let problems = crate::limits::profile_problems(&tree);
+    if !problems.is_empty() {
+        return Err(ScenarioError::Invalid {
+            file: file.to_string(),
+            problems,
+        });
+    }
     Ok(typed)
 }
 

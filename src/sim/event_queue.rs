@@ -3,10 +3,16 @@
 //! Events at the same instant pop in the order they were pushed. That tie-break is part of the
 //! contract, not an accident of the heap: the simulator's results must not depend on how a
 //! binary heap happens to arrange equal keys.
+//!
+//! The heap starts with room for [`INITIAL_CAPACITY`] events and only grows (it never shrinks),
+//! so a long run stops allocating here once it has seen its largest number of pending events.
 
 use crate::units::Nanos;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+
+/// Pending events the queue has room for before its first growth.
+pub const INITIAL_CAPACITY: usize = 1 << 10;
 
 #[derive(Debug)]
 struct Entry<E> {
@@ -30,9 +36,13 @@ impl<E> PartialOrd for Entry<E> {
 }
 
 impl<E> Ord for Entry<E> {
-    /// Reversed, so that `BinaryHeap` (a max-heap) pops the earliest entry first.
+    /// Reversed, so that `BinaryHeap` (a max-heap) pops the earliest entry first. The key is
+    /// compared as one 128-bit number (time in the high half), which is the same order as the
+    /// pair and compiles to two compares without branches.
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
-        (other.time, other.sequence).cmp(&(self.time, self.sequence))
+        let key = |e: &Self| ((e.time.0 as u128) << 64) | e.sequence as u128;
+        key(other).cmp(&key(self))
     }
 }
 
@@ -51,7 +61,7 @@ pub struct EventQueue<E> {
 impl<E> Default for EventQueue<E> {
     fn default() -> Self {
         EventQueue {
-            heap: BinaryHeap::new(),
+            heap: BinaryHeap::with_capacity(INITIAL_CAPACITY),
             next_sequence: 0,
             now: Nanos::ZERO,
         }

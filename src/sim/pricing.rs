@@ -15,6 +15,7 @@
 //! | Alloc, secure | bytes / secure alloc rate |
 //! | Alloc, normal | zero: caches allocate from a pool; the op is accounting |
 //! | WorldSwitch | world switch time |
+//! | NpuHandover | the NPU's full detach and re-attach (`tee.npu_reinit_ns`) |
 //! | Evict, Join | zero |
 
 use crate::backend::resources::{Placement, ResourceMap};
@@ -127,6 +128,7 @@ impl Pricer {
                 (Nanos::ZERO, Nanos::ZERO)
             }
             Op::WorldSwitch { .. } => (Nanos::ZERO, self.costs.tee()?.world_switch()),
+            Op::NpuHandover { .. } => (Nanos::ZERO, self.costs.tee()?.npu_handover()),
         };
         Ok(OpCost {
             resource,

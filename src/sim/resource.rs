@@ -37,7 +37,7 @@ impl Resource {
         Resource {
             servers,
             free: servers,
-            queue: BinaryHeap::new(),
+            queue: BinaryHeap::with_capacity(64),
             busy_server_ns: 0,
         }
     }

@@ -81,28 +81,20 @@ pub struct TraceHeader {
     /// Transformer layers of the model, dense and MoE.
     pub layers: u32,
     /// Expert traces: index of the first MoE layer (layers before it are dense).
-    #[serde(default)]
     pub first_moe_layer: u32,
     /// Expert traces: number of MoE layers recorded per token (`layers - first_moe_layer`).
-    #[serde(default)]
     pub moe_layers: u32,
-    #[serde(default)]
     pub experts: u32,
-    #[serde(default)]
     pub top_k: u32,
     /// Expert traces: whether each layer's k gate scores are renormalised to sum to 1 (the
     /// reader then checks the sum to within [`SCORE_SUM_TOLERANCE`]).
-    #[serde(default)]
     pub scores_normalized: bool,
     /// Expert traces: for how many layers ahead each MoE layer carries predicted experts
     /// (HOBBIT-style gate-based prediction); 0 for none.
-    #[serde(default)]
     pub predicted_layers_ahead: u32,
     /// Neuron traces: FFN neurons addressable in each layer (all layers, in order).
-    #[serde(default)]
     pub neurons_per_layer: Vec<u32>,
     /// Neuron traces: whether each record also carries the predictor's active-neuron sets.
-    #[serde(default)]
     pub neuron_predictions: bool,
     pub source: TraceSource,
 }
@@ -235,9 +227,10 @@ impl TraceHeader {
                 "neuron trace: `neurons_per_layer[{l}]` is {n}, expected 1..={MAX_NEURONS_PER_LAYER}"
             ));
         }
-        if self.moe_layers != 0 || self.experts != 0 || self.top_k != 0 {
+        if self.first_moe_layer != 0 || self.moe_layers != 0 || self.experts != 0 || self.top_k != 0
+        {
             return Err(
-                "neuron trace: `moe_layers`, `experts` and `top_k` belong to expert traces (use 0)"
+                "neuron trace: `first_moe_layer`, `moe_layers`, `experts` and `top_k` belong to expert traces (use 0)"
                     .into(),
             );
         }

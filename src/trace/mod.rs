@@ -22,6 +22,7 @@ mod reader;
 mod record;
 pub mod stats;
 mod summary;
+pub mod trailer;
 mod varint;
 mod writer;
 

@@ -333,7 +333,7 @@ pub fn write(
         targets: "decode latency: median |error| <= 5 %, p90 <= 10 %, |bias| <= 3 % per policy; TTFT: median |error| <= 10 %",
     };
 
-    let dir = ReportDir::create(&options.out).map_err(|e| {
+    let dir = ReportDir::create(&options.out, "bundle.json").map_err(|e| {
         format!(
             "{}: cannot create the bundle folder: {e}",
             options.out.display()

@@ -23,7 +23,7 @@ use crate::compare::{self, Prepared, RunSpec};
 use crate::exec::store::index::MODEL_FILE;
 use crate::exec::store::{StoreKey, WeightStore};
 use crate::exec::{ExecStats, Executor, ExecutorOptions};
-use crate::replay::{replay, PassSource, ReplayOptions, ReplayOutcome};
+use crate::replay::{replay, PassSource, PassStats, ReplayOptions, ReplayOutcome};
 use crate::scenario::experiment::policy_context;
 use crate::sim::Simulator;
 use crate::trace::{ForwardPass, PassGrouper, Phase};
@@ -56,6 +56,12 @@ pub fn setup(
 ) -> Result<Setup, String> {
     let (mut exp, base) = compare::load_experiment(experiment)?;
     let store = WeightStore::open(store_dir, key)?;
+    if store.is_encrypted() {
+        return Err(format!(
+            "{}: the store is encrypted, and the executor's plans do not decrypt yet: no policy emits Decrypt ops before computing with a tensor. TZ-LLM's restoration ops (issue 13) add them; until then run an unencrypted store (`edgesim exec prepare` without --encrypt)",
+            store_dir.display()
+        ));
+    }
     let source = &store.index.source_model;
     if *source != exp.model {
         return Err(format!(
@@ -207,7 +213,11 @@ fn run_on<B: Backend>(
         &mut rec,
         spec.budget_bytes,
         &mut source,
-        &ReplayOptions::default(),
+        // Validation compares predictions and measurements pass by pass.
+        &ReplayOptions {
+            keep_passes: true,
+            ..ReplayOptions::default()
+        },
     )
     .map_err(|e| format!("{what}: {e}"))?;
     let rest = drain(&mut rec.inner).map_err(|e| format!("{what}: {e}"))?;
@@ -404,6 +414,7 @@ fn combine(mut reps: Vec<Measured>) -> Result<(RunData, ExecStats, Vec<Repetitio
     for (p, m) in data.outcome.passes.iter_mut().zip(medians) {
         p.latency = m;
     }
+    data.outcome.stats = PassStats::of(&data.outcome.passes);
     Ok((data, mid.stats, info))
 }
 
@@ -428,6 +439,7 @@ fn median_prediction(mut reps: Vec<RunData>) -> Result<RunData, String> {
     for (p, m) in data.outcome.passes.iter_mut().zip(medians) {
         p.latency = m;
     }
+    data.outcome.stats = PassStats::of(&data.outcome.passes);
     Ok(data)
 }
 

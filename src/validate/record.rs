@@ -49,7 +49,7 @@ impl OpClass {
             Op::Alloc { .. } => OpClass::Alloc,
             Op::Evict { .. } => OpClass::Evict,
             Op::Join => OpClass::Join,
-            Op::WorldSwitch { .. } => OpClass::WorldSwitch,
+            Op::WorldSwitch { .. } | Op::NpuHandover { .. } => OpClass::WorldSwitch,
         }
     }
 

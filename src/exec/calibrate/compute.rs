@@ -53,8 +53,11 @@ pub struct ComputeResult {
     /// Weights per second one core passes over once per op (`None` when the points do not
     /// support a weight term).
     pub weight_pass_per_s: Option<f64>,
-    /// The bandwidth of the memory term (bytes/s), measured separately.
+    /// The bandwidth of the memory term (bytes/s): the measured one, or infinite when the
+    /// fit had to drop the memory term.
     pub bandwidth: f64,
+    /// The memory bandwidth measured separately (bytes/s).
+    pub measured_bandwidth: f64,
     /// Largest |relative residual| of the fit over the points.
     pub max_residual: f64,
 }
@@ -87,12 +90,22 @@ impl ComputeResult {
                 )
             })
             .collect();
+        let memory_term = if self.bandwidth.is_finite() {
+            format!(
+                "weight bytes / {:.1} GB/s measured memory bandwidth",
+                self.bandwidth / 1e9
+            )
+        } else {
+            format!(
+                "0: memory term DROPPED, as with it some precision had no compute-bound point at the measured {:.1} GB/s",
+                self.measured_bandwidth / 1e9
+            )
+        };
         format!(
-            "the executor's FFN compute op (gate/up/down LUT GEMV or GEMM with their activation tables, dispatched to a {}-thread pool and completed over a channel, as the executor runs it) timed (median) at hidden x width x batch points [{}]; fitted time = launch + max(flops / ({} threads x rate) + weights / ({0} threads x weight pass rate), weight bytes / {:.1} GB/s measured memory bandwidth) by least squares of relative error over all points (largest residual {:.1} %)",
+            "the executor's FFN compute op (gate/up/down LUT GEMV or GEMM with their activation tables, dispatched to a {}-thread pool and completed over a channel, as the executor runs it) timed (median) at hidden x width x batch points [{}]; fitted time = launch + max(flops / ({} threads x rate) + weights / ({0} threads x weight pass rate), {memory_term}) by least squares of relative error over all points (largest residual {:.1} %)",
             self.threads,
             pts.join(", "),
             self.threads,
-            self.bandwidth / 1e9,
             self.max_residual * 100.0
         )
     }
@@ -305,21 +318,34 @@ pub fn measure(
     }
     // The weight term needs shapes of different sizes to be told apart from the launch
     // cost; where the points cannot support a positive one, the plain roofline is fitted.
-    let (a, v, c) = match fit(&points, &PRECISIONS, bandwidth) {
-        Some((a, v, c)) if v > 0.0 && c.iter().all(|&x| x > 0.0) => (a, v, c),
-        _ => {
-            let plain: Vec<Point> = points
-                .iter()
-                .map(|p| Point {
-                    weights: 0.0,
-                    ..p.clone()
-                })
-                .collect();
-            let (a, _, c) =
-                fit(&plain, &PRECISIONS, bandwidth).ok_or("the compute fit is singular")?;
-            (a, 0.0, c)
-        }
+    // Where even that leaves a precision without a positive rate (every one of its points
+    // memory-bound at the measured bandwidth, as on a loaded machine whose bandwidth reads
+    // low), the memory term is dropped and every point is fitted as compute; the
+    // description says so.
+    let positive = |(a, v, c): (f64, f64, Vec<f64>)| {
+        (v >= 0.0 && c.iter().all(|&x| x > 0.0)).then_some((a, v, c))
     };
+    let plain: Vec<Point> = points
+        .iter()
+        .map(|p| Point {
+            weights: 0.0,
+            ..p.clone()
+        })
+        .collect();
+    let attempts = [
+        (points.as_slice(), bandwidth),
+        (plain.as_slice(), bandwidth),
+        (points.as_slice(), f64::INFINITY),
+        (plain.as_slice(), f64::INFINITY),
+    ];
+    let (a, v, c, fitted_bandwidth) = attempts
+        .iter()
+        .find_map(|&(pts, bw)| {
+            fit(pts, &PRECISIONS, bw)
+                .and_then(positive)
+                .map(|(a, v, c)| (a, v, c, bw))
+        })
+        .ok_or("the compute fit gives no positive rate for some precision, with or without the memory term")?;
     let launch_ns = (a.max(0.0) * 1e9).round() as u64;
     let rates: Vec<(Precision, f64)> = PRECISIONS
         .iter()
@@ -346,7 +372,8 @@ pub fn measure(
         rates,
         launch_ns,
         weight_pass_per_s: (v > 0.0).then(|| 1.0 / (v * threads as f64)),
-        bandwidth,
+        bandwidth: fitted_bandwidth,
+        measured_bandwidth: bandwidth,
         max_residual: 0.0,
     };
     result.max_residual = result

@@ -117,7 +117,7 @@ pub fn zero_rate(bytes: usize) -> Result<f64, String> {
 
 /// Bytes per second of ChaCha20-Poly1305 decryption (with tag checks) on one thread.
 pub fn decrypt_rate(bytes: usize) -> f64 {
-    let key = StoreKey::test_key();
+    let key = StoreKey::generate("calibration (random, used once)");
     let payload = vec![7u8; bytes.max(CHUNK_BYTES)];
     let aad = crypt::associated_data("calibrate", "int4");
     let sealed = crypt::seal(&key, 0, &aad, &payload);

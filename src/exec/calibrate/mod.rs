@@ -97,6 +97,89 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
+/// The kernel level the compute measurements ran on and the CPU, for the sources.
+fn kernel_and_cpu() -> String {
+    format!(
+        "on {} with the kernels' {} path (kernels::Isa, detected at run time)",
+        cpu_model(),
+        crate::kernels::Isa::detected().describe()
+    )
+}
+
+/// The `cpu` section's measurements: memory bandwidth on 1 and all cores (the compute fit's
+/// memory term) and the executor's FFN op per precision. Returns the cluster and the
+/// all-core bandwidth (the `memory` section's figure).
+fn measure_cpu(
+    options: &CalibrateOptions,
+    how: &dyn Fn(&str) -> String,
+    progress: Progress<'_>,
+) -> Result<(CpuCluster, f64, compute::ComputeResult), String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let mem1 = memory::stream_bandwidth(options.memory_bytes, 1);
+    let mem_all = memory::stream_bandwidth(options.memory_bytes, cores as usize);
+    let op_bandwidth = (cores as f64 * mem1).min(mem_all);
+    let compute = compute::measure(options, cores, op_bandwidth, progress)?;
+    let fit = compute.describe();
+    let cluster = CpuCluster {
+        name: "all".into(),
+        cores: Sourced::new(cores, how("std::thread::available_parallelism")),
+        core_ops_per_s: Sourced::new(
+            compute
+                .rates
+                .iter()
+                .map(|&(precision, ops_per_s)| PrecisionRate {
+                    precision,
+                    ops_per_s,
+                })
+                .collect(),
+            how(&format!(
+                "{fit} fp16 is absent: the executor has no fp16 kernel."
+            )),
+        ),
+        dequant_core_ops_per_s: None,
+        core_bandwidth_bytes_per_s: Sourced::new(mem1, how(&format!(
+            "one thread summing a {} MiB buffer of u64 with AVX2 loads and software prefetch (larger than the caches), bytes / wall time, best of 3", options.memory_bytes >> 20))),
+        launch_overhead_ns: Sourced::new(
+            compute.launch_ns,
+            how(&format!("the intercept of the compute fit: {fit}")),
+        ),
+        weight_pass_per_s: compute.weight_pass_per_s.map(|w| {
+            Sourced::new(w, how(&format!("the weight term of the compute fit: {fit}")))
+        }),
+    };
+    Ok((cluster, mem_all, compute))
+}
+
+/// Re-measures only the `cpu` section of `profile` (kernel rates, core bandwidth, launch
+/// cost), as `edgesim calibrate --cpu-only` does: the rest of the profile is kept as it is.
+pub fn calibrate_cpu(
+    options: &CalibrateOptions,
+    mut profile: DeviceProfile,
+    progress: Progress<'_>,
+) -> Result<(DeviceProfile, compute::ComputeResult), String> {
+    let when = utc_now();
+    let load_start = crate::validate::load_average();
+    let mode = if options.quick {
+        "--cpu-only, QUICK mode: short, noisy, for tests only"
+    } else {
+        "--cpu-only"
+    };
+    let place = kernel_and_cpu();
+    let load = |l: Option<f64>| l.map_or("unknown".into(), |l| format!("{l:.2}"));
+    let how = |what: &str| {
+        format!(
+            "measured by `edgesim calibrate` ({mode}) on {when} {place} (1-minute load average {} at the start): {what}",
+            load(load_start)
+        )
+    };
+    let (cluster, _, compute) = measure_cpu(options, &how, progress)?;
+    profile.cpu = vec![cluster];
+    profile
+        .check()
+        .map_err(|e| format!("the re-measured profile is invalid: {}", e.join("; ")))?;
+    Ok((profile, compute))
+}
+
 /// Runs every measurement and builds the profile.
 pub fn calibrate(
     options: &CalibrateOptions,
@@ -113,13 +196,12 @@ pub fn calibrate(
 
     let load_start = crate::validate::load_average();
     let storage = storage::measure(options, progress)?;
-    let mem1 = memory::stream_bandwidth(options.memory_bytes, 1);
-    let mem_all = memory::stream_bandwidth(options.memory_bytes, cores as usize);
+    let place = kernel_and_cpu();
+    let how_cpu = |what: &str| how(&format!("{place}: {what}"));
+    let (cluster, mem_all, compute) = measure_cpu(options, &how_cpu, progress)?;
     let alloc = memory::alloc_rate(options.memory_bytes.min(256 << 20))?;
     let zero = memory::zero_rate(options.memory_bytes.min(256 << 20))?;
     let decrypt = memory::decrypt_rate(if options.quick { 4 << 20 } else { 64 << 20 });
-    let op_bandwidth = (cores as f64 * mem1).min(mem_all);
-    let compute = compute::measure(options, cores, op_bandwidth, progress)?;
 
     let total = meminfo_kib("MemTotal:").map_or(0, |k| k * 1024);
     let available = meminfo_kib("MemAvailable:").map(|k| k * 1024);
@@ -158,18 +240,7 @@ pub fn calibrate(
         },
         host_link: None,
         host_memory: None,
-        cpu: vec![CpuCluster {
-            name: "all".into(),
-            cores: Sourced::new(cores, how("std::thread::available_parallelism")),
-            core_ops_per_s: Sourced::new(
-                compute.rates.iter().map(|&(precision, ops_per_s)| PrecisionRate { precision, ops_per_s }).collect(),
-                how(&format!("{} fp16 is absent: the executor has no fp16 kernel.", compute.describe()))),
-            dequant_core_ops_per_s: None,
-            core_bandwidth_bytes_per_s: Sourced::new(mem1, how(&format!(
-                "one thread summing a {} MiB buffer of u64 with AVX2 loads and software prefetch (larger than the caches), bytes / wall time, best of 3", options.memory_bytes >> 20))),
-            launch_overhead_ns: Sourced::new(compute.launch_ns, how(&format!("the intercept of the compute fit: {}", compute.describe()))),
-            weight_pass_per_s: compute.weight_pass_per_s.map(|w| Sourced::new(w, how(&format!("the weight term of the compute fit: {}", compute.describe())))),
-        }],
+        cpu: vec![cluster],
         accelerator: None,
         tee: Some(TeeSpec {
             world_switch_ns: Sourced::new(rk_tee.world_switch_ns.value, format!(

@@ -377,6 +377,7 @@ impl Executor {
                     .and_then(|a| a.compute(precision, flops, bytes))
                     .map_err(refuse)?,
                 Op::WorldSwitch { .. } => self.costs.tee().map_err(refuse)?.world_switch(),
+                Op::NpuHandover { .. } => self.costs.tee().map_err(refuse)?.npu_handover(),
                 _ => Nanos::ZERO,
             };
             let what = |t: TensorRef| format!("op {} ({} {t})", node.id, node.op.kind_name());
@@ -479,7 +480,8 @@ impl Executor {
                 Op::Compute {
                     unit: Unit::Accel, ..
                 }
-                | Op::WorldSwitch { .. } => Some(priced),
+                | Op::WorldSwitch { .. }
+                | Op::NpuHandover { .. } => Some(priced),
                 _ => None,
             };
             let mut pending = 0;

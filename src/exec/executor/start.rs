@@ -65,6 +65,7 @@ impl Executor {
                 .emulated
                 .entry(match op {
                     Op::WorldSwitch { .. } => "world_switch",
+                    Op::NpuHandover { .. } => "npu_handover",
                     _ => "accel_compute",
                 })
                 .or_default() += 1;

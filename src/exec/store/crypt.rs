@@ -6,10 +6,14 @@
 //! `e (u32 LE) ‖ c (u32 LE) ‖ 0 (u32)` and the associated data `edgesim-store|<tensor>|<precision>`,
 //! so a chunk moved to another place or tensor fails authentication.
 //!
-//! **The key is a stand-in for a key a TEE would hold.** `--key-file` reads 32 raw bytes or 64
-//! hex digits; without it the store uses [`TEST_KEY`], a fixed, public test key that protects
-//! nothing. Only the key's SHA-256 fingerprint is written to the index, to catch a wrong key
-//! before any timing starts.
+//! **The key is a stand-in for a key a TEE would hold**, and edgesim has no built-in one. It
+//! comes from a key file (`--key-file FILE`: 32 raw bytes or 64 hex digits) or from the
+//! environment variable [`KEY_ENV`] (64 hex digits) — never from a command-line value, which
+//! would land in shell history and process lists. The key itself is never written anywhere:
+//! the index records only its [`StoreKey::id`], a domain-separated SHA-256 of it, to refuse a
+//! wrong key by name before any timing starts; messages name where a key came from (the
+//! file's path or the variable's name), never its bytes. `StoreKey`'s `Debug` prints the
+//! origin only.
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
@@ -20,14 +24,14 @@ use std::path::Path;
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// Bytes of one Poly1305 tag.
 pub const TAG_BYTES: usize = 16;
-/// The documented fixed test key: a stand-in for a TEE-held key, public and insecure.
-pub const TEST_KEY: [u8; 32] = *b"edgesim public test key, not key";
+/// The environment variable a store key may be given in (64 hex digits).
+pub const KEY_ENV: &str = "EDGESIM_STORE_KEY";
 
 /// A store key and where it came from.
 #[derive(Clone)]
 pub struct StoreKey {
     key: [u8; 32],
-    /// "fixed test key" or the key file's path.
+    /// The key file's path, the environment variable's name, or "generated".
     pub origin: String,
 }
 
@@ -38,51 +42,103 @@ impl std::fmt::Debug for StoreKey {
 }
 
 impl StoreKey {
-    pub fn test_key() -> StoreKey {
+    /// A fresh random key from the operating system (calibration's decrypt measurement, tests).
+    pub fn generate(origin: &str) -> StoreKey {
+        use rand::RngCore;
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
         StoreKey {
-            key: TEST_KEY,
-            origin: "fixed test key (edgesim::exec::store::crypt::TEST_KEY; a stand-in for a TEE-held key, protects nothing)".into(),
+            key,
+            origin: origin.to_string(),
         }
+    }
+
+    /// The key as 64 hex digits, for writing a key file (tests, `exec prepare` users).
+    pub fn to_hex(&self) -> String {
+        hex(&self.key)
     }
 
     /// Reads 32 raw bytes or 64 hex digits (surrounding whitespace ignored).
     pub fn from_file(path: &Path) -> Result<StoreKey, String> {
         let bytes = std::fs::read(path)
             .map_err(|e| format!("{}: cannot read the key file: {e}", path.display()))?;
-        let key = if bytes.len() == 32 {
-            let mut k = [0u8; 32];
-            k.copy_from_slice(&bytes);
-            k
-        } else {
-            let text = String::from_utf8_lossy(&bytes);
-            let hex = text.trim();
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!(
+        let origin = format!("key file {}", path.display());
+        if bytes.len() == 32 {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes);
+            return Ok(StoreKey { key, origin });
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        parse_hex(text.trim())
+            .map(|key| StoreKey { key, origin })
+            .ok_or_else(|| {
+                format!(
                     "{}: a key file holds 32 raw bytes or 64 hex digits; this one has {} bytes",
                     path.display(),
                     bytes.len()
-                ));
-            }
-            let mut k = [0u8; 32];
-            for (i, slot) in k.iter_mut().enumerate() {
-                *slot = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("checked hex");
-            }
-            k
-        };
-        Ok(StoreKey {
-            key,
-            origin: format!("key file {}", path.display()),
-        })
+                )
+            })
     }
 
-    /// SHA-256 of the key, hex: written to the index to recognise the right key.
-    pub fn fingerprint(&self) -> String {
-        hex(&Sha256::digest(self.key))
+    /// The key in [`KEY_ENV`], if set.
+    pub fn from_env() -> Result<Option<StoreKey>, String> {
+        let Some(value) = std::env::var_os(KEY_ENV) else {
+            return Ok(None);
+        };
+        let text = value.to_string_lossy();
+        parse_hex(text.trim())
+            .map(|key| {
+                Some(StoreKey {
+                    key,
+                    origin: format!("environment variable {KEY_ENV}"),
+                })
+            })
+            .ok_or_else(|| {
+                format!(
+                    "environment variable {KEY_ENV}: a key is 64 hex digits; it holds {} characters",
+                    text.trim().chars().count()
+                )
+            })
+    }
+
+    /// The key's identifier, written to the index to recognise the right key: SHA-256 over a
+    /// domain tag and the key, first 128 bits, hex. It reveals nothing usable about a random
+    /// 256-bit key.
+    pub fn id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"edgesim-store-key-id|");
+        h.update(self.key);
+        hex(&h.finalize()[..16])
     }
 
     fn cipher(&self) -> ChaCha20Poly1305 {
         ChaCha20Poly1305::new(Key::from_slice(&self.key))
     }
+}
+
+fn parse_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut k = [0u8; 32];
+    for (i, slot) in k.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(k)
+}
+
+/// The Poly1305 tag under `key` over `bytes` (the index binding's digests), with a nonce no
+/// tensor chunk uses (entry and chunk `u32::MAX`).
+pub fn index_tag(key: &StoreKey, bytes: &[u8]) -> [u8; TAG_BYTES] {
+    let tag = key
+        .cipher()
+        .encrypt_in_place_detached(
+            Nonce::from_slice(&nonce(u32::MAX, u32::MAX)),
+            bytes,
+            &mut [],
+        )
+        .expect("chacha20poly1305 tags an empty message");
+    tag.into()
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -198,7 +254,7 @@ mod tests {
 
     #[test]
     fn seal_then_open_round_trips_and_tampering_fails() {
-        let key = StoreKey::test_key();
+        let key = StoreKey::generate("test");
         let payload: Vec<u8> = (0..(CHUNK_BYTES + 1000)).map(|i| (i * 7) as u8).collect();
         let aad = associated_data("L0.E1", "int4");
         let mut stored = seal(&key, 3, &aad, &payload);
@@ -212,5 +268,25 @@ mod tests {
         // Another entry's nonce fails too.
         let mut again = seal(&key, 3, &aad, &payload);
         assert!(open_chunks(&key, 4, &aad, &mut again, payload.len(), 0..1).is_err());
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn key_files_and_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate("test");
+        let path = dir.path().join("k.hex");
+        std::fs::write(&path, format!("{}\n", key.to_hex())).unwrap();
+        let read = StoreKey::from_file(&path).unwrap();
+        assert_eq!(read.id(), key.id());
+        assert_ne!(StoreKey::generate("other").id(), key.id());
+        assert!(!format!("{read:?}").contains(&key.to_hex()));
+        std::fs::write(&path, "not a key").unwrap();
+        let e = StoreKey::from_file(&path).unwrap_err();
+        assert!(e.contains("32 raw bytes or 64 hex digits"), "{e}");
     }
 }

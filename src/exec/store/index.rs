@@ -5,7 +5,9 @@ use crate::model::{ModelProfile, Precision};
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT_NAME: &str = "edgesim-weight-store";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: entries bound to the index by digests ([`super::binding`]), key ids instead of
+/// key hashes.
+pub const FORMAT_VERSION: u32 = 2;
 pub const INDEX_FILE: &str = "index.json";
 pub const DATA_FILE: &str = "weights.bin";
 /// The stored model's profile (scaled), for experiments to name by path.
@@ -47,6 +49,10 @@ pub struct StoreIndex {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_file_sha256: Option<String>,
     pub entries: Vec<StoreEntry>,
+    /// Digests tying the index to its entries and `model.json` ([`super::binding`]); set
+    /// when the store is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<super::binding::IndexBinding>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -56,8 +62,8 @@ pub struct EncryptionInfo {
     pub chunk_bytes: u64,
     /// Where the key came from when the store was written (a stand-in for a TEE-held key).
     pub key_origin: String,
-    /// SHA-256 of the key, hex.
-    pub key_sha256: String,
+    /// The key's identifier ([`super::crypt::StoreKey::id`]), never the key.
+    pub key_id: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -16,6 +16,7 @@
 //! CRC-32 matches and, for an encrypted store, every chunk authenticates with the key. Any
 //! failure is an error naming the file, the entry and what is wrong.
 
+pub mod binding;
 pub mod crypt;
 pub mod index;
 pub mod layout;
@@ -29,10 +30,99 @@ pub use prepare::{
 };
 
 use crate::model::{ModelGeometry, Precision, TensorRef};
-use index::{DATA_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE};
+use index::{DATA_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE, MODEL_FILE};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// A parsed index that matches the layout its model implies (nothing read from the data yet).
+#[derive(Debug)]
+pub struct CheckedIndex {
+    pub index: StoreIndex,
+    pub geometry: ModelGeometry,
+    lookup: BTreeMap<(TensorRef, Precision), usize>,
+}
+
+/// Parses `text` (the store's `index.json`, named `index_path` in messages) and checks every
+/// entry against the layout of the model it records: what [`WeightStore::open`] does before it
+/// reads any weights.
+pub fn check_index(text: &str, index_path: &Path) -> Result<CheckedIndex, String> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let index: StoreIndex = serde_path_to_error::deserialize(de).map_err(|e| {
+        format!(
+            "{}: field `{}`: {}",
+            index_path.display(),
+            e.path(),
+            e.inner()
+        )
+    })?;
+    let at = |what: String| format!("{}: {what}", index_path.display());
+    if index.format != FORMAT_NAME || index.version != FORMAT_VERSION {
+        return Err(at(format!(
+            "format `{}` version {} is not {FORMAT_NAME} version {FORMAT_VERSION}",
+            index.format, index.version
+        )));
+    }
+    if index.data_file != DATA_FILE {
+        return Err(at(format!(
+            "data file `{}` must be `{DATA_FILE}`",
+            index.data_file
+        )));
+    }
+    if index.alignment != layout::ALIGN {
+        return Err(at(format!(
+            "field `alignment` is {}, but stores are aligned to {} bytes",
+            index.alignment,
+            layout::ALIGN
+        )));
+    }
+    let geometry =
+        ModelGeometry::from_profile(&index.model).map_err(|e| at(format!("model: {e}")))?;
+    let mut lookup = BTreeMap::new();
+    for (i, e) in index.entries.iter().enumerate() {
+        let tensor = layout::parse_tensor(&e.tensor)
+            .ok_or_else(|| at(format!("entries[{i}]: unknown tensor `{}`", e.tensor)))?;
+        let expected = layout::tensor_matrices(&geometry, tensor, e.precision)
+            .map_err(|m| at(format!("entries[{i}]: {m}")))?;
+        if expected != e.matrices
+            || e.bytes != geometry.bytes(tensor.layer as u32, tensor.kind, e.precision)
+        {
+            return Err(at(format!(
+                "entries[{i}] ({} at {}): its matrices do not match the layout of model `{}`",
+                e.tensor, e.precision, index.model.name
+            )));
+        }
+        let end = e.offset.checked_add(e.stored_bytes);
+        if e.offset % index.alignment != 0 || end.is_none_or(|end| end > index.data_bytes) {
+            return Err(at(format!(
+                "entries[{i}] ({} at {}): offset {} is not aligned or runs past the data's {} bytes",
+                e.tensor, e.precision, e.offset, index.data_bytes
+            )));
+        }
+        let sealed = match &index.encryption {
+            Some(_) => crypt::sealed_len(e.bytes),
+            None => e.bytes,
+        };
+        if e.stored_bytes != sealed {
+            return Err(at(format!(
+                "entries[{i}] ({} at {}): stored_bytes {} should be {sealed}",
+                e.tensor, e.precision, e.stored_bytes
+            )));
+        }
+        if lookup.insert((tensor, e.precision), i).is_some() {
+            return Err(at(format!(
+                "entries[{i}]: {} at {} is listed twice",
+                e.tensor, e.precision
+            )));
+        }
+    }
+    binding::check_index(&index).map_err(at)?;
+    Ok(CheckedIndex {
+        index,
+        geometry,
+        lookup,
+    })
+}
 
 /// An opened, fully verified weight store.
 #[derive(Debug)]
@@ -46,7 +136,7 @@ pub struct WeightStore {
 
 impl WeightStore {
     /// Opens the store in `dir` and verifies every byte (see the module docs). `key` is needed
-    /// for an encrypted store unless it was written with the fixed test key.
+    /// for an encrypted store.
     pub fn open(dir: &Path, key: Option<StoreKey>) -> Result<WeightStore, String> {
         let index_path = dir.join(INDEX_FILE);
         let text = std::fs::read_to_string(&index_path).map_err(|e| {
@@ -55,88 +145,45 @@ impl WeightStore {
                 index_path.display()
             )
         })?;
-        let de = &mut serde_json::Deserializer::from_str(&text);
-        let index: StoreIndex = serde_path_to_error::deserialize(de).map_err(|e| {
+        let CheckedIndex {
+            index,
+            geometry,
+            lookup,
+        } = check_index(&text, &index_path)?;
+        let at = |what: String| format!("{}: {what}", index_path.display());
+        let model_path = dir.join(MODEL_FILE);
+        let model_json = std::fs::read(&model_path).map_err(|e| {
             format!(
-                "{}: field `{}`: {}",
-                index_path.display(),
-                e.path(),
-                e.inner()
+                "{}: cannot read the store's model profile: {e} (re-run `edgesim exec prepare`)",
+                model_path.display()
             )
         })?;
-        let at = |what: String| format!("{}: {what}", index_path.display());
-        if index.format != FORMAT_NAME || index.version != FORMAT_VERSION {
-            return Err(at(format!(
-                "format `{}` version {} is not {FORMAT_NAME} version {FORMAT_VERSION}",
-                index.format, index.version
-            )));
-        }
-        if index.data_file != DATA_FILE {
-            return Err(at(format!(
-                "data file `{}` must be `{DATA_FILE}`",
-                index.data_file
-            )));
-        }
-        let geometry =
-            ModelGeometry::from_profile(&index.model).map_err(|e| at(format!("model: {e}")))?;
-        let mut lookup = BTreeMap::new();
-        for (i, e) in index.entries.iter().enumerate() {
-            let tensor = layout::parse_tensor(&e.tensor)
-                .ok_or_else(|| at(format!("entries[{i}]: unknown tensor `{}`", e.tensor)))?;
-            let expected = layout::tensor_matrices(&geometry, tensor, e.precision)
-                .map_err(|m| at(format!("entries[{i}]: {m}")))?;
-            if expected != e.matrices
-                || e.bytes != geometry.bytes(tensor.layer as u32, tensor.kind, e.precision)
-            {
-                return Err(at(format!(
-                    "entries[{i}] ({} at {}): its matrices do not match the layout of model `{}`",
-                    e.tensor, e.precision, index.model.name
-                )));
-            }
-            if e.offset % index.alignment != 0 || e.offset + e.stored_bytes > index.data_bytes {
-                return Err(at(format!(
-                    "entries[{i}] ({} at {}): offset {} is not aligned or runs past the data's {} bytes",
-                    e.tensor, e.precision, e.offset, index.data_bytes
-                )));
-            }
-            let sealed = match &index.encryption {
-                Some(_) => crypt::sealed_len(e.bytes),
-                None => e.bytes,
-            };
-            if e.stored_bytes != sealed {
-                return Err(at(format!(
-                    "entries[{i}] ({} at {}): stored_bytes {} should be {sealed}",
-                    e.tensor, e.precision, e.stored_bytes
-                )));
-            }
-            if lookup.insert((tensor, e.precision), i).is_some() {
-                return Err(at(format!(
-                    "entries[{i}]: {} at {} is listed twice",
-                    e.tensor, e.precision
-                )));
-            }
-        }
+        binding::check_model_json(&index, &model_json)
+            .map_err(|m| format!("{}: {m}", model_path.display()))?;
         let key = match &index.encryption {
             None => None,
             Some(info) => {
                 let key = match key {
                     Some(k) => k,
-                    None if info.key_sha256 == StoreKey::test_key().fingerprint() => {
-                        StoreKey::test_key()
-                    }
                     None => {
                         return Err(at(format!(
-                            "the store is encrypted with a key from {}; give it with --key-file",
-                            info.key_origin
+                            "the store is encrypted (key id {}, written with the key from {}); give its key with --key-file FILE or the environment variable {}",
+                            info.key_id,
+                            info.key_origin,
+                            crypt::KEY_ENV
                         )))
                     }
                 };
-                if key.fingerprint() != info.key_sha256 {
+                if key.id() != info.key_id {
                     return Err(at(format!(
-                        "the key from {} is not the key the store was encrypted with ({})",
-                        key.origin, info.key_origin
+                        "the key from {} (id {}) is not the key the store was encrypted with (id {}, from {})",
+                        key.origin,
+                        key.id(),
+                        info.key_id,
+                        info.key_origin
                     )));
                 }
+                binding::check_tag(&index, &key).map_err(at)?;
                 Some(key)
             }
         };
@@ -161,10 +208,21 @@ impl WeightStore {
         let path = self.data_path();
         let mut file = std::fs::File::open(&path)
             .map_err(|e| format!("{}: cannot open the store's weights: {e}", path.display()))?;
-        let len = file
+        let meta = file
             .metadata()
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .len();
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!(
+                "{}: is a {}, not the store's data file (re-run `edgesim exec prepare`)",
+                path.display(),
+                if meta.is_dir() {
+                    "folder"
+                } else {
+                    "special file"
+                }
+            ));
+        }
+        let len = meta.len();
         if len != self.index.data_bytes {
             return Err(format!(
                 "{}: the file has {len} bytes but its index says {}: it is {} (re-run `edgesim exec prepare`)",

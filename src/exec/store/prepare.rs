@@ -229,10 +229,21 @@ pub fn prepare_with(
             layout::tensor_matrices(&m, t, p)?;
         }
     }
-    std::fs::create_dir_all(dir)
+    let store_bytes: u64 = tensors
+        .iter()
+        .flat_map(|&t| options.precisions.iter().map(move |&p| (t, p)))
+        .map(|(t, p)| layout::align_up(m.bytes(t.layer as u32, t.kind, p)))
+        .fold(0u64, u64::saturating_add);
+    crate::limits::check_count(
+        "store size in bytes",
+        store_bytes,
+        crate::limits::MAX_STORE_BYTES,
+    )?;
+    // The whole store is written into a staging folder beside `dir` and moved into place when
+    // complete: an interrupted prepare leaves the old store or none (crate::staged_dir).
+    let staged = crate::staged_dir::StagedDir::create(dir, INDEX_FILE)
         .map_err(|e| format!("{}: cannot create the store folder: {e}", dir.display()))?;
-    let data_path = dir.join(DATA_FILE);
-    let staging = dir.join(format!(".{DATA_FILE}.partial"));
+    let staging = staged.path(DATA_FILE);
     let file = std::fs::File::create(&staging)
         .map_err(|e| format!("{}: cannot create: {e}", staging.display()))?;
     let mut out = std::io::BufWriter::with_capacity(8 << 20, file);
@@ -301,26 +312,33 @@ pub fn prepare_with(
             cipher: "chacha20poly1305".into(),
             chunk_bytes: CHUNK_BYTES as u64,
             key_origin: k.origin.clone(),
-            key_sha256: k.fingerprint(),
+            key_id: k.id(),
         }),
         entries,
         neuron_cluster,
         model_file: options.model_file.clone(),
         model_file_sha256: options.model_file_sha256.clone(),
+        binding: None,
     };
-    let mut text =
-        serde_json::to_vec_pretty(&index).map_err(|e| format!("cannot format the index: {e}"))?;
-    text.push(b'\n');
-    std::fs::rename(&staging, &data_path)
-        .map_err(|e| format!("{}: cannot move into place: {e}", data_path.display()))?;
-    std::fs::write(dir.join(INDEX_FILE), text)
-        .map_err(|e| format!("{}: cannot write: {e}", dir.join(INDEX_FILE).display()))?;
     // The (scaled) model profile on its own, so experiments can name it by path.
     let mut model =
         serde_json::to_vec_pretty(profile).map_err(|e| format!("cannot format the model: {e}"))?;
     model.push(b'\n');
-    std::fs::write(dir.join(MODEL_FILE), model)
-        .map_err(|e| format!("{}: cannot write: {e}", dir.join(MODEL_FILE).display()))?;
+    let mut index = index;
+    index.binding = Some(super::binding::bind(&index, &model, options.key.as_ref()));
+    let mut text =
+        serde_json::to_vec_pretty(&index).map_err(|e| format!("cannot format the index: {e}"))?;
+    text.push(b'\n');
+    let write = |name: &str, bytes: &[u8]| {
+        staged
+            .write(name, bytes)
+            .map_err(|e| format!("{}: cannot write: {e}", staged.path(name).display()))
+    };
+    write(MODEL_FILE, &model)?;
+    write(INDEX_FILE, &text)?;
+    staged
+        .commit()
+        .map_err(|e| format!("{}: cannot move the store into place: {e}", dir.display()))?;
     Ok(Prepared {
         dir: dir.to_path_buf(),
         tensors: tensors.len(),

@@ -12,7 +12,7 @@
 //!
 //! | model | resource | servers taken | duration |
 //! | --- | --- | --- | --- |
-//! | [`FlashModel`] | flash (C channels) | k = min(C, ceil(B / smallest curve request)) | L + B·C / (k · curve(min(r, B))) |
+//! | [`FlashModel`] | flash (one link; C servers = the executor's I/O threads) | all C | reaches the link after t_media + (t_cmd + B/curve(r) − hold)⁺, holds it for hold = max(⌈B/r⌉·t_cmd, B / curve(min(r, B))) |
 //! | [`LinkModel`] | host link (1) | 1 | latency + B / bandwidth |
 //! | [`CpuModel`] | one CPU cluster (cores) | threads | launch + max(flops / (threads · rate(p)), bytes / min(threads · core bw, memory bw)) |
 //! | [`AccelModel`] | accelerator (servers) | 1 | dispatch + max(flops / rate(p), bytes / accel bw) |

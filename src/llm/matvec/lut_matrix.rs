@@ -2,27 +2,30 @@
 //!
 //! The builder requantizes each dequantized matrix per group (min/max round-to-nearest, fp16
 //! scale and centre per group of 32 or 64 weights) and packs it into the kernels' tile layout.
-//! A multiplication builds the activation's lookup tables once and runs the kernel over the
-//! matrix's row tiles; the loader fuses Q/K/V and gate/up into one matrix each, so each
-//! activation vector's tables serve every matrix that reads it.
+//! A decode step (one vector) builds the activation's lookup tables and runs the lookup kernel
+//! over the matrix's row tiles. A prompt (several vectors) quantizes each activation vector to
+//! int8 instead and runs [`gemm_q8`], which turns each block of codes back into bytes once and
+//! multiplies it with every vector by 8-bit dot products: with many vectors per weight, dot
+//! products beat per-vector lookups (the two agree to their int8 rounding, not bit for bit).
 //!
-//! Threads: decode (one vector) splits the row tiles over the current team, each thread running
-//! the kernel on its own contiguous run of tiles (the layout is tile-major, so a run of tiles
-//! is a contiguous slice of the payload). Prefill (many vectors) splits the vectors: each
-//! thread runs the GEMM kernel over the whole matrix for its share of the tokens and writes its
-//! own rows of the output. Either way every output value is computed by one kernel call whose
-//! arithmetic does not depend on the split, so results do not depend on the thread count.
+//! Threads: decode splits the row tiles over the current team, each thread running the kernel
+//! on its own contiguous run of tiles (the layout is tile-major, so a run of tiles is a
+//! contiguous slice of the payload). Prefill splits the vectors: each thread runs the GEMM
+//! kernel over the whole matrix for its share of the tokens and writes its own rows of the
+//! output. Either way every output value is computed by one kernel call whose arithmetic does
+//! not depend on the split, so results do not depend on the thread count.
 
+use super::dot_matrix::quantize_rows;
 use super::requantize::quantize_refined;
-use super::{MatVec, MatVecBuilder, MatrixRole};
+use super::{quantize_gptq, DotMatrix, InputStatistics, MatVec, MatVecBuilder, MatrixRole};
 use crate::kernels::{
-    gemm, ActivationTable, GroupSize, KernelError, KernelOptions, PackedMatrix, PackedShape,
-    PackedView, QuantizedMatrix, WeightBits, TILE_ROWS,
+    gemm, gemm_q8, ActivationTable, GroupSize, KernelError, KernelOptions, PackedMatrix,
+    PackedShape, PackedView, Q8Activations, QuantizedMatrix, WeightBits, TILE_ROWS,
 };
 use crate::llm::parallel::for_each_chunk_mut;
 use crate::llm::LlmError;
 use std::cell::RefCell;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// How the builder picks each group's codes, scale and centre.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +34,11 @@ pub enum Requantizer {
     MinMax,
     /// Least-squares refinement of scale and centre ([`super::quantize_refined`]).
     Refined,
+    /// GPTQ's error compensation with the inputs' second moments from a calibration text
+    /// ([`super::quantize_gptq`]; the builder needs [`LutBuilder::with_statistics`]); matrices
+    /// without statistics (the output head) get [`Requantizer::Refined`] below 4 bits and
+    /// min/max at 4 and 8.
+    Gptq,
 }
 
 impl Requantizer {
@@ -45,14 +53,29 @@ impl Requantizer {
     }
 }
 
+/// Which kernel runs the matrices that end up at 8 bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EightBitKernel {
+    /// Byte codes times int8 activations ([`DotMatrix`]; `vpdpbusd` with AVX-512 VNNI): eight
+    /// bit-planes of table lookups cost several times one 8-bit dot product.
+    #[default]
+    Dot,
+    /// The LUT kernels' bit-serial path with eight planes ([`LutMatrix`]).
+    Lut,
+}
+
 /// Builds [`LutMatrix`]es at one bit width and group size; the output head may get its own
-/// bit width ([`LutBuilder::with_output_bits`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// bit width ([`LutBuilder::with_output_bits`]). Matrices at 8 bits are [`DotMatrix`]es unless
+/// [`LutBuilder::with_eight_bit_kernel`] says otherwise.
+#[derive(Clone, Debug)]
 pub struct LutBuilder {
     bits: WeightBits,
     group: GroupSize,
     output_bits: WeightBits,
     requantizer: Requantizer,
+    eight_bit: EightBitKernel,
+    /// Input statistics by tensor name, for [`Requantizer::Gptq`].
+    statistics: Option<Arc<InputStatistics>>,
 }
 
 impl LutBuilder {
@@ -64,7 +87,22 @@ impl LutBuilder {
             group,
             output_bits: bits,
             requantizer: Requantizer::default_for(bits),
+            eight_bit: EightBitKernel::default(),
+            statistics: None,
         }
+    }
+
+    /// The calibration statistics [`Requantizer::Gptq`] quantizes with.
+    pub fn with_statistics(self, statistics: Arc<InputStatistics>) -> LutBuilder {
+        LutBuilder {
+            statistics: Some(statistics),
+            ..self
+        }
+    }
+
+    /// Another kernel for the matrices at 8 bits.
+    pub fn with_eight_bit_kernel(self, eight_bit: EightBitKernel) -> LutBuilder {
+        LutBuilder { eight_bit, ..self }
     }
 
     /// Another requantizer for every matrix.
@@ -109,13 +147,39 @@ impl MatVecBuilder for LutBuilder {
             MatrixRole::Output => self.output_bits,
             MatrixRole::Attention | MatrixRole::Ffn => self.bits,
         };
-        let quantized = match self.requantizer {
-            Requantizer::MinMax => {
+        let moments = match self.requantizer {
+            Requantizer::Gptq if role != MatrixRole::Output => {
+                let statistics = self.statistics.as_ref().ok_or_else(|| {
+                    LlmError::Input(format!(
+                        "tensor '{tensor}': GPTQ quantization needs calibration statistics"
+                    ))
+                })?;
+                Some(statistics.get(tensor).ok_or_else(|| {
+                    LlmError::Input(format!(
+                        "tensor '{tensor}': no calibration statistics for it"
+                    ))
+                })?)
+            }
+            _ => None,
+        };
+        let requantizer = match (self.requantizer, moments) {
+            (Requantizer::Gptq, None) if bits.bits() <= 3 => Requantizer::Refined,
+            (Requantizer::Gptq, None) => Requantizer::MinMax,
+            (chosen, _) => chosen,
+        };
+        let quantized = match (requantizer, moments) {
+            (Requantizer::Gptq, Some(moments)) => {
+                quantize_gptq(&weights, rows, cols, bits, self.group, moments)
+            }
+            (Requantizer::MinMax, _) | (Requantizer::Gptq, None) => {
                 QuantizedMatrix::quantize_min_max(&weights, rows, cols, bits, self.group)
             }
-            Requantizer::Refined => quantize_refined(&weights, rows, cols, bits, self.group),
+            (Requantizer::Refined, _) => quantize_refined(&weights, rows, cols, bits, self.group),
         }
         .map_err(|e| LlmError::Unsupported(format!("tensor '{tensor}': {e}")))?;
+        if bits == WeightBits::B8 && self.eight_bit == EightBitKernel::Dot {
+            return Ok(Box::new(DotMatrix::new(tensor, &quantized)));
+        }
         Ok(Box::new(LutMatrix {
             tensor: tensor.to_string(),
             packed: PackedMatrix::pack(&quantized),
@@ -123,7 +187,7 @@ impl MatVecBuilder for LutBuilder {
     }
 
     fn format(&self) -> String {
-        let mut name = format_name(self.bits, self.group);
+        let mut name = matrix_format(self.bits, self.group, self.eight_bit);
         if self.output_bits != self.bits {
             name += &format!(", output int{}", self.output_bits.bits());
         }
@@ -131,6 +195,7 @@ impl MatVecBuilder for LutBuilder {
             name += match self.requantizer {
                 Requantizer::MinMax => ", min/max",
                 Requantizer::Refined => ", refined",
+                Requantizer::Gptq => ", gptq",
             };
         }
         name
@@ -139,6 +204,16 @@ impl MatVecBuilder for LutBuilder {
 
 fn format_name(bits: WeightBits, group: GroupSize) -> String {
     format!("lut-int{}-g{}", bits.bits(), group.get())
+}
+
+/// The name of the format a matrix at `bits` gets: `int8-g32` for the dot-product format,
+/// `lut-int4-g32` for the lookup one.
+fn matrix_format(bits: WeightBits, group: GroupSize, eight_bit: EightBitKernel) -> String {
+    if bits == WeightBits::B8 && eight_bit == EightBitKernel::Dot {
+        format!("int8-g{}", group.get())
+    } else {
+        format_name(bits, group)
+    }
 }
 
 /// A packed low-bit matrix run by the LUT kernels.
@@ -152,6 +227,8 @@ pub struct LutMatrix {
 thread_local! {
     /// Activation tables reused between calls on this thread, so a decode step allocates none.
     static TABLES: RefCell<Vec<ActivationTable>> = const { RefCell::new(Vec::new()) };
+    /// Int8 activations of a prompt, reused between calls on this thread.
+    static Q8_ROWS: RefCell<Vec<Q8Activations>> = const { RefCell::new(Vec::new()) };
 }
 
 impl LutMatrix {
@@ -191,6 +268,32 @@ impl LutMatrix {
                     KernelOptions::threads(1),
                 )
             });
+            if let Err(e) = result {
+                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        });
+        match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(self.error(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// `Y = X·Wᵀ` for int8-quantized vectors (a prompt): `y` is `xs.len() × rows`, the
+    /// vectors split over the current team. The kernel turns each block of codes back into
+    /// bytes once and runs 8-bit dot products against every vector ([`gemm_q8`]).
+    pub fn gemm_q8(&self, xs: &[Q8Activations], y: &mut [f32]) -> Result<(), LlmError> {
+        let rows = self.packed.shape().rows;
+        let view = self.packed.view();
+        let failure: Mutex<Option<KernelError>> = Mutex::new(None);
+        for_each_chunk_mut(y, rows, &|at, y_part| {
+            let first = at.first_unit;
+            let count = y_part.len() / rows;
+            let result = gemm_q8(
+                &view,
+                &xs[first..first + count],
+                y_part,
+                KernelOptions::threads(1),
+            );
             if let Err(e) = result {
                 *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             }
@@ -275,14 +378,18 @@ impl MatVec for LutMatrix {
         let shape = self.packed.shape();
         assert_eq!(x.len(), n * shape.cols, "gemm input shape");
         assert_eq!(y.len(), n * shape.rows, "gemm output shape");
+        if n > 1 {
+            // A prompt: int8 activations and dot products (see `gemm_q8`).
+            return Q8_ROWS.with(|cell| {
+                let mut xs = cell.borrow_mut();
+                quantize_rows(x, shape.cols, &mut xs).map_err(|e| self.error(e))?;
+                self.gemm_q8(&xs[..n], y)
+            });
+        }
         TABLES.with(|cell| {
             let mut tables = cell.borrow_mut();
             build_tables(x, shape.cols, shape.group, &mut tables).map_err(|e| self.error(e))?;
-            if n == 1 {
-                self.gemv_table(&tables[0], y)
-            } else {
-                self.gemm_tables(&tables[..n], y)
-            }
+            self.gemv_table(&tables[0], y)
         })
     }
 
@@ -325,7 +432,8 @@ mod tests {
                     .unwrap(),
             ),
         };
-        // The kernels on the whole matrix, one vector at a time: what every split must give.
+        // The kernels on the whole matrix: what every split must give (the lookup GEMV one
+        // vector at a time for decode, the int8 GEMM of all vectors for a prompt).
         let mut want = vec![0.0; n * rows];
         for (input, output) in x.chunks_exact(cols).zip(want.chunks_exact_mut(rows)) {
             let table = ActivationTable::build(input, GroupSize::G32).unwrap();
@@ -337,6 +445,18 @@ mod tests {
             )
             .unwrap();
         }
+        let xs: Vec<Q8Activations> = x
+            .chunks_exact(cols)
+            .map(|input| Q8Activations::build(input).unwrap())
+            .collect();
+        let mut want_batch = vec![0.0; n * rows];
+        gemm_q8(
+            &lut.packed.view(),
+            &xs,
+            &mut want_batch,
+            KernelOptions::threads(1),
+        )
+        .unwrap();
         for threads in [1, 2, 3] {
             let team = ThreadTeam::new(threads);
             let (batch, single) = team.install(|| {
@@ -346,27 +466,29 @@ mod tests {
                 lut.gemv(&x[..cols], &mut single).unwrap();
                 (batch, single)
             });
-            assert_eq!(batch, want, "gemm on {threads} threads");
+            assert_eq!(batch, want_batch, "gemm on {threads} threads");
             assert_eq!(single, want[..rows], "gemv on {threads} threads");
         }
-        // And it is the product: 8-bit weights and int8 tables stay within 2 % (relative L2)
-        // of the f32 product here.
+        // And both are the product: 8-bit weights with int8 tables or int8 activations stay
+        // within 2 % (relative L2) of the f32 product here.
         let reference = F32Matrix::new(rows, cols, w).unwrap();
         let mut exact = vec![0.0; n * rows];
         reference.gemm(&x, n, &mut exact).unwrap();
-        let error: f32 = want.iter().zip(&exact).map(|(a, b)| (a - b).powi(2)).sum();
-        let norm: f32 = exact.iter().map(|b| b * b).sum();
-        assert!(
-            (error / norm).sqrt() < 0.02,
-            "relative error {}",
-            (error / norm).sqrt()
-        );
+        for got in [&want, &want_batch] {
+            let error: f32 = got.iter().zip(&exact).map(|(a, b)| (a - b).powi(2)).sum();
+            let norm: f32 = exact.iter().map(|b| b * b).sum();
+            assert!(
+                (error / norm).sqrt() < 0.02,
+                "relative error {}",
+                (error / norm).sqrt()
+            );
+        }
         assert_eq!(lut.format(), "lut-int8-g32");
         assert_eq!(lut.rows(), rows);
     }
 
     #[test]
-    fn the_output_head_gets_its_own_bit_width() {
+    fn the_output_head_gets_its_own_bit_width_and_8_bits_the_dot_kernel() {
         let builder =
             LutBuilder::new(WeightBits::B2, GroupSize::G64).with_output_bits(WeightBits::B8);
         let w = weights(32, 64, 2);
@@ -375,8 +497,16 @@ mod tests {
             .unwrap();
         let out = builder.build("o", MatrixRole::Output, 32, 64, w).unwrap();
         assert_eq!(ffn.format(), "lut-int2-g64");
-        assert_eq!(out.format(), "lut-int8-g64");
+        assert_eq!(out.format(), "int8-g64");
         assert_eq!(builder.format(), "lut-int2-g64, output int8");
+        let lut8 = builder.with_eight_bit_kernel(EightBitKernel::Lut);
+        let w = weights(32, 64, 2);
+        assert_eq!(
+            lut8.build("o", MatrixRole::Output, 32, 64, w)
+                .unwrap()
+                .format(),
+            "lut-int8-g64"
+        );
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! The forward pass only ever multiplies activations by weight matrices, so a matrix is "a thing
 //! that can do y = W·x (decode) and Y = X·Wᵀ (prefill)". Two formats implement it: the f32
-//! reference ([`F32Matrix`], dequantized from the GGUF file) and the LUT kernels' packed low-bit
-//! matrices ([`LutMatrix`], requantized per group), each built by its own [`MatVecBuilder`]; the
-//! model code is the same for both.
+//! reference ([`F32Matrix`], dequantized from the GGUF file), the LUT kernels' packed low-bit
+//! matrices ([`LutMatrix`], requantized per group) and, at 8 bits, byte-coded matrices on the
+//! dot-product kernels ([`DotMatrix`]), each built by a [`MatVecBuilder`]; the model code is the
+//! same for all.
 //!
 //! Threads: implementations split work over the current [`ThreadTeam`](crate::llm::parallel)
 //! (see [`crate::llm::parallel`]); outside a team they run on the calling thread. An
@@ -12,13 +13,19 @@
 //! over input vectors, never over the reduction).
 
 mod dot;
+mod dot_matrix;
 mod f32_matrix;
+mod gptq;
 mod lut_matrix;
+mod recording;
 mod requantize;
 
 pub(crate) use dot::dot_block;
+pub use dot_matrix::DotMatrix;
 pub use f32_matrix::{F32Builder, F32Matrix};
-pub use lut_matrix::{LutBuilder, LutMatrix, Requantizer};
+pub use gptq::quantize_gptq;
+pub use lut_matrix::{EightBitKernel, LutBuilder, LutMatrix, Requantizer};
+pub use recording::{InputStatistics, RecordingBuilder, SecondMoments};
 pub use requantize::quantize_refined;
 
 use crate::llm::LlmError;

@@ -27,9 +27,9 @@ const REFINE_ROUNDS: usize = 4;
 
 /// The scale and centre of one group, stored as fp16 bits.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct GroupParams {
-    scale: u16,
-    centre: u16,
+pub(super) struct GroupParams {
+    pub(super) scale: u16,
+    pub(super) centre: u16,
 }
 
 /// Quantizes `weights` (`rows × cols`, row-major) at `bits` with one scale and centre per
@@ -87,12 +87,12 @@ const ROUNDING_MAGIC: f32 = 12_582_912.0;
 /// first and rounding second gives the same code as the other way round (the bounds are
 /// integers) and keeps the magic rounding in range.
 #[inline(always)]
-fn nearest_code(value: f32, inverse_scale: f32, c: f32, h: f32, max_code: f32) -> f32 {
+pub(super) fn nearest_code(value: f32, inverse_scale: f32, c: f32, h: f32, max_code: f32) -> f32 {
     let position = ((value - c) * inverse_scale + h).clamp(0.0, max_code);
     (position + ROUNDING_MAGIC) - ROUNDING_MAGIC
 }
 
-fn inverse(s: f32) -> f32 {
+pub(super) fn inverse(s: f32) -> f32 {
     if s > 0.0 {
         1.0 / s
     } else {
@@ -175,7 +175,11 @@ fn to_f16(value: f32, what: &'static str, index: usize) -> Result<u16, KernelErr
 }
 
 /// The fp16 (scale, centre) with the smallest squared error over the searches.
-fn best_params(w: &[f32], bits: WeightBits, first: usize) -> Result<GroupParams, KernelError> {
+pub(super) fn best_params(
+    w: &[f32],
+    bits: WeightBits,
+    first: usize,
+) -> Result<GroupParams, KernelError> {
     let max_code = bits.max_code() as f32;
     let lo = w.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -8,7 +8,9 @@
 pub mod cache;
 pub mod future;
 pub mod load_ops;
+pub mod mmap_fault;
 pub mod pass;
 pub mod placement;
 pub mod prediction;
 pub mod resident;
+pub mod tensor_map;

@@ -50,6 +50,12 @@ impl ResidentSet {
         }
     }
 
+    /// Adds tensors of the policy's own that stay resident too (PowerInfer-2's predictors in
+    /// its fixed region), loaded by the warm-up like the rest.
+    pub fn add_extra(&mut self, tensors: impl IntoIterator<Item = (TensorRef, u64)>) {
+        self.tensors.extend(tensors);
+    }
+
     pub fn bytes(&self) -> u64 {
         self.tensors.iter().map(|t| t.1).sum::<u64>() + self.kv_bytes
     }

@@ -4,8 +4,11 @@
 //! - `fiddler` (Kamahori et al., arXiv 2402.07033; HOBBIT's FD baseline): a fixed set of
 //!   experts stays in accelerator memory; any other expert is computed where it is cheaper,
 //!   on the CPU from host memory (only the activations cross the link) or on the accelerator
-//!   after copying its weights, by Fiddler's latency model (here: the device profile's cost
-//!   functions). At batch 1 the CPU wins; in prefill the copy does.
+//!   after copying its weights, by Fiddler's latency model as its code has it
+//!   (efeslab/fiddler @227715b, `src/fiddler/mixtral.py`: `latency_cpu = 7` per token,
+//!   `latency_gpu = 70` per copy, "TODO: find this value based on device config"; the sum is
+//!   minimised, so the CPU below 10 tokens, a copy from 10). Weights are bf16 (`self.dtype =
+//!   torch.bfloat16`; README: "only supports a 16-bit Mixtral-8x7B"), edgesim's `fp16`.
 //! - `llama-cpp-offload` (llama.cpp with all non-expert weights on the GPU and the expert
 //!   tensors of the layers that do not fit kept in host memory, `--override-tensor exps=CPU`
 //!   style; HOBBIT's LL baseline on the RTX 4090 + CPU): the experts of as many whole MoE
@@ -19,7 +22,9 @@
 //! Gini is about 0.1). The activation copies to and from the host (a few KiB per token) are
 //! not modelled. Neither policy evicts: the static set is loaded at warm-up; copies made for
 //! large batches use the rest of the budget as a staging area, freed right after use.
-//! Parameters: none.
+//! Parameters: `fiddler`: `{"precision": "native" | "experiment", "placement_rule": "code" |
+//! "profile"}` (the profile rule compares the device profile's CPU and copy costs);
+//! `llama-cpp-offload`: none.
 
 use crate::hw::cost::DeviceCosts;
 use crate::hw::OffloadTier;
@@ -34,17 +39,41 @@ use crate::policy::machinery::pass::moe::{
 use crate::policy::machinery::placement::Placement;
 use crate::policy::machinery::resident::BULK_REQUEST_BYTES;
 use crate::policy::moe::shell::{cache_capacity, ExpertPolicy, ExpertState};
+use crate::policy::moe::{native_precisions, PrecisionChoice};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+
+/// Fiddler's hard-coded cost of one token of an expert on the CPU (`latency_cpu = 7`).
+pub const FIDDLER_LATENCY_CPU: u64 = 7;
+/// Fiddler's hard-coded cost of copying one expert to the GPU (`latency_gpu = 70`).
+pub const FIDDLER_LATENCY_GPU: u64 = 70;
 
 /// Smallest pass llama.cpp's scheduler offloads host-resident weights to the GPU for
 /// (ggml-backend.cpp, `ggml_backend_sched` op offload: batch size >= 32).
 pub const LLAMA_CPP_OFFLOAD_MIN_BATCH: u32 = 32;
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FiddlerParams {
+    precision: PrecisionChoice,
+    placement_rule: PlacementRule,
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NoParams {}
+
+/// How Fiddler decides between the CPU and a copy for a non-resident expert.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PlacementRule {
+    /// The code's constants: the CPU below 10 tokens.
+    #[default]
+    Code,
+    /// The device profile's cost functions (the paper's intent).
+    Profile,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -54,6 +83,8 @@ pub enum Mode {
 
 pub struct HostCompute {
     mode: Mode,
+    /// Fiddler decides CPU or copy by the device profile's costs, not its code's constants.
+    profile_rule: bool,
     model: Arc<ModelGeometry>,
     precision: Precision,
     costs: DeviceCosts,
@@ -67,13 +98,24 @@ pub struct HostCompute {
     counters: Counters,
 }
 
-pub fn build(mode: Mode, ctx: PolicyContext) -> Result<ExpertPolicy<HostCompute>, PolicyError> {
+pub fn build(mode: Mode, mut ctx: PolicyContext) -> Result<ExpertPolicy<HostCompute>, PolicyError> {
     let name = match mode {
         Mode::Fiddler => "fiddler",
         Mode::LlamaCpp => "llama-cpp-offload",
     };
     crate::policy::moe::require_moe(&ctx, name)?;
-    parse_params::<NoParams>(name, &ctx.params)?;
+    let mut profile_rule = false;
+    match mode {
+        Mode::Fiddler => {
+            let p: FiddlerParams = parse_params(name, &ctx.params)?;
+            // `self.dtype = torch.bfloat16`; README: "only supports a 16-bit Mixtral-8x7B".
+            native_precisions(&mut ctx, p.precision, Precision::Fp16, Precision::Fp16);
+            profile_rule = p.placement_rule == PlacementRule::Profile;
+        }
+        Mode::LlamaCpp => {
+            parse_params::<NoParams>(name, &ctx.params)?;
+        }
+    }
     if ctx.device.offload_tier != OffloadTier::HostMemory {
         return Err(PolicyError::Unsupported(format!(
             "policy `{name}` computes experts on the CPU from host memory, but device `{}` \
@@ -113,6 +155,7 @@ pub fn build(mode: Mode, ctx: PolicyContext) -> Result<ExpertPolicy<HostCompute>
     }
     let state = HostCompute {
         mode,
+        profile_rule,
         cpu: Placement::new(&ctx.device).cpu(),
         model: ctx.model.clone(),
         precision,
@@ -143,6 +186,13 @@ impl HostCompute {
     fn copy_over(&self, key: &TensorRef, tokens: u32) -> Result<bool, PolicyError> {
         match self.mode {
             Mode::LlamaCpp => Ok(tokens >= LLAMA_CPP_OFFLOAD_MIN_BATCH),
+            // Fiddler's code (efeslab/fiddler @227715b, `src/fiddler/mixtral.py`): cost
+            // `latency_cpu = 7` per token on the CPU, `latency_gpu = 70` per expert copy, the
+            // sum minimised over assignments: a non-resident expert runs on the CPU below 10
+            // tokens. `"placement_rule": "profile"` compares the device profile's costs.
+            Mode::Fiddler if !self.profile_rule => {
+                Ok(tokens as u64 * FIDDLER_LATENCY_CPU >= FIDDLER_LATENCY_GPU)
+            }
             Mode::Fiddler => {
                 let op = crate::policy::machinery::pass::resident_ops::expert_compute(
                     &self.model,
@@ -313,7 +363,13 @@ mod tests {
         // Room for 3 experts: one staging slot, two static experts (layer-balanced).
         let mut p = build(
             Mode::Fiddler,
-            context_for(m, 3.0, Precision::Fp16, true, serde_json::Value::Null),
+            context_for(
+                m,
+                3.0,
+                Precision::Fp16,
+                true,
+                serde_json::json!({"precision": "experiment"}),
+            ),
         )
         .unwrap();
         assert_eq!(
@@ -348,6 +404,20 @@ mod tests {
             .count();
         assert_eq!(cpu_experts, 2);
         assert_eq!((p.counters().hits, p.counters().misses), (2, 2));
+    }
+
+    #[test]
+    fn fiddler_copies_from_ten_tokens_as_its_code_does() {
+        let m = tiny_with(2, 4);
+        let p = build(
+            Mode::Fiddler,
+            context_for(m, 3.0, Precision::Fp16, true, serde_json::json!({})),
+        )
+        .unwrap();
+        let key = TensorRef::expert(0, 3);
+        assert!(!p.state.copy_over(&key, 9).unwrap());
+        assert!(p.state.copy_over(&key, 10).unwrap());
+        assert!(p.state.copy_over(&key, 128).unwrap());
     }
 
     #[test]

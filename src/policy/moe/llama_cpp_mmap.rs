@@ -6,16 +6,24 @@
 //! Modelled as:
 //!
 //! - **Residency** at page granularity with least-recently-used replacement ([`PageCache`]):
-//!   an expert can be partly resident, and only its missing front is read again.
-//! - **Faults**: the missing bytes are read in readahead-window requests (`readahead_bytes`,
-//!   default 128 KiB: Linux's default `read_ahead_kb`, VM_READAHEAD_PAGES in
-//!   include/linux/mm.h), `faults_in_flight` windows at a time, each batch waiting for the
-//!   previous one. Default 2: the compute thread waits on one synchronous fault while the
-//!   kernel's asynchronous readahead of the next window is in flight (mm/filemap.c,
-//!   `do_async_mmap_readahead`). A layer's experts are faulted one after the other, as
-//!   llama.cpp computes them one after the other.
-//! - Experts are computed where the other policies compute them (`"unit": "cpu"` computes
-//!   them on the CPU cores instead, llama.cpp's CPU backend).
+//!   an expert can be partly resident, and only its missing front is read again. The page
+//!   cache is the budget less the resident set (the memory the OS leaves to the file).
+//!   Linux's two-list reclaim and working-set refault detection keep part of a cyclic scan
+//!   resident that exact LRU would not; not modelled.
+//! - **Faults**: Linux's fault path for llama.cpp's mapping ([`MmapFaultPath`], with its
+//!   sources): 256 KiB windows (`POSIX_FADV_SEQUENTIAL` doubles the default 128 KiB), two
+//!   in flight per stream, one stream per compute thread, and no fallback to 4 KiB reads on
+//!   the kernels HOBBIT's boards run. `readahead_bytes` sets the device's `read_ahead_kb`
+//!   (the window is twice it), `faults_in_flight` the windows per stream. A layer's experts
+//!   are faulted one after the other, as llama.cpp computes them one after the other.
+//! - **Compute on the CPU** (`"unit": "cpu"`, the default): a tensor llama.cpp leaves in the
+//!   mapping is a CPU-buffer tensor pointing into it, computed by ggml's CPU backend; only
+//!   tensors offloaded with `-ngl` are copied into GPU buffers at load, and the mapped parts
+//!   of offloaded tensors are unmapped (PR #4520). Experts that fault from the SSD are
+//!   therefore computed by the CPU cores (all cores of the fastest cluster, each its own
+//!   fault stream). `"unit": "default"` computes them where the other policies do.
+//! - **Precision**: the GGUF's own quantization, which is the experiment's (a Q8_0 file for
+//!   an int8 experiment).
 //!
 //! Only meaningful where experts are read from flash; on a host-memory device use
 //! `llama-cpp-offload`.
@@ -26,6 +34,9 @@ use crate::plan::{Op, OpId, Unit};
 use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
 use crate::policy::machinery::cache::page_cache::PageCache;
+use crate::policy::machinery::mmap_fault::{
+    MmapFaultPath, LINUX_READAHEAD_BYTES, WINDOWS_PER_STREAM,
+};
 use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
 };
@@ -34,14 +45,11 @@ use crate::policy::moe::shell::{cache_capacity, ExpertPolicy, ExpertState};
 use serde::Deserialize;
 use std::sync::Arc;
 
-/// Linux's default readahead window, 128 KiB (VM_READAHEAD_PAGES, include/linux/mm.h).
-pub const LINUX_READAHEAD_BYTES: u64 = 128 * 1024;
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum ComputeUnit {
-    #[default]
     Default,
+    #[default]
     Cpu,
 }
 
@@ -57,8 +65,8 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             readahead_bytes: LINUX_READAHEAD_BYTES,
-            faults_in_flight: 2,
-            unit: ComputeUnit::Default,
+            faults_in_flight: WINDOWS_PER_STREAM,
+            unit: ComputeUnit::Cpu,
         }
     }
 }
@@ -67,8 +75,7 @@ pub struct LlamaCppMmap {
     pages: PageCache,
     model: Arc<ModelGeometry>,
     precision: Precision,
-    readahead_bytes: u64,
-    batch_bytes: u64,
+    faults: MmapFaultPath,
     unit: Option<Unit>,
     demand_pins: Vec<TensorRef>,
     /// The compute of the layer's previous expert: the next one's faults start after it.
@@ -102,12 +109,23 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<LlamaCppMmap>, PolicyErr
         ComputeUnit::Default => None,
         ComputeUnit::Cpu => Some(Placement::new(&ctx.device).cpu()),
     };
+    let streams = match unit {
+        Some(Unit::Cpu { threads, .. }) => threads as u32,
+        _ => 1,
+    };
+    let faults = MmapFaultPath::linux(p.readahead_bytes, true, streams)
+        .with_windows_per_stream(p.faults_in_flight);
+    if faults.window_bytes() > u32::MAX as u64 {
+        return Err(PolicyError::BadParameter(format!(
+            "policy `{NAME}`: `readahead_bytes` {} gives a window over 4 GiB",
+            p.readahead_bytes
+        )));
+    }
     let state = LlamaCppMmap {
-        pages: PageCache::new(capacity, p.readahead_bytes),
+        pages: PageCache::new(capacity, faults.window_bytes()),
         model: ctx.model.clone(),
         precision,
-        readahead_bytes: p.readahead_bytes,
-        batch_bytes: p.readahead_bytes * p.faults_in_flight as u64,
+        faults,
         unit,
         demand_pins: Vec::new(),
         last_compute: None,
@@ -160,20 +178,17 @@ impl ExpertSupplier for LlamaCppMmap {
         let alloc = self.pages.alloc(key, missing, cx.builder);
         let mut deps = vec![alloc, cx.router];
         deps.extend(self.last_compute);
-        let mut remaining = missing;
         let mut last = alloc;
-        while remaining > 0 {
-            let n = self.batch_bytes.min(remaining);
+        for n in self.faults.batches(missing) {
             last = cx.builder.push(
                 Op::Read {
                     tensor: key,
                     precision: self.precision,
                     bytes: n,
-                    request_bytes: self.readahead_bytes as u32,
+                    request_bytes: self.faults.window_bytes() as u32,
                 },
                 &deps,
             );
-            remaining -= n;
             deps.clear();
             deps.push(last);
         }
@@ -218,19 +233,21 @@ mod tests {
     fn misses_fault_in_readahead_windows_and_partial_experts_reread_only_their_front() {
         let m = tiny_with(2, 4);
         let expert = m.bytes(0, TensorKind::Expert(0), Precision::Int8);
-        // 2.5 experts of page cache, 4 KiB windows, 2 in flight: 8 KiB reads.
+        // 2.5 experts of page cache, read_ahead 2 KiB (4 KiB windows after fadvise), 2 in
+        // flight, one stream (computed off the CPU): 8 KiB reads.
         let mut p = build(context_for(
             m,
             2.5,
             Precision::Int8,
             false,
-            json!({"readahead_bytes": 4096, "faults_in_flight": 2}),
+            json!({"readahead_bytes": 2048, "faults_in_flight": 2, "unit": "default"}),
         ))
         .unwrap();
         let w = [(0u16, 0.6f32), (1, 0.4)];
         let pl = plan(&mut p, &decode(0, 0, &[&w, &w]), 0);
         let r = reads(&pl);
         assert!(r.iter().all(|x| x.2 <= 8192));
+        assert!(r.iter().any(|x| x.2 == 8192));
         let total: u64 = r.iter().map(|x| x.2).sum();
         assert_eq!(total, 4 * expert);
         // Reads of one expert form a chain; the second expert's first read waits for the

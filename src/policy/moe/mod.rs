@@ -37,3 +37,30 @@ pub(crate) fn require_moe(ctx: &PolicyContext, policy: &str) -> Result<(), Polic
         )))
     }
 }
+
+/// Which precisions a baseline runs at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrecisionChoice {
+    /// What the real system's code supports (each policy's doc comment cites it).
+    #[default]
+    Native,
+    /// The experiment's `resident_precision` / `offload_precision` (an ablation: the system
+    /// as if it could run at HOBBIT's precisions).
+    Experiment,
+}
+
+/// Sets `ctx`'s precisions to the baseline's own (`resident`, `offload`) unless `choice`
+/// asks for the experiment's. The budget stays the experiment's: the memory the system may
+/// use, which it fills its own way at its own precisions.
+pub(crate) fn native_precisions(
+    ctx: &mut PolicyContext,
+    choice: PrecisionChoice,
+    resident: crate::model::Precision,
+    offload: crate::model::Precision,
+) {
+    if choice == PrecisionChoice::Native {
+        ctx.resident_precision = resident;
+        ctx.offload_precision = offload;
+    }
+}

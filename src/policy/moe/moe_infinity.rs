@@ -20,10 +20,33 @@
 //!   serves better than the first ones (MoE-Infinity keeps initial layers' experts). Ties to
 //!   the least recently used.
 //!
-//! This is edgesim's reading of the paper's design, not a port of its code. Parameters:
-//! `{"prefetch": bool (true), "prefetch_layers": u32 (3), "eam_capacity": u32 (120)}`.
+//! What follows the public code (EfficientMoE/MoE-Infinity @5e096b4, 2024-06, the version
+//! nearest HOBBIT's evaluation):
+//!
+//! - **Precision**: 16-bit experts and dense weights (`utils/hf_config.py`
+//!   `parse_expert_dtype` accepts bf16, fp32 and fp16 only; `core/parallel/expert_module.h`
+//!   has no integer expert path), whatever the experiment's precisions (`"precision":
+//!   "experiment"` runs at those as an ablation).
+//! - **Cache size**: `device_memory_ratio` × memory less the dense weights
+//!   (`DeviceMemoryPool::SetMemoryRatio`, `ModelTopology::GetSparseCacheLimit`); the budget
+//!   stands for the memory. Default 0.75, the README's and examples' setting ("75% of the
+//!   device memory is used for caching"; the C++ default is 0.8, `ArcherConfig`'s 0.9).
+//! - **Queue**: on-demand fetches (priority 0) before prefetches (priority 1), one copy
+//!   thread, a started copy never interrupted (`core/prefetch/task_scheduler.cpp`).
+//!
+//! Not modelled (described in `docs/hobbit.md`): the code's prediction is in effect
+//! constant (`ExpertTracer.find_most_similar` makes every stored entry equally similar and
+//! `finish_entry` is never called, so it prefetches all later experts nearest layer first);
+//! its SSD reads are queue-depth-1 1 MiB `O_DIRECT` blocks from one thread, prefetch blocks
+//! paced by a 1 ms poll (`ArcherPrioAioHandle`); its host pool never spills to SSD, so on a
+//! device whose memory is smaller than the 16-bit model the public code cannot run at all;
+//! the per-layer Python loop of up to 256 `enqueue_prefetch` calls. The prediction above is
+//! the paper's design, kept because HOBBIT compares against the paper's system.
+//!
+//! Parameters: `{"prefetch": bool (true), "prefetch_layers": u32 (3), "eam_capacity": u32
+//! (120), "device_memory_ratio": f64 (0.75), "precision": "native" | "experiment"}`.
 
-use crate::model::{ModelGeometry, TensorKind, TensorRef};
+use crate::model::{ModelGeometry, Precision, TensorKind, TensorRef};
 use crate::plan::OpId;
 use crate::policy::context::parse_params;
 use crate::policy::context::{Counters, PolicyContext, PolicyError};
@@ -34,6 +57,7 @@ use crate::policy::machinery::pass::moe::{
     expert_key, ExpertDemand, ExpertSupplier, LayerCx, Supply,
 };
 use crate::policy::moe::shell::{cache_capacity, ExpertPolicy, ExpertState};
+use crate::policy::moe::{native_precisions, PrecisionChoice};
 use crate::trace::ForwardPass;
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -45,6 +69,8 @@ struct Params {
     prefetch: bool,
     prefetch_layers: u32,
     eam_capacity: u32,
+    device_memory_ratio: f64,
+    precision: PrecisionChoice,
 }
 
 impl Default for Params {
@@ -53,6 +79,8 @@ impl Default for Params {
             prefetch: true,
             prefetch_layers: 3,
             eam_capacity: 120,
+            device_memory_ratio: 0.75,
+            precision: PrecisionChoice::Native,
         }
     }
 }
@@ -96,10 +124,18 @@ pub struct MoeInfinity {
     candidates: Vec<(f64, u16)>,
 }
 
-pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<MoeInfinity>, PolicyError> {
+pub fn build(mut ctx: PolicyContext) -> Result<ExpertPolicy<MoeInfinity>, PolicyError> {
     const NAME: &str = "moe-infinity";
     crate::policy::moe::require_moe(&ctx, NAME)?;
     let p: Params = parse_params(NAME, &ctx.params)?;
+    if !(p.device_memory_ratio > 0.0 && p.device_memory_ratio <= 1.0) {
+        return Err(PolicyError::BadParameter(format!(
+            "policy `{NAME}`: `device_memory_ratio` must be in (0, 1], got {}",
+            p.device_memory_ratio
+        )));
+    }
+    // 16-bit experts only (`parse_expert_dtype`: bf16, fp32, fp16).
+    native_precisions(&mut ctx, p.precision, Precision::Fp16, Precision::Fp16);
     if p.prefetch && p.prefetch_layers == 0 {
         return Err(PolicyError::BadParameter(
             "policy `moe-infinity`: `prefetch_layers` must be at least 1".into(),
@@ -109,7 +145,20 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<MoeInfinity>, PolicyErro
     let expert = ctx
         .model
         .bytes(ctx.model.dense_layers, TensorKind::Expert(0), precision);
-    let capacity = cache_capacity(&ctx, expert, "the resident set plus one expert")?;
+    // `DeviceMemoryPool::SetMemoryRatio` × memory, less the dense weights
+    // (`GetSparseCacheLimit`): the rest of the budget is left to activations.
+    let unused = ((1.0 - p.device_memory_ratio) * ctx.budget_bytes as f64) as u64;
+    let room = cache_capacity(&ctx, expert, "the resident set plus one expert")?;
+    let capacity = room.checked_sub(unused).filter(|c| *c >= expert).ok_or_else(|| {
+        PolicyError::BudgetTooSmall {
+            required: (ctx.budget_bytes - room + expert) + unused,
+            budget: ctx.budget_bytes,
+            what: format!(
+                "the dense weights plus one expert within moe-infinity's device_memory_ratio {} of the memory",
+                p.device_memory_ratio
+            ),
+        }
+    })?;
     let cells = (ctx.model.moe_layers() * ctx.model.experts) as usize;
     let state = MoeInfinity {
         cache: SinglePrecisionCache::new(
@@ -316,7 +365,7 @@ mod tests {
             30.0,
             Precision::Int8,
             false,
-            json!({"prefetch_layers": 2}),
+            json!({"prefetch_layers": 2, "precision": "experiment", "device_memory_ratio": 1.0}),
         ))
         .unwrap();
         let w = |a: u16, b: u16| [(a, 0.6f32), (b, 0.4f32)];
@@ -341,7 +390,7 @@ mod tests {
             3.0,
             Precision::Int8,
             false,
-            json!({"prefetch_layers": 1}),
+            json!({"prefetch_layers": 1, "precision": "experiment", "device_memory_ratio": 1.0}),
         ))
         .unwrap();
         let w = |a: u16, b: u16| [(a, 0.6f32), (b, 0.4f32)];
@@ -351,5 +400,48 @@ mod tests {
         // At layer 0 the matched request predicts layer 1's (2, 3): a prefetch is issued even
         // though this request turns out to use (6, 7) there.
         assert!(p.counters().prefetches > before);
+    }
+
+    #[test]
+    fn runs_16_bit_experts_in_its_share_of_the_memory() {
+        let m = tiny_with(2, 4);
+        let w = [(0u16, 0.6f32), (1, 0.4)];
+        let mut native = build(context_for(
+            m.clone(),
+            40.0,
+            Precision::Int8,
+            false,
+            json!({"prefetch": false}),
+        ))
+        .unwrap();
+        let pl = plan(&mut native, &decode(0, 0, &[&w, &w]), 0);
+        assert!(!reads(&pl).is_empty());
+        assert!(reads(&pl).iter().all(|r| r.1 == Precision::Fp16));
+        let mut asked = build(context_for(
+            m.clone(),
+            40.0,
+            Precision::Int8,
+            false,
+            json!({"prefetch": false, "precision": "experiment"}),
+        ))
+        .unwrap();
+        let pl = plan(&mut asked, &decode(0, 0, &[&w, &w]), 0);
+        assert!(reads(&pl).iter().all(|r| r.1 == Precision::Int8));
+        // The cache is the ratio of the memory less the dense weights: a smaller ratio holds
+        // less, and one that leaves no room for an expert is refused.
+        let room = |ratio: f64| {
+            build(context_for(
+                m.clone(),
+                40.0,
+                Precision::Int8,
+                false,
+                json!({"precision": "experiment", "device_memory_ratio": ratio}),
+            ))
+            .map(|p| p.state.cache.cache.capacity_bytes())
+        };
+        assert!(room(0.5).unwrap() < room(0.75).unwrap());
+        assert!(room(0.75).unwrap() < room(1.0).unwrap());
+        assert!(room(0.01).is_err());
+        assert!(room(1.5).is_err());
     }
 }

@@ -19,9 +19,15 @@
 //! | [`on_demand`] | `on-demand`: the staging area |
 //! | [`lru`] | `lru`: the cluster cache |
 //! | [`shell`] | the [`Policy`] shell both plan in: resident set, planner, supplier |
+//! | [`powerinfer2`] | `powerinfer2` and `powerinfer` (v1): its own pass plan (`docs/powerinfer2.md`) |
+//! | [`llm_in_a_flash`] | `llm-in-a-flash`: windowing, row-column bundling, no I/O-compute overlap |
+//! | [`llama_cpp_mmap`] | `llama-cpp-mmap` on a dense model: every FFN row through mmap faults |
 
+pub mod llama_cpp_mmap;
+pub mod llm_in_a_flash;
 pub mod lru;
 pub mod on_demand;
+pub mod powerinfer2;
 pub mod shell;
 #[cfg(test)]
 mod tests;

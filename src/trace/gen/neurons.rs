@@ -52,6 +52,12 @@ pub struct NeuronGenConfig {
     pub active_fraction: Sourced<f64>,
     pub autocorrelation: f64,
     pub predictor: Option<NeuronPredictorSpec>,
+    /// Seed of the *model*: which neuron gets which activation probability. `None` draws it
+    /// from `seed` (one stream for the model and the tokens, as traces generated before this
+    /// option). `Some(m)` keeps the model fixed across token seeds, so a calibration trace
+    /// (another `seed`) and an evaluation trace describe the same neurons, as PowerInfer-2's
+    /// offline profiling and its evaluation run the same model on different text.
+    pub model_seed: Option<u64>,
 }
 
 impl NeuronGenConfig {
@@ -64,6 +70,7 @@ impl NeuronGenConfig {
             active_fraction,
             autocorrelation: DEFAULT_AUTOCORRELATION,
             predictor: None,
+            model_seed: None,
         }
     }
 }
@@ -173,6 +180,7 @@ impl NeuronTraceGenerator {
         let schedule =
             Schedule::new(cfg.tokens, cfg.sequences, cfg.prefill_per_sequence).map_err(bad)?;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let mut model_rng = cfg.model_seed.map(ChaCha8Rng::seed_from_u64);
         let rho = cfg.autocorrelation;
         let mut layers = Vec::new();
         let mut sigmas = Vec::new();
@@ -184,7 +192,10 @@ impl NeuronTraceGenerator {
             let sigma = sigma_for_gini(target, f);
             let p = lognormal_probabilities(n, sigma, f);
             let mut ids: Vec<u32> = (0..n as u32).collect();
-            ids.shuffle(&mut rng);
+            match model_rng.as_mut() {
+                Some(m) => ids.shuffle(m),
+                None => ids.shuffle(&mut rng),
+            }
             let mut by_id = vec![0.0; n];
             for (q, &id) in ids.iter().enumerate() {
                 by_id[id as usize] = p[q];
@@ -234,7 +245,7 @@ impl NeuronTraceGenerator {
             value: rho,
             source: AUTOCORRELATION_SOURCE.into(),
         });
-        let parameters = json!({
+        let mut parameters = json!({
             "generator": "edgesim neuron generator v1",
             "seed": cfg.seed,
             "tokens": cfg.tokens,
@@ -247,6 +258,9 @@ impl NeuronTraceGenerator {
             "gini_per_layer": gini_targets,
             "calibrated": { "lognormal_sigma_per_layer": sigmas },
         });
+        if let (Some(m), Some(obj)) = (cfg.model_seed, parameters.as_object_mut()) {
+            obj.insert("model_seed".into(), json!(m));
+        }
         let description = format!(
             "synthetic {} FFN neuron activity from edgesim's seeded generator (seed {}): {} \
              tokens in {} sequences; per-neuron activation probabilities log-normal with the \

@@ -161,6 +161,18 @@ pub fn read_mixtral_jsonl(
     input: &Path,
     model: &ModelGeometry,
 ) -> Result<(TraceHeader, Vec<TokenRecord>, ImportReport), TraceError> {
+    let file = std::fs::File::open(input)
+        .map_err(|e| TraceError::io(input, "open the routing file", e))?;
+    read_mixtral_jsonl_from(std::io::BufReader::new(file), input, model)
+}
+
+/// [`read_mixtral_jsonl`] on any buffered byte stream (Mixtral-8x7B's shape is implied);
+/// `input` names the stream in error messages.
+pub fn read_mixtral_jsonl_from(
+    mut reader: impl BufRead,
+    input: &Path,
+    model: &ModelGeometry,
+) -> Result<(TraceHeader, Vec<TokenRecord>, ImportReport), TraceError> {
     if (
         model.layers as usize,
         model.experts,
@@ -178,15 +190,39 @@ pub fn read_mixtral_jsonl(
             ),
         ));
     }
-    let file = std::fs::File::open(input)
-        .map_err(|e| TraceError::io(input, "open the routing file", e))?;
     let bad = |line: usize, m: String| {
         TraceError::new(TraceErrorKind::Input, input, format!("line {line}: {m}"))
     };
     let mut lines: Vec<(usize, Line)> = Vec::new();
-    for (i, text) in std::io::BufReader::new(file).lines().enumerate() {
-        let n = i + 1;
-        let text = text.map_err(|e| TraceError::io(input, "read the routing file", e))?;
+    // The prompts' data set, as the records name it (the label must come from the input: the
+    // same recorder produced HumanEval and GSM8K files).
+    let mut dataset: Option<String> = None;
+    let mut raw = Vec::new();
+    for n in 1.. {
+        raw.clear();
+        let got = reader
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| TraceError::io(input, "read the routing file", e))?;
+        if got == 0 {
+            break;
+        }
+        if n == 1 && raw.starts_with(b"\xef\xbb\xbf") {
+            return Err(bad(
+                n,
+                "the file starts with a UTF-8 byte-order mark (bytes EF BB BF); JSON lines \
+                 files have none: remove it (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`)"
+                    .into(),
+            ));
+        }
+        let text = std::str::from_utf8(&raw).map_err(|e| {
+            bad(
+                n,
+                format!(
+                    "not UTF-8 text (invalid byte at column {})",
+                    e.valid_up_to() + 1
+                ),
+            )
+        })?;
         if text.trim().is_empty() {
             continue;
         }
@@ -196,11 +232,23 @@ pub fn read_mixtral_jsonl(
                 format!("more than {MAX_LINES} lines: not a routing file this importer knows"),
             ));
         }
-        let line: Line = serde_json::from_str(&text)
-            .map_err(|e| bad(n, format!("not a routing record: {e}")))?;
+        let line: Line =
+            serde_json::from_str(text).map_err(|e| bad(n, format!("not a routing record: {e}")))?;
         if let Some(d) = &line.dataset {
             if d.is_empty() {
                 return Err(bad(n, "empty `dataset`".into()));
+            }
+            match &dataset {
+                None => dataset = Some(d.clone()),
+                Some(first) if first != d => {
+                    return Err(bad(
+                        n,
+                        format!(
+                            "`dataset` is \"{d}\" but earlier records say \"{first}\": one file must record one dataset"
+                        ),
+                    ))
+                }
+                Some(_) => {}
             }
         }
         lines.push((n, line));
@@ -298,9 +346,13 @@ pub fn read_mixtral_jsonl(
     let file_name = input
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let prompts = match &dataset {
+        Some(d) => format!("prompts of data set \"{d}\" (the records' `dataset` field)"),
+        None => "prompts from a data set the input does not name".to_string(),
+    };
     let description = format!(
         "Mixtral-8x7B-Instruct routing recorded by others (github.com/Mario928/speculative-moe \
-         @216e26e, vLLM FusedMoE hook, FP8 experts, greedy decoding, HumanEval prompts), \
+         @216e26e, vLLM FusedMoE hook, FP8 experts, greedy decoding, {prompts}), \
          imported by edgesim from {file_name}: {report}. Filled cells take the experts of the \
          nearest earlier token at the same layer and weights [0.5, 0.5] (the recorder dropped \
          exact ties); they are listed in each record's filled layers.{}",
@@ -515,6 +567,54 @@ mod tests {
         assert_eq!(recs[2].filled_layers, vec![5]);
         assert_eq!(recs[2].experts_at(5, 2), &[1, 7]);
         assert_eq!(recs[2].scores_at(5, 2), &[0.5, 0.5]);
+    }
+
+    fn one_token_file(dir: &Path, name: &str, dataset: Option<&str>) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let mut text = String::new();
+        for layer in 0..32 {
+            let l = line(0, layer, [1, 2], 0.6, "token_idx", 0);
+            text += &match dataset {
+                Some(d) => l.replace("\"dataset\": \"x\"", &format!("\"dataset\": \"{d}\"")),
+                None => l.replace("\"dataset\": \"x\", ", ""),
+            };
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_label_names_the_records_dataset() {
+        // The same recorder wrote HumanEval and GSM8K files; each is labelled by its own
+        // `dataset` field, never by a fixed string.
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["gsm8k", "humaneval"] {
+            let path = one_token_file(dir.path(), &format!("{d}.jsonl"), Some(d));
+            let (h, _, _) = read_mixtral_jsonl(&path, &mixtral()).unwrap();
+            let desc = &h.source.description;
+            assert!(desc.contains(&format!("data set \"{d}\"")), "{desc}");
+            assert!(!desc.contains("HumanEval"), "{desc}");
+        }
+        let path = one_token_file(dir.path(), "none.jsonl", None);
+        let (h, _, _) = read_mixtral_jsonl(&path, &mixtral()).unwrap();
+        assert!(
+            h.source.description.contains("does not name"),
+            "{}",
+            h.source.description
+        );
+    }
+
+    #[test]
+    fn two_datasets_in_one_file_are_refused_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mixed.jsonl");
+        let text = line(0, 0, [1, 2], 0.6, "token_idx", 0)
+            + &line(0, 1, [1, 2], 0.6, "token_idx", 0).replace("\"x\"", "\"gsm8k\"");
+        std::fs::write(&path, text).unwrap();
+        let e = read_mixtral_jsonl(&path, &mixtral())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("gsm8k"), "{e}");
     }
 
     #[test]

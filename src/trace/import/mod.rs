@@ -3,4 +3,6 @@
 
 mod mixtral_jsonl;
 
-pub use mixtral_jsonl::{import_mixtral_jsonl, read_mixtral_jsonl, ImportReport, MixtralLayout};
+pub use mixtral_jsonl::{
+    import_mixtral_jsonl, read_mixtral_jsonl, read_mixtral_jsonl_from, ImportReport, MixtralLayout,
+};

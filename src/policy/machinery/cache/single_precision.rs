@@ -14,7 +14,7 @@ use crate::policy::machinery::cache::tensor_cache::TensorCache;
 use crate::policy::machinery::load_ops::{LoadOps, ReadOptions};
 use crate::policy::machinery::pass::moe::{expert_key, ExpertDemand, LayerCx, Supply};
 use crate::policy::machinery::resident::BULK_REQUEST_BYTES;
-use std::collections::BTreeSet;
+use crate::policy::machinery::tensor_map::TensorSet;
 use std::sync::Arc;
 
 /// Victim score of a cached entry from its key and access record: lowest evicted first.
@@ -31,7 +31,7 @@ pub struct SinglePrecisionCache {
     /// The current layer's demands whose compute is not planned yet: never victims.
     demand_pins: Vec<TensorRef>,
     /// Prefetched entries not used yet; victims only when nothing else can make room.
-    prefetch_pins: BTreeSet<TensorRef>,
+    prefetch_pins: TensorSet,
     pub counters: Counters,
 }
 
@@ -49,7 +49,7 @@ impl SinglePrecisionCache {
             model,
             clock: 0,
             demand_pins: Vec::new(),
-            prefetch_pins: BTreeSet::new(),
+            prefetch_pins: TensorSet::default(),
             counters: Counters::default(),
         }
     }

@@ -11,7 +11,7 @@ use crate::plan::{OpId, PlanBuilder};
 use crate::policy::context::PolicyError;
 use crate::policy::machinery::cache::pending_frees::PendingFrees;
 use crate::policy::machinery::load_ops::{Load, LoadOps, ReadOptions};
-use std::collections::HashMap;
+use crate::policy::machinery::tensor_map::TensorMap;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,7 +34,7 @@ pub struct TensorCache {
     /// to its slot. The slab's order depends only on the sequence of loads and evictions, and
     /// victim ties are broken by key, so results never depend on hashing.
     slots: Vec<(TensorRef, CacheEntry)>,
-    index: HashMap<TensorRef, usize>,
+    index: TensorMap<usize>,
     frees: PendingFrees,
     /// How a load and a free become ops (the plain Alloc → Read unless a wrapper says
     /// otherwise; see [`crate::policy::machinery::load_ops`]).
@@ -49,7 +49,7 @@ impl TensorCache {
             capacity_bytes,
             used_bytes: 0,
             slots: Vec::new(),
-            index: HashMap::new(),
+            index: TensorMap::default(),
             frees: PendingFrees::default(),
             load_ops,
         }

@@ -44,9 +44,9 @@ use crate::policy::machinery::pass::moe::{
 use crate::policy::machinery::placement::Placement;
 use crate::policy::machinery::prediction::{ExpertPredictor, Guess};
 use crate::policy::machinery::resident::BULK_REQUEST_BYTES;
+use crate::policy::machinery::tensor_map::TensorSet;
 use crate::policy::moe::shell::{cache_capacity, ExpertPolicy, ExpertState};
 use crate::trace::ForwardPass;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 pub struct HobbitState {
@@ -64,7 +64,7 @@ pub struct HobbitState {
     /// The current layer's demands whose compute is not planned yet.
     demand_pins: Vec<TensorRef>,
     /// Predicted experts of the layers ahead (HOBBIT's eviction mask).
-    predict_pins: BTreeSet<TensorRef>,
+    predict_pins: TensorSet,
     /// Which cache served each expert of the current layer (true: the high one).
     served_from: Vec<(u16, bool)>,
     future: Option<Arc<FutureAccesses>>,
@@ -133,7 +133,7 @@ pub fn build(ctx: PolicyContext) -> Result<ExpertPolicy<HobbitState>, PolicyErro
         predictor,
         guesses: Vec::new(),
         demand_pins: Vec::new(),
-        predict_pins: BTreeSet::new(),
+        predict_pins: TensorSet::default(),
         served_from: Vec::new(),
         future: None,
         passes: 0,

@@ -19,7 +19,7 @@
 use super::params::{CachePolicy, CacheWeights};
 use crate::model::TensorRef;
 use crate::policy::machinery::future::FutureAccesses;
-use std::collections::{BTreeMap, BTreeSet};
+use crate::policy::machinery::tensor_map::{TensorMap, TensorSet};
 
 /// What the cache remembers about one expert. `last_token`, `uses`, `high_uses` and
 /// `low_uses` reset at each sequence start; `clock` (for plain LRU) never does.
@@ -32,15 +32,17 @@ pub struct ExpertRecord {
     pub clock: u64,
 }
 
-/// Per-expert records and the sets the priorities read.
+/// Per-expert records and the sets the priorities read. The map and sets are only looked up
+/// (a victim search asks for every cached entry's record), never walked in an order that
+/// reaches a plan, so they hash with [`TensorMap`]'s fast hasher.
 #[derive(Clone, Debug, Default)]
 pub struct Records {
-    pub by_expert: BTreeMap<TensorRef, ExpertRecord>,
+    pub by_expert: TensorMap<ExpertRecord>,
     /// Tokens of the current sequence so far (T).
     pub tokens: u32,
     /// Experts used in the previous forward pass (MoE-APEX's FR).
-    pub last_pass: BTreeSet<TensorRef>,
-    pub this_pass: BTreeSet<TensorRef>,
+    pub last_pass: TensorSet,
+    pub this_pass: TensorSet,
     clock: u64,
 }
 
