@@ -75,6 +75,7 @@ pub fn write(
     if options.timeline_ops > 0 {
         write_timelines(p, results, &dir, &io)?;
     }
+    crate::report::page::write_index(&dir.path(""), &p.experiment.name)?;
     dir.commit().map_err(io)
 }
 

@@ -4,6 +4,7 @@ pub mod analysis;
 pub mod csv_rows;
 pub mod file_name;
 pub mod headline;
+pub mod page;
 pub mod plots;
 pub mod summary;
 pub mod summary_md;
