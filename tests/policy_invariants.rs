@@ -479,14 +479,14 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// Both neuron-level policies on generated neuron traces of a dense model, from a cache of
+    /// The neuron-level policies (`belady` with the trace's future) on generated neuron traces of a dense model, from a cache of
     /// two clusters (less than one layer's demand) to the whole FFN, with clusters of 1, 3 and
     /// 48 neurons (48 leaves a short last cluster of 512 % 48 = 32 neurons).
     #[test]
     fn neuron_policies_keep_their_budget_and_residency(seed in any::<u64>(), fraction in 0.0f64..1.0, host in any::<bool>(), cluster in prop::sample::select(vec![1u32, 3, 48])) {
         let model = small_dense();
         let passes = neuron_passes(seed, 2, 14);
-        for name in ["on-demand", "lru"] {
+        for name in ["on-demand", "lru", "belady"] {
             let params = serde_json::json!({"cluster_neurons": cluster});
             if let Err(e) = check_policy(&model, name, params.clone(), host, fraction, &passes, false) {
                 prop_assert!(false, "{} {}: {}", name, params, e);
@@ -524,7 +524,7 @@ proptest! {
     }
 }
 
-/// On a dense model, only `on-demand` and `lru` plan (at neuron level) besides the dense
+/// On a dense model, only `on-demand`, `lru` and `belady` plan (at neuron level) besides the dense
 /// confidential members; every other policy says it is expert-level.
 #[test]
 fn on_a_dense_model_only_the_neuron_policies_build() {
@@ -534,7 +534,7 @@ fn on_a_dense_model_only_the_neuron_policies_build() {
         let budget = fp.resident_bytes + fp.offloadable_bytes;
         let built = policy::build(name, context_for(model.clone(), test_device(), budget));
         match name {
-            "on-demand" | "lru" | "llama-cpp-mmap" => {
+            "on-demand" | "lru" | "belady" | "llama-cpp-mmap" => {
                 assert!(built.is_ok(), "{name}: {:?}", built.err())
             }
             n if policy::confidential::is_dense_member(n) => {

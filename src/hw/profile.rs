@@ -91,6 +91,11 @@ pub struct StorageSpec {
     /// These are measured aggregates with the queue full: the smallest point is the deep-queue
     /// IOPS (the command rate), the largest the sequential rate (the link).
     pub read_curve: Sourced<Vec<CurvePoint>>,
+    /// How the small-random-read rate depends on the access range, the issuing core class
+    /// and the number of issuing cores, and under which conditions the curve was measured
+    /// and the runs read (`hw::cost::FlashAccess`). Absent: the curve applies as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Sourced<crate::hw::cost::FlashAccess>>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -316,6 +321,19 @@ impl DeviceProfile {
             .collect();
         if sizes.windows(2).any(|w| w[0] >= w[1]) {
             errs.push("`storage.read_curve` must list request sizes in increasing order".into());
+        }
+        if let Some(a) = &self.storage.access {
+            if let Err(e) = a.value.check("storage.access.value") {
+                errs.push(e.to_string());
+            }
+            for (i, r) in a.value.by_issuer.iter().enumerate() {
+                if !self.cpu.iter().any(|c| c.name == r.cluster) {
+                    errs.push(format!(
+                        "`storage.access.value.by_issuer[{i}].cluster`: the device has no CPU cluster `{}`",
+                        r.cluster
+                    ));
+                }
+            }
         }
         if self.cpu.is_empty() {
             errs.push("`cpu` needs at least one cluster".into());

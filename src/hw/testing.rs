@@ -71,6 +71,7 @@ pub fn test_device() -> DeviceProfile {
                     bytes_per_s: 4.0e9,
                 },
             ]),
+            access: None,
         },
         host_link: None,
         host_memory: None,

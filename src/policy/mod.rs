@@ -121,7 +121,7 @@ pub const POLICIES: &[(&str, &str)] = &[
     ),
     (
         "belady",
-        "expert cache with Belady's optimal eviction from the trace's future: the bound for any demand-loaded cache at the same budget",
+        "expert (MoE) or neuron-cluster (dense model, neuron trace) cache with Belady's optimal eviction from the trace's future: the bound for any demand-loaded cache at the same budget",
     ),
     (
         "tzllm",
@@ -153,7 +153,7 @@ pub const POLICIES: &[(&str, &str)] = &[
 /// neuron-level policies, so "on-demand vs lru" compares the same idea on any model.
 pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyError> {
     match name {
-        "on-demand" | "lru" if !ctx.model.is_moe() => neuron::build(name, ctx),
+        "on-demand" | "lru" | "belady" if !ctx.model.is_moe() => neuron::build(name, ctx),
         "powerinfer2" | "powerinfer" => neuron::powerinfer2::build(name, ctx),
         "llm-in-a-flash" => neuron::llm_in_a_flash::build(ctx),
         "llama-cpp-mmap" if !ctx.model.is_moe() => neuron::llama_cpp_mmap::build(ctx),

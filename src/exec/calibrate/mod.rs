@@ -237,6 +237,7 @@ pub fn calibrate(
                 how(&format!(
                     "aggregate bandwidth of random aligned O_DIRECT reads of each size at queue depth {} (one thread per request in flight, pread; median of 3 interleaved rounds in full mode) over a {} MiB scratch file written with random data and removed afterwards",
                     storage.channels, options.scratch_bytes >> 20))),
+        access: None,
         },
         host_link: None,
         host_memory: None,

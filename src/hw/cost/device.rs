@@ -37,9 +37,14 @@ impl DeviceCosts {
         if device.offload_tier == OffloadTier::HostMemory && link.is_none() {
             return Err(CostError::NoHostLink);
         }
+        let mut flash = FlashModel::new(&device.storage)?;
+        if let Some(access) = &device.storage.access {
+            access.value.check("storage.access.value")?;
+            flash = flash.under(&access.value, &access.value.runs)?;
+        }
         Ok(DeviceCosts {
             offload_tier: device.offload_tier,
-            flash: FlashModel::new(&device.storage)?,
+            flash,
             link,
             cpu,
             accel: device

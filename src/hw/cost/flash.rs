@@ -41,7 +41,7 @@
 //! `storage.channels` no longer shapes the simulator's cost; it remains the number of I/O
 //! threads the executor issues with (the queue depth its calibration found enough).
 
-use super::{check_positive, CostError};
+use super::{check_positive, CostError, FlashAccess, IssueConditions};
 use crate::hw::StorageSpec;
 use crate::units::{transfer_time, Nanos};
 
@@ -142,6 +142,19 @@ impl FlashModel {
         Ok(model)
     }
 
+    /// The same flash read under other conditions than its curve's (`access`, see
+    /// [`FlashAccess`]): the command stage, which bounds the smallest requests, is
+    /// `t_cmd / factor`; the link and the media delay are unchanged, so large reads cost the
+    /// same and the smallest request's rate is `curve(s₀) · factor`.
+    pub fn under(&self, access: &FlashAccess, c: &IssueConditions) -> Result<Self, CostError> {
+        let factor = access.factor(c)?;
+        let mut m = self.clone();
+        if factor != 1.0 {
+            m.command_ns = (self.command_ns as f64 / factor).ceil() as u64;
+        }
+        Ok(m)
+    }
+
     /// Servers of the flash resource: the executor's I/O threads. The simulator's reads hold
     /// all of them (one link).
     pub fn channels(&self) -> u32 {
@@ -240,6 +253,7 @@ mod tests {
                     .collect(),
                 "test",
             ),
+            access: None,
         }
     }
 

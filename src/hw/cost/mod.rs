@@ -13,6 +13,7 @@
 //! | model | resource | servers taken | duration |
 //! | --- | --- | --- | --- |
 //! | [`FlashModel`] | flash (one link; C servers = the executor's I/O threads) | all C | reaches the link after t_media + (t_cmd + B/curve(r) − hold)⁺, holds it for hold = max(⌈B/r⌉·t_cmd, B / curve(min(r, B))) |
+//! | [`FlashModel::under`] | flash | all C | the same with t_cmd / factor: the small-random-read rate by access range, issuing core class and number of issuers ([`FlashAccess`]) |
 //! | [`LinkModel`] | host link (1) | 1 | latency + B / bandwidth |
 //! | [`CpuModel`] | one CPU cluster (cores) | threads | launch + max(flops / (threads · rate(p)), bytes / min(threads · core bw, memory bw)) |
 //! | [`AccelModel`] | accelerator (servers) | 1 | dispatch + max(flops / rate(p), bytes / accel bw) |
@@ -20,18 +21,25 @@
 //! | [`TeeModel::secure_alloc`] | CPU cluster 0 | 1 | B / secure alloc rate |
 //! | [`TeeModel::world_switch`] | tee (1) | 1 | world switch time |
 //!
+//! [`SharedDram`] is the formula for DRAM bandwidth shared by concurrent CPU, accelerator and
+//! I/O streams (not yet applied by the simulator, which prices every op at its solo rate).
+//!
 //! [`DeviceCosts`] builds all of them from a [`DeviceProfile`](crate::hw::DeviceProfile) once,
 //! so pricing an op does no lookup by name and no allocation.
 
 mod compute;
 mod device;
+mod dram;
 mod flash;
+mod flash_access;
 mod link;
 mod tee;
 
 pub use compute::{AccelModel, CpuModel, Kernel};
 pub use device::DeviceCosts;
+pub use dram::{SharedDram, Stream};
 pub use flash::{FlashModel, FlashRead};
+pub use flash_access::{FlashAccess, IssueConditions, IssuerRate, RangeRate};
 pub use link::LinkModel;
 pub use tee::TeeModel;
 

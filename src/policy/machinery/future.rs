@@ -24,6 +24,11 @@ pub struct FutureAccesses {
     /// Indexed by `moe_index * experts + expert`.
     uses: Vec<Vec<u64>>,
     passes: u64,
+    /// Dense models only: layers, the first index of each layer's neurons in `neuron_uses`,
+    /// and per (layer, neuron) the steps (`pass * layers + layer`) at which it is active.
+    layers: usize,
+    neuron_base: Vec<usize>,
+    neuron_uses: Vec<Vec<u64>>,
 }
 
 impl FutureAccesses {
@@ -31,12 +36,24 @@ impl FutureAccesses {
     pub fn new(model: &ModelGeometry) -> Self {
         let experts = model.experts as usize;
         let moe_layers = model.moe_layers() as usize;
+        let (layers, mut neuron_base) = if model.is_moe() {
+            (0, Vec::new())
+        } else {
+            (model.layers as usize, vec![0])
+        };
+        for l in 0..layers {
+            let next = neuron_base[l] + model.ffn_width(l as u32) as usize;
+            neuron_base.push(next);
+        }
         FutureAccesses {
             experts,
             moe_layers,
             k: model.top_k as usize,
             uses: vec![Vec::new(); experts * moe_layers],
             passes: 0,
+            layers,
+            neuron_uses: vec![Vec::new(); neuron_base.last().copied().unwrap_or(0)],
+            neuron_base,
         }
     }
 
@@ -72,6 +89,23 @@ impl FutureAccesses {
                 }
             }
         }
+        for l in 0..self.layers {
+            let step = self.passes * self.layers as u64 + l as u64;
+            let (lo, hi) = (self.neuron_base[l], self.neuron_base[l + 1]);
+            for t in &pass.tokens {
+                if t.neuron_offsets.len() < l + 2 {
+                    continue;
+                }
+                for &n in t.neurons_at(l) {
+                    let Some(slot) = self.neuron_uses[lo..hi].get_mut(n as usize) else {
+                        continue;
+                    };
+                    if slot.last() != Some(&step) {
+                        slot.push(step);
+                    }
+                }
+            }
+        }
         self.passes += 1;
     }
 
@@ -89,6 +123,22 @@ impl FutureAccesses {
     /// demanded, or `None` if never again.
     pub fn next_use_after(&self, moe_index: usize, expert: u16, step: u64) -> Option<u64> {
         let uses = self.uses.get(moe_index * self.experts + expert as usize)?;
+        let i = uses.partition_point(|&s| s <= step);
+        uses.get(i).copied()
+    }
+
+    /// Dense models: the step of pass `pass` at layer `layer`.
+    pub fn dense_step(&self, pass: u64, layer: u32) -> u64 {
+        pass * self.layers as u64 + layer as u64
+    }
+
+    /// Dense models: the first step strictly after `step` at which neuron `neuron` of
+    /// `layer` is active, or `None` if never again (or not a neuron of the model).
+    pub fn next_neuron_use_after(&self, layer: u32, neuron: u32, step: u64) -> Option<u64> {
+        let l = layer as usize;
+        let lo = *self.neuron_base.get(l)?;
+        let hi = *self.neuron_base.get(l + 1)?;
+        let uses = self.neuron_uses[lo..hi].get(neuron as usize)?;
         let i = uses.partition_point(|&s| s <= step);
         uses.get(i).copied()
     }

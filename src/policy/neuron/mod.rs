@@ -10,7 +10,9 @@
 //!   used clusters the current layer does not need (see [`crate::policy::machinery::cache::cluster_lru`] for what happens
 //!   when one layer's demand does not fit).
 //!
-//! Parameters: `{"cluster_neurons": N}` (default 1). Both need the resident set plus the
+//! - `belady`: the same cache evicting the cluster used farthest in the future (the ceiling).
+//!
+//! Parameters: `{"cluster_neurons": N}` (default 1). All need the resident set plus the
 //! largest cluster.
 
 //!
@@ -18,11 +20,13 @@
 //! | --- | --- |
 //! | [`on_demand`] | `on-demand`: the staging area |
 //! | [`lru`] | `lru`: the cluster cache |
+//! | [`belady`] | `belady`: the cluster cache with Belady's eviction from the trace's future (the ceiling) |
 //! | [`shell`] | the [`Policy`] shell both plan in: resident set, planner, supplier |
 //! | [`powerinfer2`] | `powerinfer2` and `powerinfer` (v1): its own pass plan (`docs/powerinfer2.md`) |
 //! | [`llm_in_a_flash`] | `llm-in-a-flash`: windowing, row-column bundling, no I/O-compute overlap |
 //! | [`llama_cpp_mmap`] | `llama-cpp-mmap` on a dense model: every FFN row through mmap faults |
 
+pub mod belady;
 pub mod llama_cpp_mmap;
 pub mod llm_in_a_flash;
 pub mod lru;
@@ -87,6 +91,12 @@ pub fn build(name: &str, ctx: PolicyContext) -> Result<Box<dyn Policy>, PolicyEr
             let cache = LruClusters::new(&ctx, capacity);
             Ok(Box::new(NeuronPolicy::new(
                 "lru", ctx, resident, clusters, cache,
+            )))
+        }
+        "belady" => {
+            let cache = belady::BeladyClusters::new(&ctx, capacity);
+            Ok(Box::new(NeuronPolicy::new(
+                "belady", ctx, resident, clusters, cache,
             )))
         }
         _ => Err(PolicyError::Unsupported(format!(

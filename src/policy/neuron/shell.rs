@@ -17,6 +17,11 @@ use crate::trace::ForwardPass;
 pub trait NeuronState: ClusterSupplier {
     fn cache_bytes(&self) -> u64;
     fn counters_ref(&self) -> &Counters;
+    /// An offline supplier (`belady`) reads the trace's future.
+    fn needs_future(&self) -> bool {
+        false
+    }
+    fn give_future(&mut self, _future: std::sync::Arc<crate::policy::FutureAccesses>) {}
 }
 
 /// The [`Policy`] shell: the resident set without dense FFNs, the planner, and a supplier.
@@ -77,6 +82,14 @@ impl<S: NeuronState> Policy for NeuronPolicy<S> {
 
     fn counters(&self) -> &Counters {
         self.state.counters_ref()
+    }
+
+    fn needs_future(&self) -> bool {
+        self.state.needs_future()
+    }
+
+    fn give_future(&mut self, future: std::sync::Arc<crate::policy::FutureAccesses>) {
+        self.state.give_future(future)
     }
 }
 

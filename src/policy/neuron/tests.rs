@@ -311,3 +311,60 @@ fn bad_parameters_and_budgets_are_refused() {
         Err(PolicyError::BadPass(_))
     ));
 }
+
+/// Hits and misses of `name` over one-layer decode passes whose active neurons are `seq`
+/// (one neuron each), clusters of one neuron, a cache of `cache` neurons.
+fn hits_over(name: &str, seq: &[u32], cache: u64) -> (u64, u64) {
+    let model = tiny_dense(1, 8);
+    let ctx = dense_context(
+        model.clone(),
+        cache,
+        serde_json::json!({"cluster_neurons": 1}),
+    );
+    let mut p = crate::policy::build(name, ctx).unwrap();
+    let passes: Vec<ForwardPass> = seq
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| neuron_pass(vec![neuron_token(0, i as u32, &[&[n]])]))
+        .collect();
+    if p.needs_future() {
+        p.give_future(std::sync::Arc::new(
+            crate::policy::FutureAccesses::from_passes(&model, &passes),
+        ));
+    }
+    let mut b = PlanBuilder::new(0);
+    p.plan_warmup(&mut b).unwrap();
+    let mut next = b.finish().unwrap().end_id();
+    for pass in &passes {
+        next = plan(p.as_mut(), pass, next).end_id();
+    }
+    let c = p.counters();
+    (c.hits, c.misses)
+}
+
+#[test]
+fn belady_evicts_the_cluster_used_farthest_ahead() {
+    // A B C A B with room for two: LRU misses all five (each eviction takes the one needed
+    // next). Belady: A, B miss; C misses and evicts B (next use 4) rather than A (next use
+    // 3); A hits; B misses. One hit.
+    let seq = [0, 1, 2, 0, 1];
+    assert_eq!(hits_over("lru", &seq, 2), (0, 5));
+    assert_eq!(hits_over("belady", &seq, 2), (1, 4));
+}
+
+#[test]
+fn belady_is_the_ceiling_of_lru_and_on_demand_on_random_traces() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+    for round in 0..20 {
+        let seq: Vec<u32> = (0..40).map(|_| rng.gen_range(0..8)).collect();
+        let cache = 1 + round % 6;
+        let (belady, _) = hits_over("belady", &seq, cache);
+        let (lru, _) = hits_over("lru", &seq, cache);
+        let (od, _) = hits_over("on-demand", &seq, cache);
+        assert!(
+            belady >= lru && belady >= od,
+            "{seq:?} cache {cache}: {belady} {lru} {od}"
+        );
+    }
+}
